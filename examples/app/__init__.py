@@ -1,0 +1,1 @@
+"""Example app: onboarding a user with a durable workflow."""

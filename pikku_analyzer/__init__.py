@@ -1,0 +1,1 @@
+"""pikku_analyzer"""

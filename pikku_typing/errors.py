@@ -1,0 +1,64 @@
+"""Exception types raised by pikku_typing (public: each is re-exported from the package)."""
+
+from __future__ import annotations
+
+
+class PikkuError(Exception):
+    """Base class of every error raised by pikku_typing."""
+
+
+class WorkflowRegistrationError(PikkuError, ValueError):
+    """``wire_workflow`` / ``pikku_func`` was given something it cannot register."""
+
+
+class InvalidDurationError(PikkuError, ValueError):
+    """A duration is not a timedelta, a non-negative number of seconds or a string like ``"5s"``."""
+
+
+class WorkflowNotFoundError(PikkuError, LookupError):
+    """No workflow is registered under that name."""
+
+
+class RPCNotFoundError(PikkuError, LookupError):
+    """No ``@pikku_func`` is registered under that RPC name."""
+
+
+class RunNotFoundError(PikkuError, LookupError):
+    """The state store has no run with that id."""
+
+
+class InvalidRunIdError(PikkuError, ValueError):
+    """A run id is malformed (it could escape the state directory, or is empty)."""
+
+
+class StateCorruptedError(PikkuError):
+    """A stored document cannot be read back (truncated or corrupt JSON...). Never overwritten."""
+
+
+class StepSerializationError(PikkuError, TypeError):
+    """A step's data or result cannot round-trip through JSON with its declared type."""
+
+
+class WorkflowNonDeterminismError(PikkuError):
+    """On replay the workflow reached a recorded step key with another kind, RPC name or data."""
+
+
+class WorkflowInputError(PikkuError, ValueError):
+    """``client.start(input)`` was given input that does not match the workflow's input type."""
+
+
+class WorkflowCancelledError(PikkuError):
+    """The run was cancelled (raised by ``client.result`` for a cancelled run)."""
+
+
+class WorkflowFailedError(PikkuError):
+    """The run failed (raised by ``client.result``); ``error`` holds the stored error."""
+
+    def __init__(self, message: str, *, error_type: str | None = None, step: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.step = step
+
+
+class StoreUnavailableError(PikkuError):
+    """The state store or queue backend cannot be reached."""

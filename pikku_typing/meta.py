@@ -1,0 +1,125 @@
+"""Pydantic models of the static metadata: the ONE schema that the analyzer, its reports,
+the code generator, the mypy plugin and the runtime all read.
+
+The JSON report of ``pikku-analyze --format json`` is ``AnalysisReport.model_dump(mode="json")``
+(SPEC section 4); ``workflow_meta.json`` of the generated package holds the same models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DYNAMIC: Final = "<dynamic>"
+"""Marker for a value the analyzer cannot know statically."""
+
+REPORT_VERSION: Final = 1
+
+ExecutionMode: TypeAlias = Literal["inline", "remote"]
+Severity: TypeAlias = Literal["error", "warning"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RpcStepMeta(_Frozen):
+    """``await workflow.do("createUser", "users.create", data, ...)``."""
+
+    type: Literal["rpc"] = "rpc"
+    step_name: str
+    rpc_name: str
+    description: str | None = None
+    line: int
+    column: int = 0
+    retries: int | str | None = None
+    retry_delay: str | float | None = None
+    in_loop: bool = False
+
+
+class InlineStepMeta(_Frozen):
+    """``await workflow.do("calcTax", lambda: ...)``."""
+
+    type: Literal["inline"] = "inline"
+    step_name: str
+    description: str | None = None
+    line: int
+    column: int = 0
+    retries: int | str | None = None
+    retry_delay: str | float | None = None
+    in_loop: bool = False
+
+
+class SleepStepMeta(_Frozen):
+    """``await workflow.sleep("coolOff", "1d")``."""
+
+    type: Literal["sleep"] = "sleep"
+    step_name: str
+    duration: str | float | None
+    description: str | None = None
+    line: int
+    column: int = 0
+    in_loop: bool = False
+
+
+StepMeta: TypeAlias = Annotated[
+    RpcStepMeta | InlineStepMeta | SleepStepMeta, Field(discriminator="type")
+]
+
+
+class WorkflowMeta(_Frozen):
+    name: str
+    description: str | None = None
+    execution_mode: ExecutionMode | str = "remote"
+    tags: list[str] = Field(default_factory=list)
+    middleware: list[str] = Field(default_factory=list)
+    docs: dict[str, object] | None = None
+    func: str
+    """``module.path:function`` of the workflow function."""
+    file: str
+    """Path relative to the analysed root, with forward slashes."""
+    line: int
+    input_type: str | None = None
+    """Dotted, importable name of the input annotation (``app.types.OnboardingInput``)."""
+    output_type: str | None = None
+    steps: list[StepMeta] = Field(default_factory=list)
+
+
+class RpcMeta(_Frozen):
+    name: str
+    func: str
+    """``module.path:function``."""
+    input_type: str | None = None
+    output_type: str | None = None
+    is_async: bool = True
+    file: str | None = None
+    line: int | None = None
+
+
+class Diagnostic(_Frozen):
+    code: str
+    severity: Severity
+    file: str
+    line: int
+    column: int
+    message: str
+    hint: str | None = None
+
+
+class AnalysisReport(_Frozen):
+    """The JSON report (SPEC section 4) and the content of ``workflow_meta.json``."""
+
+    version: int = REPORT_VERSION
+    workflows: list[WorkflowMeta] = Field(default_factory=list)
+    rpcs: list[RpcMeta] = Field(default_factory=list)
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def workflow(self, name: str) -> WorkflowMeta | None:
+        return next((w for w in self.workflows if w.name == name), None)
+
+    def rpc(self, name: str) -> RpcMeta | None:
+        return next((r for r in self.rpcs if r.name == name), None)

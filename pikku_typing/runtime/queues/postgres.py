@@ -1,0 +1,9 @@
+"""Placeholder: implemented by the scale-out work (issue 6)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class PostgresQueue:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("PostgresQueue is not implemented yet")

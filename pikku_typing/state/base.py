@@ -1,0 +1,226 @@
+"""The abstract state store. Every backend (memory, file, SQLite, PostgreSQL) implements the
+same contract, checked by ``tests/test_state_contract.py``.
+
+Design rules the runtime relies on:
+
+* ``get_step_states`` returns every step of a run in ONE read (replay reads it once per pass).
+* ``claim_step`` is atomic across processes: of N concurrent claimers of the same attempt,
+  exactly one gets the step back, the others get ``None``.
+* ``complete_step`` / ``fail_step_attempt`` take the claim ``token``: a holder whose claim was
+  abandoned (its lease expired, its process died) cannot overwrite the newer attempt.
+* ``lock_run`` is a per-run mutual exclusion that holds across processes (and across tasks of
+  one process).
+* All values (``input``, ``output``, step ``data`` and ``result``) are JSON values.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, Self, final
+
+from pikku_typing.errors import InvalidRunIdError
+from pikku_typing.models import (
+    ClaimOwner,
+    ErrorInfo,
+    RunStatus,
+    StepState,
+    WorkflowRun,
+)
+
+RUN_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_run_id(run_id: object) -> str:
+    """Return ``run_id`` if it is a safe id (letters, digits, ``_ . -``; no path separators,
+    not ``.``/``..``), else raise :class:`InvalidRunIdError`."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        raise InvalidRunIdError(
+            f"invalid run id {run_id!r}: use 1-128 letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit, no '..')"
+        )
+    return run_id
+
+
+@final
+class _Unset:
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Final = _Unset()
+
+
+@dataclass(frozen=True)
+class RunChanges:
+    """Fields to change on a run; ``UNSET`` leaves a field as it is."""
+
+    status: RunStatus | _Unset = UNSET
+    output: Any = UNSET
+    error: ErrorInfo | _Unset | None = UNSET
+    wake_at: datetime | _Unset | None = UNSET
+    owner: ClaimOwner | _Unset | None = UNSET
+    cancel_requested: bool | _Unset = UNSET
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, run: WorkflowRun[Any, Any], now: datetime) -> WorkflowRun[Any, Any]:
+        """Return a copy of ``run`` with the changes applied (used by document stores)."""
+        update: dict[str, Any] = {"updated_at": now}
+        for name in ("status", "output", "error", "wake_at", "owner", "cancel_requested"):
+            value = getattr(self, name)
+            if value is not UNSET:
+                update[name] = value
+        return run.model_copy(update=update)
+
+
+class WorkflowStateService(ABC):
+    """Abstract durable state of workflow runs and their steps."""
+
+    # ------------------------------------------------------------------ runs
+    @abstractmethod
+    async def create_run(
+        self, workflow: str, input: Any, *, run_id: str | None = None
+    ) -> WorkflowRun[Any, Any]:
+        """Create a run in status ``running`` (a new uuid4 hex id unless ``run_id`` is given;
+        a given id is validated and must not exist yet)."""
+
+    @abstractmethod
+    async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:
+        """Return the run or raise :class:`RunNotFoundError` (``InvalidRunIdError`` for a bad id)."""
+
+    @abstractmethod
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: RunStatus | Collection[RunStatus] | None = None,
+        limit: int | None = None,
+    ) -> list[WorkflowRun[Any, Any]]:
+        """Runs matching the filters, newest first (by ``created_at``, then id)."""
+
+    @abstractmethod
+    async def _update_run(
+        self,
+        run_id: str,
+        changes: RunChanges,
+        expect_status: Collection[RunStatus] | None,
+    ) -> WorkflowRun[Any, Any] | None:
+        """Apply ``changes`` atomically; when ``expect_status`` is given, only if the run's
+        current status is one of them (else return ``None``). Raise RunNotFoundError."""
+
+    async def update_run(self, run_id: str, changes: RunChanges) -> WorkflowRun[Any, Any]:
+        """Apply ``changes`` unconditionally and return the updated run."""
+        run = await self._update_run(run_id, changes, None)
+        assert run is not None
+        return run
+
+    async def transition_run(
+        self,
+        run_id: str,
+        expect_status: Collection[RunStatus],
+        changes: RunChanges,
+    ) -> WorkflowRun[Any, Any] | None:
+        """Compare-and-set: apply ``changes`` only if the status is in ``expect_status``."""
+        return await self._update_run(run_id, changes, expect_status)
+
+    # ----------------------------------------------------------------- steps
+    @abstractmethod
+    async def get_step_states(self, run_id: str) -> dict[str, StepState]:
+        """Every step of the run, keyed by step key, in creation order: ONE read."""
+
+    @abstractmethod
+    async def get_step(self, run_id: str, key: str) -> StepState | None:
+        """One step, or ``None``."""
+
+    @abstractmethod
+    async def insert_step(self, run_id: str, step: StepState) -> StepState:
+        """Insert ``step`` if no step has its key; return the stored step either way (an
+        existing step is never overwritten). Raise RunNotFoundError for an unknown run."""
+
+    @abstractmethod
+    async def schedule_step(self, run_id: str, key: str, *, at: datetime | None) -> StepState:
+        """Mark a pending step ``scheduled`` (a remote step was enqueued, or a sleep's wake-up
+        time ``at`` was set). A step that is not pending is returned unchanged."""
+
+    @abstractmethod
+    async def claim_step(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        owner: ClaimOwner,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> StepState | None:
+        """Atomically start a new attempt: only if the step is ``pending`` or ``scheduled`` and
+        its ``next_attempt_at`` (if any) is not after ``now``. Sets ``running``, increments
+        ``attempt_count``, appends a running :class:`StepAttempt` held by ``owner`` with
+        ``lease_expires_at = now + lease_seconds``. Returns the updated step, or ``None`` when
+        another claimer won or the step is not claimable."""
+
+    @abstractmethod
+    async def heartbeat_step(
+        self, run_id: str, key: str, *, token: str, lease_seconds: float
+    ) -> bool:
+        """Extend the lease of the running attempt held by ``token``; False if it is not held."""
+
+    @abstractmethod
+    async def complete_step(
+        self, run_id: str, key: str, *, result: Any, token: str | None
+    ) -> bool:
+        """Store the result and mark the step ``succeeded``. With a ``token``, only if that
+        token holds the running attempt; with ``None`` (sleeps), only if the step has not
+        succeeded yet. Returns whether the result was stored."""
+
+    @abstractmethod
+    async def fail_step_attempt(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        token: str | None,
+        error: ErrorInfo,
+        retry_at: datetime | None,
+    ) -> StepState | None:
+        """End the running attempt held by ``token`` with ``error`` (``token=None``: whatever
+        attempt is running, used to abandon dead holders). With ``retry_at`` the step becomes
+        ``scheduled`` with ``next_attempt_at = retry_at``; without, it becomes ``failed`` with
+        ``error``. Returns the updated step, or ``None`` if the token did not hold it."""
+
+    # ------------------------------------------------------------- locking
+    @abstractmethod
+    def lock_run(
+        self, run_id: str, *, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        """Exclusive per-run lock across processes and tasks. Waits at most ``timeout``
+        seconds (forever if ``None``), then raises ``TimeoutError``."""
+
+    # ------------------------------------------------------------ lifecycle
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and handles. Idempotent."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

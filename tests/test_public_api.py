@@ -1,0 +1,41 @@
+"""The public names of SPEC section 3 are importable from ``pikku_typing``."""
+
+import pikku_typing
+
+SPEC_NAMES = [
+    "Workflow",
+    "pikku_func",
+    "rpc",
+    "wire_workflow",
+    "WorkflowRuntime",
+    "WorkflowClient",
+    "WorkflowRun",
+    "StepState",
+    "RunStatus",
+    "StepStatus",
+    "WorkflowStateService",
+    "InMemoryWorkflowStateService",
+    "FileWorkflowStateService",
+    "SqliteWorkflowStateService",
+    "PostgresWorkflowStateService",
+    "PostgresQueue",
+]
+
+
+def test_spec_names_are_exported() -> None:
+    for name in SPEC_NAMES:
+        assert name in pikku_typing.__all__, name
+        assert getattr(pikku_typing, name) is not None
+
+
+def test_all_is_sorted_and_resolves() -> None:
+    assert pikku_typing.__all__ == sorted(pikku_typing.__all__)
+    for name in pikku_typing.__all__:
+        getattr(pikku_typing, name)
+
+
+def test_status_values() -> None:
+    assert [s.value for s in pikku_typing.RunStatus] == [
+        "running", "suspended", "completed", "failed", "cancelled"]
+    assert [s.value for s in pikku_typing.StepStatus] == [
+        "pending", "running", "scheduled", "succeeded", "failed"]
