@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian machine (idempotent, quiet when done).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! python3 -c "import pikku_typing, pytest, pytest_mypy_plugins, procrastinate" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .pikku/.installed ]; then
+  python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  mkdir -p .pikku && touch .pikku/.installed
+fi
+# pyright (from PyPI) fetches its node package on first use: do it now, not inside a test.
+pyright --version >/dev/null
