@@ -62,3 +62,11 @@ class WorkflowFailedError(PikkuError):
 
 class StoreUnavailableError(PikkuError):
     """The state store or queue backend cannot be reached."""
+
+
+class RunAlreadyExistsError(PikkuError, ValueError):
+    """``create_run`` was given a ``run_id`` that the state store already holds."""
+
+
+class StepNotFoundError(PikkuError, LookupError):
+    """The run has no step with that key."""

@@ -1,0 +1,143 @@
+"""Store factories for the store contract suite (``tests/test_state_contract.py``).
+
+Each :class:`StoreFactory` has a ``name`` (the pytest id), ``marks`` (e.g. a skip), and
+``make_spec(tmp_path)`` returning a :class:`StoreSpec`: a *picklable* description (an
+``open_store`` URL) from which the test process and child processes open the same store.
+``cross_process=False`` skips the multi-process tests (the memory store lives in one
+process). ``cleanup(spec)`` runs after the test, if given.
+
+Adding a store is a few lines: append a factory to ``STORE_FACTORIES``, e.g. PostgreSQL::
+
+    _PG_DSN = os.environ.get("PIKKU_TEST_POSTGRES_DSN")
+    STORE_FACTORIES.append(StoreFactory(
+        name="postgres",
+        make_spec=lambda tmp_path: StoreSpec(f"postgres:{_PG_DSN}"),  # isolate per test
+        marks=(pytest.mark.postgres,
+               pytest.mark.skipif(not _PG_DSN, reason="PIKKU_TEST_POSTGRES_DSN not set")),
+        cleanup=None,  # e.g. drop the per-test schema
+    ))
+
+Other test modules can run over every store with ``@pytest.mark.parametrize("factory",
+store_params())`` (or ``store_params(cross_process_only=True)``).
+
+The module-level ``*_worker`` functions run in ``spawn``-ed child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pikku_typing.models import ClaimOwner
+from pikku_typing.state import WorkflowStateService, open_store
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Everything a process needs to open the store (picklable)."""
+
+    url: str
+
+    def open(self) -> WorkflowStateService:
+        return open_store(self.url)
+
+
+@dataclass(frozen=True)
+class StoreFactory:
+    name: str
+    make_spec: Callable[[Path], StoreSpec]
+    marks: tuple[Any, ...] = ()
+    cross_process: bool = True
+    cleanup: Callable[[StoreSpec], None] | None = None
+
+
+STORE_FACTORIES: list[StoreFactory] = [
+    StoreFactory("memory", lambda tmp_path: StoreSpec("memory:"), cross_process=False),
+    # StoreFactory("file", lambda tmp_path: StoreSpec(f"file:{tmp_path / 'state'}")),
+    # StoreFactory("sqlite", lambda tmp_path: StoreSpec(f"sqlite:{tmp_path / 'state.db'}")),
+]
+
+
+def store_params(*, cross_process_only: bool = False) -> list[Any]:
+    """``pytest.param`` objects for every store factory (ids = factory names)."""
+    return [
+        pytest.param(f, marks=f.marks, id=f.name)
+        for f in STORE_FACTORIES
+        if f.cross_process or not cross_process_only
+    ]
+
+
+def make_owner(tag: str = "") -> ClaimOwner:
+    return ClaimOwner(host=socket.gethostname(), pid=os.getpid(), token=f"{tag}{uuid.uuid4().hex}")
+
+
+# ----------------------------------------------------------- child-process workers
+
+
+def claim_race_worker(
+    spec: StoreSpec,
+    run_id: str,
+    rounds: int,
+    index: int,
+    inserts: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Race the other workers for step ``r{n}`` each round; then insert own steps."""
+
+    async def main() -> None:
+        from pikku_typing.models import StepKind, StepState
+
+        store = spec.open()
+        try:
+            for n in range(rounds):
+                barrier.wait()
+                claimed = await store.claim_step(
+                    run_id, f"r{n}", owner=make_owner(f"w{index}-"), lease_seconds=60
+                )
+                results.put((n, index, claimed is not None))
+            barrier.wait()
+            for j in range(inserts):
+                await store.insert_step(
+                    run_id,
+                    StepState(key=f"p{index}-{j}", step_name=f"p{index}", kind=StepKind.INLINE),
+                )
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def lock_holder_worker(spec: StoreSpec, run_id: str, acquired: Any, release: Any) -> None:
+    """Hold ``lock_run(run_id)`` until ``release`` is set (or the process is killed)."""
+
+    async def main() -> None:
+        store = spec.open()
+        try:
+            async with store.lock_run(run_id, timeout=30):
+                acquired.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.01)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def read_run_worker(spec: StoreSpec, run_id: str) -> tuple[Any, list[str]]:
+    """Return the run's input and its step keys, read by another process."""
+
+    async def main() -> tuple[Any, list[str]]:
+        async with spec.open() as store:
+            run = await store.get_run(run_id)
+            return run.input, list(await store.get_step_states(run_id))
+
+    return asyncio.run(main())
