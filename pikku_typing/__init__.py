@@ -30,7 +30,14 @@ from pikku_typing.models import (
     StepStatus,
     WorkflowRun,
 )
-from pikku_typing.runtime import PostgresQueue, WorkflowClient, WorkflowQueue, WorkflowRuntime
+from pikku_typing.runtime import (
+    InProcessQueue,
+    PostgresQueue,
+    RunHandle,
+    WorkflowClient,
+    WorkflowQueue,
+    WorkflowRuntime,
+)
 from pikku_typing.state import (
     FileWorkflowStateService,
     InMemoryWorkflowStateService,
@@ -47,12 +54,14 @@ __all__ = [
     "ErrorInfo",
     "FileWorkflowStateService",
     "InMemoryWorkflowStateService",
+    "InProcessQueue",
     "InvalidDurationError",
     "InvalidRunIdError",
     "PikkuError",
     "PostgresQueue",
     "PostgresWorkflowStateService",
     "RPCNotFoundError",
+    "RunHandle",
     "RunNotFoundError",
     "RunStatus",
     "SqliteWorkflowStateService",

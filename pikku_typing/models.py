@@ -94,6 +94,8 @@ class StepState(BaseModel):
     attempt_count: int = 0
     """Number of attempts started so far."""
     max_attempts: int | None = None
+    retry_delay: float | None = None
+    """Fixed delay in seconds between attempts; ``None``: exponential from 1 s, capped at 5 min."""
     attempts: list[StepAttempt] = Field(default_factory=list)
     next_attempt_at: datetime | None = None
     """When a scheduled attempt (a retry, or a sleep's wake-up) is due."""

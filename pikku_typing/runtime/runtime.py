@@ -1,14 +1,335 @@
-"""Placeholder: implemented by the runtime work (issue 5)."""
+"""``WorkflowRuntime``, its typed ``WorkflowClient`` and ``RunHandle``.
+
+.. code-block:: python
+
+    runtime = WorkflowRuntime()                 # file store under .pikku/state, in-process queue
+    client = runtime.client("onboarding")
+    handle = await client.start({"email": "a@example.com", ...})
+    await runtime.drain()                       # run every due job (sleeps not due stay suspended)
+    output = await client.result(handle.run_id, timeout=10)
+
+* ``drain()`` runs every job that is due, including jobs queued meanwhile, until none is due.
+* ``serve(stop=...)`` runs the workers until ``stop`` is set (or the task is cancelled).
+* ``recover()`` rebuilds the queue from the store after a restart: a pass for every run that is
+  not settled (except runs a live process on this host is running); each pass re-queues the
+  remote steps it waits for, abandons step attempts of dead holders and re-arms sleeps.
+"""
+
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from pikku_typing.errors import (
+    StepSerializationError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+    WorkflowInputError,
+)
+from pikku_typing.models import RunStatus, StepState, WorkflowRun
+from pikku_typing.runtime import codec, process
+from pikku_typing.runtime.orchestrator import (
+    Orchestrator,
+    Services,
+    enqueue_orchestrator,
+    typed_run,
+)
+from pikku_typing.runtime.queues.base import Job, WorkflowQueue
+from pikku_typing.runtime.queues.memory import InProcessQueue
+from pikku_typing.state.base import RunChanges, WorkflowStateService
+from pikku_typing.wiring import Registry, WorkflowDefinition, registry
+
+log = logging.getLogger("pikku_typing.runtime")
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
+WorkerFunc = Callable[["WorkflowRuntime", Job], Awaitable[None]]
+"""A job handler for one queue: ``async def worker(runtime, job) -> None``."""
+
+DEFAULT_STATE_DIR = ".pikku/state"
+
+
+class RunHandle(Generic[OutputT]):
+    """What ``client.start`` returns: the run's id, and shortcuts to wait for it."""
+
+    __slots__ = ("_client", "run_id")
+
+    def __init__(self, client: WorkflowClient[Any, OutputT], run_id: str) -> None:
+        self._client = client
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle(workflow={self._client.name!r}, run_id={self.run_id!r})"
+
+    async def result(self, timeout: float | None = None) -> OutputT:
+        return await self._client.result(self.run_id, timeout=timeout)
+
+    async def get_run(self) -> WorkflowRun[Any, OutputT]:
+        return await self._client.get_run(self.run_id)
+
+    async def cancel(self) -> bool:
+        return await self._client.cancel_run(self.run_id)
+
+
+class WorkflowClient(Generic[InputT, OutputT]):
+    """Starts and inspects the runs of one workflow. Get one from ``runtime.client(name)``
+    (typed by the generated ``workflow_client(runtime, name)``)."""
+
+    def __init__(self, runtime: WorkflowRuntime, definition: WorkflowDefinition) -> None:
+        self._runtime = runtime
+        self._definition = definition
+
+    @property
+    def name(self) -> str:
+        return self._definition.name
+
+    def __repr__(self) -> str:
+        return f"WorkflowClient({self.name!r})"
+
+    async def start(self, input: InputT, *, run_id: str | None = None) -> RunHandle[OutputT]:
+        """Validate ``input`` against the workflow's input annotation (raise
+        :class:`WorkflowInputError`), store a new run and queue its first pass."""
+        try:
+            _, encoded = codec.coerce(input, self._definition.input_type, what="input")
+        except StepSerializationError as exc:
+            raise WorkflowInputError(
+                f"invalid input for workflow {self.name!r}: {exc}"
+            ) from exc
+        rt = self._runtime
+        run = await rt.state.create_run(self.name, encoded, run_id=run_id)
+        await enqueue_orchestrator(rt.queue, self.name, run.id)
+        return RunHandle(self, run.id)
+
+    async def get_run(self, run_id: str) -> WorkflowRun[Any, OutputT]:
+        """The stored run, with ``input`` and ``output`` rebuilt to the workflow's types."""
+        run = await self._runtime.state.get_run(run_id)
+        definition = self._definition if run.workflow == self.name else None
+        return typed_run(run, definition)
+
+    async def get_steps(self, run_id: str) -> dict[str, StepState]:
+        """Every step of the run (one read)."""
+        return await self._runtime.state.get_step_states(run_id)
+
+    async def cancel_run(self, run_id: str) -> bool:
+        """Cancel the run at its next step boundary. ``False`` if it is already settled."""
+        return await self._runtime.cancel_run(run_id)
+
+    async def result(self, run_id: str, timeout: float | None = None) -> OutputT:
+        """Wait for the run to settle and return its output. Raises
+        :class:`WorkflowFailedError`, :class:`WorkflowCancelledError` or ``TimeoutError``.
+        Something must run the jobs meanwhile (``serve()`` in a task, or other workers)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            run = await self.get_run(run_id)
+            if run.status is RunStatus.COMPLETED:
+                return run.output  # type: ignore[return-value]
+            if run.status is RunStatus.FAILED:
+                error = run.error
+                raise WorkflowFailedError(
+                    f"run {run_id!r} of workflow {run.workflow!r} failed: "
+                    + (f"{error.type}: {error.message}" if error else "unknown error"),
+                    error_type=error.type if error else None,
+                    step=error.step if error else None,
+                )
+            if run.status is RunStatus.CANCELLED:
+                raise WorkflowCancelledError(f"run {run_id!r} of workflow {run.workflow!r} was cancelled")
+            wait = delay
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"run {run_id!r} of workflow {run.workflow!r} did not settle within "
+                        f"{timeout}s (status {run.status.value})"
+                    )
+                wait = min(wait, remaining)
+            await self._runtime._wait_settled(run_id, wait)
+            delay = min(delay * 1.5, 0.25)
 
 
 class WorkflowRuntime:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("WorkflowRuntime is not implemented yet")
+    """Runs workflows durably on a state store and a queue.
 
+    ``WorkflowRuntime()`` uses the embedded defaults: ``FileWorkflowStateService(".pikku/state")``
+    and an :class:`InProcessQueue`.
 
-class WorkflowClient:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("WorkflowClient is not implemented yet")
+    Options: ``lease_seconds`` (a step attempt's lease, renewed by a heartbeat; a holder on
+    another host is abandoned when it runs out), ``max_inline_wait`` (retry delays up to this
+    many seconds are waited for inside the worker; longer ones suspend the run durably),
+    ``concurrency`` (``serve()`` default), ``live_runs`` (suspended runs whose continuation is
+    kept in memory), ``workers`` (``{queue name: async fn(runtime, job)}``, e.g. the generated
+    ``workflow_workers.WORKERS``; other queues use :func:`pikku_typing.runtime.workers.handle_job`).
+    """
+
+    def __init__(
+        self,
+        state: WorkflowStateService | None = None,
+        queue: WorkflowQueue | None = None,
+        *,
+        lease_seconds: float = 30.0,
+        max_inline_wait: float = 1.0,
+        concurrency: int = 4,
+        live_runs: int = 1000,
+        workers: Mapping[str, WorkerFunc] | None = None,
+        registry: Registry = registry,
+    ) -> None:
+        self._owns_state = state is None
+        self._owns_queue = queue is None
+        if state is None:
+            from pikku_typing.state.file import FileWorkflowStateService
+
+            state = FileWorkflowStateService(Path(DEFAULT_STATE_DIR))
+        self.state: WorkflowStateService = state
+        self.queue: WorkflowQueue = queue if queue is not None else InProcessQueue()
+        self.registry = registry
+        self.concurrency = concurrency
+        self.workers: dict[str, WorkerFunc] = dict(workers or {})
+        self._settled: dict[str, list[asyncio.Event]] = {}
+        self.services = Services(
+            state=self.state,
+            queue=self.queue,
+            registry=registry,
+            lease_seconds=lease_seconds,
+            max_inline_wait=max_inline_wait,
+            live_runs=live_runs,
+            on_settled=self._notify_settled,
+        )
+        self.orchestrator = Orchestrator(self.services)
+
+    def __repr__(self) -> str:
+        return f"WorkflowRuntime(state={self.state!r}, queue={self.queue!r})"
+
+    # ---------------------------------------------------------------- clients
+    def client(self, name: str) -> WorkflowClient[Any, Any]:
+        """The client of workflow ``name`` (raises ``WorkflowNotFoundError``)."""
+        return WorkflowClient(self, self.registry.get_workflow(name))
+
+    async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:
+        run = await self.state.get_run(run_id)
+        definition = self.registry.workflows.get(run.workflow)
+        return typed_run(run, definition)
+
+    async def cancel_run(self, run_id: str) -> bool:
+        """Request cancellation; a suspended run is cancelled at once, a running one at its
+        next step boundary. ``False`` when the run is already settled."""
+        while True:
+            run = await self.state.get_run(run_id)
+            if run.status.is_settled:
+                return False
+            if run.status is RunStatus.SUSPENDED:
+                done = await self.state.transition_run(
+                    run_id,
+                    (RunStatus.SUSPENDED,),
+                    RunChanges(status=RunStatus.CANCELLED, cancel_requested=True, wake_at=None),
+                )
+                if done is not None:
+                    self._notify_settled(run_id)
+                    await enqueue_orchestrator(self.queue, run.workflow, run_id)
+                    return True
+                continue
+            marked = await self.state.transition_run(
+                run_id, (RunStatus.RUNNING,), RunChanges(cancel_requested=True)
+            )
+            if marked is not None:
+                await enqueue_orchestrator(self.queue, run.workflow, run_id)
+                return True
+
+    # ----------------------------------------------------------------- workers
+    async def handle_job(self, job: Job) -> None:
+        """Run one job (the handler given to the queue). Errors are logged, never raised."""
+        from pikku_typing.runtime.workers import handle_job
+
+        worker = self.workers.get(job.queue)
+        try:
+            if worker is not None:
+                await worker(self, job)
+            else:
+                await handle_job(self, job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s job of run %s (%s) failed", job.kind, job.run_id, job.workflow)
+
+    async def drain(self, *, queues: Sequence[str] | None = None) -> int:
+        """Run every job that is due (including jobs queued meanwhile) until none is due;
+        return how many ran. A run whose sleep has not ended stays suspended."""
+        return await self.queue.drain(self.handle_job, queues=queues)
+
+    async def serve(
+        self,
+        *,
+        stop: asyncio.Event | None = None,
+        concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
+    ) -> None:
+        """Run the workers until ``stop`` is set or the task is cancelled."""
+        await self.queue.serve(
+            self.handle_job,
+            queues=queues,
+            concurrency=concurrency or self.concurrency,
+            stop=stop,
+        )
+
+    async def recover(self) -> int:
+        """Rebuild the queue from the store after a restart; return how many runs were
+        queued. Every run that is not settled gets a pass (a run marked ``running`` by a
+        process of this host that is still alive is left to it); the pass re-queues the
+        remote steps the run waits for, abandons attempts of dead holders, re-arms sleeps."""
+        runs = await self.state.list_runs(status=(RunStatus.RUNNING, RunStatus.SUSPENDED))
+        count = 0
+        for run in runs:
+            owner = run.owner
+            if (
+                run.status is RunStatus.RUNNING
+                and owner is not None
+                and not process.is_same_process(owner)
+                and process.holder_liveness(owner) == "alive"
+            ):
+                continue
+            await enqueue_orchestrator(self.queue, run.workflow, run.id)
+            count += 1
+        return count
+
+    # ------------------------------------------------------------- lifecycle
+    def _notify_settled(self, run_id: str) -> None:
+        for event in self._settled.pop(run_id, []):
+            event.set()
+
+    async def _wait_settled(self, run_id: str, timeout: float) -> None:
+        event = asyncio.Event()
+        self._settled.setdefault(run_id, []).append(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._settled.get(run_id)
+            if waiters is not None and event in waiters:
+                waiters.remove(event)
+                if not waiters:
+                    del self._settled[run_id]
+
+    async def close(self) -> None:
+        """Drop live continuations; close the store and queue this runtime created."""
+        await self.orchestrator.close()
+        if self._owns_queue:
+            await self.queue.close()
+        if self._owns_state:
+            await self.state.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

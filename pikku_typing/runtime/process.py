@@ -1,0 +1,137 @@
+"""Who holds a claim, and whether that holder is still alive.
+
+Every claim (a run's orchestrator pass, a step attempt) records a :class:`ClaimOwner`:
+the host name (``socket.gethostname()``), the process id and a token unique per claim.
+The token starts with the holder process's *start time* (``/proc/<pid>/stat`` field 22,
+when available), so a pid reused by another process is not mistaken for the holder.
+
+:func:`holder_liveness` answers ``"alive"``, ``"dead"`` or ``"unknown"`` (another host:
+only its lease can tell).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from functools import cache
+from typing import Final, Literal
+
+from pikku_typing.models import ClaimOwner
+
+Liveness = Literal["alive", "dead", "unknown"]
+
+_NO_START: Final = "x"
+
+_active_tokens: set[str] = set()
+"""Tokens of the claims this process currently holds (its running passes and attempts)."""
+
+
+@cache
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time (clock ticks since boot) of process ``pid``, or ``None`` when unknown
+    (no ``/proc``, or no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces: split after it.
+    fields = raw[raw.rfind(")") + 2 :].split()
+    # fields[0] is field 3 (state); the start time is field 22.
+    return fields[19] if len(fields) > 19 else None
+
+
+def _process_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[0] if fields else None
+
+
+_pid_at_import: int = -1
+_start_at_import: str = _NO_START
+
+
+def _my_start() -> str:
+    global _pid_at_import, _start_at_import
+    pid = os.getpid()
+    if pid != _pid_at_import:  # first call, or we are a forked child
+        _pid_at_import = pid
+        _start_at_import = process_start_time(pid) or _NO_START
+    return _start_at_import
+
+
+def new_token() -> str:
+    """A claim token: ``<process start time>.<random hex>``."""
+    return f"{_my_start()}.{uuid.uuid4().hex}"
+
+
+def new_owner() -> ClaimOwner:
+    """A :class:`ClaimOwner` for a new claim held by this process (not yet marked active)."""
+    return ClaimOwner(host=hostname(), pid=os.getpid(), token=new_token())
+
+
+def mark_active(token: str) -> None:
+    _active_tokens.add(token)
+
+
+def mark_inactive(token: str) -> None:
+    _active_tokens.discard(token)
+
+
+def _token_start(token: str) -> str | None:
+    head, sep, _ = token.partition(".")
+    if not sep or head == _NO_START:
+        return None
+    return head
+
+
+def holder_liveness(owner: ClaimOwner) -> Liveness:
+    """Is the process that holds this claim alive?
+
+    * another host: ``"unknown"`` (the lease decides);
+    * this process: alive only while it still holds the token (a crashed task that left a
+      claim behind is dead);
+    * another process of this host: ``os.kill(pid, 0)``, then its start time against the
+      one in the token (pid reuse), and zombies count as dead.
+    """
+    if owner.host != hostname():
+        return "unknown"
+    if owner.pid == os.getpid():
+        start = _token_start(owner.token)
+        if start is not None and start != _my_start():
+            return "dead"  # an earlier process with our pid
+        return "alive" if owner.token in _active_tokens else "dead"
+    try:
+        os.kill(owner.pid, 0)
+    except ProcessLookupError:
+        return "dead"
+    except PermissionError:
+        pass  # exists, owned by another user
+    except OSError:
+        return "unknown"
+    if _process_state(owner.pid) == "Z":
+        return "dead"
+    start = _token_start(owner.token)
+    if start is not None:
+        current = process_start_time(owner.pid)
+        if current is not None and current != start:
+            return "dead"  # the pid was reused
+    return "alive"
+
+
+def is_same_process(owner: ClaimOwner | None) -> bool:
+    return (
+        owner is not None
+        and owner.host == hostname()
+        and owner.pid == os.getpid()
+        and _token_start(owner.token) in (None, _my_start())
+    )

@@ -1,0 +1,189 @@
+"""Step keys, retry policy, claims, leases and abandonment of dead holders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from pikku_typing.durations import parse_duration
+from pikku_typing.errors import PikkuError
+from pikku_typing.models import ClaimOwner, ErrorInfo, StepState, StepStatus
+from pikku_typing.runtime import process
+from pikku_typing.state.base import WorkflowStateService
+from pikku_typing.wiring import StepCall, StepMiddleware
+
+DEFAULT_RETRIES: Final = 5
+DEFAULT_BASE_DELAY: Final = 1.0
+MAX_DELAY: Final = 300.0
+ABANDONED_ERROR: Final = "AbandonedAttempt"
+ABANDON_GRACE: Final = 3
+"""An attempt abandoned by a dead holder is run again even when the step has no retries
+left, at most this many extra times (a step that kills its process every time must end)."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StepKeys:
+    """Assigns step keys in call order: ``name``, then ``name#1``, ``name#2``... for repeats."""
+
+    __slots__ = ("_counts", "_used")
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._used: set[str] = set()
+
+    def next(self, name: str) -> str:
+        n = self._counts.get(name, 0)
+        key = name if n == 0 else f"{name}#{n}"
+        while key in self._used:  # an explicit "name#1" already took it
+            n += 1
+            key = f"{name}#{n}"
+        self._counts[name] = n + 1
+        self._used.add(key)
+        return key
+
+
+def max_attempts(retries: int | None) -> int:
+    if retries is None:
+        return DEFAULT_RETRIES + 1
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative int, got {retries!r}")
+    return retries + 1
+
+
+def fixed_delay(retry_delay: object) -> float | None:
+    """``None`` (exponential default) or the fixed delay in seconds."""
+    return None if retry_delay is None else parse_duration(retry_delay)
+
+
+def retry_delay_seconds(fixed: float | None, failed_attempt: int) -> float:
+    """Delay before the attempt after ``failed_attempt`` (1-based)."""
+    if fixed is not None:
+        return fixed
+    return float(min(DEFAULT_BASE_DELAY * (2 ** max(failed_attempt - 1, 0)), MAX_DELAY))
+
+
+def error_info(exc: BaseException, *, step: str | None = None) -> ErrorInfo:
+    if isinstance(exc, PikkuError) and getattr(exc, "error_type", None):
+        type_name = str(getattr(exc, "error_type"))  # noqa: B009 - a failed step's original type
+    else:
+        type_name = type(exc).__qualname__
+    return ErrorInfo(
+        type=type_name,
+        message=str(exc),
+        step=step if step is not None else getattr(exc, "step", None),
+        traceback="".join(traceback.format_exception(exc))[-8000:],
+    )
+
+
+def next_retry(step: StepState, failed_attempt: int, t: datetime) -> datetime | None:
+    """When to retry after ``failed_attempt``, or ``None`` when the retries are exhausted."""
+    limit = step.max_attempts if step.max_attempts is not None else DEFAULT_RETRIES + 1
+    if failed_attempt >= limit:
+        return None
+    return t + timedelta(seconds=retry_delay_seconds(step.retry_delay, failed_attempt))
+
+
+def _abandoned_count(step: StepState) -> int:
+    return sum(1 for a in step.attempts if a.error is not None and a.error.type == ABANDONED_ERROR)
+
+
+def holder_abandoned(step: StepState, t: datetime) -> bool:
+    """Is the running attempt of ``step`` held by a dead process (same host) or past its lease?"""
+    attempt = step.current_attempt
+    if step.status is not StepStatus.RUNNING or attempt is None:
+        return False
+    if attempt.owner is None:
+        return attempt.lease_expires_at is None or attempt.lease_expires_at <= t
+    liveness = process.holder_liveness(attempt.owner)
+    if liveness == "dead":
+        return True
+    if liveness == "alive":
+        return False
+    return attempt.lease_expires_at is not None and attempt.lease_expires_at <= t
+
+
+async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> StepState:
+    """End the dead holder's attempt; it is run again (see :data:`ABANDON_GRACE`)."""
+    attempt = step.current_attempt
+    owner = attempt.owner if attempt is not None else None
+    t = now()
+    who = f"pid {owner.pid} on {owner.host}" if owner else "an unknown holder"
+    limit = step.max_attempts if step.max_attempts is not None else DEFAULT_RETRIES + 1
+    again = step.attempt_count < limit or _abandoned_count(step) < ABANDON_GRACE
+    updated = await state.fail_step_attempt(
+        run_id,
+        step.key,
+        token=owner.token if owner else None,
+        error=ErrorInfo(
+            type=ABANDONED_ERROR,
+            message=f"attempt {step.attempt_count} abandoned: its holder ({who}) is gone",
+            step=step.key,
+        ),
+        retry_at=t if again else None,
+    )
+    if updated is None:
+        fresh = await state.get_step(run_id, step.key)
+        assert fresh is not None
+        return fresh
+    return updated
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(
+    state: WorkflowStateService, run_id: str, key: str, token: str, lease_seconds: float
+) -> AsyncIterator[None]:
+    """Extend the lease of a running attempt every third of the lease while the body runs."""
+
+    async def beat() -> None:
+        interval = max(lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await state.heartbeat_step(
+                    run_id, key, token=token, lease_seconds=lease_seconds
+                ):
+                    return  # the claim was taken away: our result will be refused
+            except Exception:  # a transient store error must not kill the step
+                continue
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def call_with_middleware(
+    middleware: Sequence[StepMiddleware],
+    call: StepCall,
+    execute: Callable[[], Awaitable[Any]],
+) -> Any:
+    """Run ``execute`` wrapped by ``middleware`` (the first is the outermost)."""
+    if not middleware:
+        return await execute()
+
+    def wrap(index: int) -> Callable[[], Awaitable[Any]]:
+        if index == len(middleware):
+            return execute
+
+        async def call_next() -> Any:
+            return await middleware[index](call, wrap(index + 1))
+
+        return call_next
+
+    return await wrap(0)()
+
+
+def claim_owner() -> ClaimOwner:
+    owner = process.new_owner()
+    process.mark_active(owner.token)
+    return owner
