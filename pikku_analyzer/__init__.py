@@ -1,1 +1,33 @@
-"""pikku_analyzer"""
+"""pikku_analyzer: the static analyzer behind ``pikku-analyze``.
+
+The public API (pinned by ``tests/test_analyzer_api.py``)::
+
+    from pikku_analyzer import analyze, load_config
+
+    result = analyze(load_config("examples"))
+    result.report          # pikku_typing.meta.AnalysisReport (the JSON report)
+    result.diagnostics     # list[Diag], sorted by file, line, column, code
+    result.exit_code       # 1 when there is an error diagnostic
+
+Importing this package does not import pydantic; ``result.report`` does.
+"""
+
+from pikku_analyzer.checks import Diag
+from pikku_analyzer.codes import CODES, SPEC_CODES, Code
+from pikku_analyzer.config import ConfigError, PikkuConfig, load_config
+from pikku_analyzer.engine import AnalysisResult, analyze
+from pikku_analyzer.report import FORMATS, render
+
+__all__ = [
+    "CODES",
+    "FORMATS",
+    "SPEC_CODES",
+    "AnalysisResult",
+    "Code",
+    "ConfigError",
+    "Diag",
+    "PikkuConfig",
+    "analyze",
+    "load_config",
+    "render",
+]

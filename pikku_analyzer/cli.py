@@ -1,13 +1,193 @@
-"""``pikku-analyze``: placeholder until the analyzer lands (issue 3)."""
+"""``pikku-analyze [ROOT]``: analyse a project statically, report, and generate its package.
+
+Exit codes: 0 no error diagnostic, 1 an error diagnostic (or stale generated files with
+``--check``, or changes pending with ``--diff``), 2 a usage or configuration error. Never a
+traceback: anything unexpected is one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pikku_analyzer.codes import CODES
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("pikku-analyze: not implemented yet", file=sys.stderr)
-    return 2
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pikku-analyze",
+        description=(
+            "Statically analyse pikku workflows ([tool.pikku] in pyproject.toml): report "
+            "workflows, steps, RPCs and diagnostics, and generate the typed package."
+        ),
+    )
+    parser.add_argument("root", nargs="?", default=None, metavar="ROOT", help="project directory (default: .)")
+    parser.add_argument(
+        "--format", choices=("text", "json", "sarif", "mermaid"), default="text", help="report format"
+    )
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 when the generated files are stale (or on error diagnostics)",
+    )
+    parser.add_argument("--no-generate", action="store_true", help="do not generate the package")
+    parser.add_argument(
+        "--fix", action="store_true", help="apply safe fixes (UNKNOWN_RPC with exactly one close match)"
+    )
+    parser.add_argument("--diff", action="store_true", help="with --fix/--add-ignore: print a diff, change nothing")
+    parser.add_argument(
+        "--add-ignore",
+        metavar="CODE",
+        action="append",
+        default=[],
+        help="add '# pikku: ignore[CODE]' to every line with that diagnostic (repeatable)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write .pikku/cache")
+    parser.add_argument("--jobs", "-j", type=int, default=None, metavar="N", help="worker processes for parsing")
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    return parser
+
+
+def _err(message: str) -> None:
+    print(f"pikku-analyze: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except _UsageError as exc:
+        _err(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        # stdout was closed (e.g. piped into head): silence the interpreter's flush at exit
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:  # never a traceback
+        _err(f"internal error: {type(exc).__name__}: {exc} (please report this)")
+        return 2
+
+
+def _main(argv: list[str]) -> int:
+    from pikku_analyzer.config import ConfigError, load_config
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        raise _UsageError("--jobs must be at least 1")
+    for code in args.add_ignore:
+        if code.upper() not in CODES:
+            raise _UsageError(f"--add-ignore: unknown code {code!r} (known: {', '.join(CODES)})")
+    if args.diff and not (args.fix or args.add_ignore):
+        args.fix = True
+    try:
+        config = load_config(args.root)
+    except ConfigError as exc:
+        _err(f"config error: {exc}")
+        return 2
+
+    from pikku_analyzer.engine import analyze, print_progress_factory
+
+    progress = None
+    if not args.no_progress and sys.stderr.isatty():
+        progress = print_progress_factory(sys.stderr)
+    use_cache = not args.no_cache
+    result = analyze(config, use_cache=use_cache, jobs=args.jobs, progress=progress, read_only_cache=args.check)
+
+    if args.fix or args.add_ignore:
+        from pikku_analyzer.fix import apply_edits, plan_edits
+
+        edits = plan_edits(result, fix=args.fix, add_ignore=[c.upper() for c in args.add_ignore])
+        if args.diff:
+            diff = apply_edits(edits, dry_run=True)
+            sys.stdout.write(diff)
+            return 1 if diff else 0
+        changed = apply_edits(edits, dry_run=False)
+        if changed:
+            count = len(edits)
+            print(f"pikku-analyze: fixed {count} file{'s' if count != 1 else ''}", file=sys.stderr)
+            result = analyze(config, use_cache=use_cache, jobs=args.jobs, progress=None)
+
+    from pikku_analyzer.report import render
+
+    color = args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    text = render(result, args.format, color=color)
+    if args.output:
+        try:
+            out_path = Path(args.output)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _err(f"error: cannot write {args.output}: {exc.strerror or exc}")
+            return 2
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    code = result.exit_code
+    if not args.no_generate:
+        stale = _generate(result, check=args.check)
+        if stale:
+            code = 1
+    return code
+
+
+def _generate(result: Any, *, check: bool) -> bool:
+    """Render the package (codegen) and write it, or with ``check`` list stale files.
+    Returns True when ``check`` found stale files."""
+    if result.has_syntax_errors:
+        _err("not generating: fix the SYNTAX_ERROR diagnostics first (the last output is kept)")
+        return False
+    try:
+        import importlib
+
+        codegen = importlib.import_module("pikku_analyzer.codegen")
+        render_package = codegen.render_package
+        write_generated = codegen.write_generated
+        stale_generated = codegen.stale_generated
+    except (ImportError, AttributeError) as exc:
+        _err(f"note: code generation is not available ({exc}); skipped")
+        return False
+    files = render_package(result.report, result.config)
+    root = result.config.root
+    if check:
+        stale = stale_generated(files)
+        if stale:
+            names = ", ".join(_rel(p, root) for p in stale)
+            _err(f"generated files are stale: {names} (run pikku-analyze to regenerate)")
+            return True
+        return False
+    written = write_generated(files)
+    if written:
+        names = ", ".join(_rel(p, root) for p in written)
+        _err(f"generated {len(written)} file{'s' if len(written) != 1 else ''}: {names}")
+    return False
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,172 @@
+"""The diagnostic codes: severity, a title, a help text (SARIF rule metadata) and a default hint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: Severity
+    title: str
+    help: str
+    hint: str
+
+
+_CODES: Final = (
+    Code(
+        "DYNAMIC_STEP_NAME",
+        "warning",
+        "Step name is not a literal",
+        "A step name that is not a string literal cannot be checked statically and is shown "
+        "as <dynamic> in reports; give the step a description= so it stays readable.",
+        "use a string literal as step name, or add description=\"...\"",
+    ),
+    Code(
+        "DUPLICATE_STEP_NAME",
+        "error",
+        "Two steps share one name",
+        "Two steps of one workflow with the same literal name (not in a loop and not in "
+        "exclusive branches) share one replay key: the second replays the first's result.",
+        "give each step its own name",
+    ),
+    Code(
+        "UNKNOWN_RPC",
+        "error",
+        "RPC step names an unknown RPC",
+        "An RPC-form step names an RPC that no @pikku_func in the analysed sources defines.",
+        "define it with @pikku_func(name=...) or fix the name",
+    ),
+    Code(
+        "DUPLICATE_WORKFLOW_NAME",
+        "error",
+        "Workflow name wired twice",
+        "Two wire_workflow(...) calls register the same workflow name.",
+        "rename one of the workflows",
+    ),
+    Code(
+        "DUPLICATE_RPC_NAME",
+        "error",
+        "RPC name defined twice",
+        "Two @pikku_func functions register the same RPC name.",
+        "rename one of the RPCs with @pikku_func(name=...)",
+    ),
+    Code(
+        "MISSING_NAME",
+        "error",
+        "wire_workflow without name",
+        "wire_workflow(...) needs name=\"...\".",
+        "add name=\"my-workflow\"",
+    ),
+    Code(
+        "MISSING_FUNC",
+        "error",
+        "wire_workflow without func",
+        "wire_workflow(...) needs func=<the workflow function>.",
+        "add func=my_workflow",
+    ),
+    Code(
+        "NON_LITERAL_WORKFLOW_NAME",
+        "error",
+        "Workflow name is not a string literal",
+        "The workflow name must be known statically: the generated WorkflowMap is keyed by it.",
+        "use a string literal (or a module-level string constant) as name=",
+    ),
+    Code(
+        "INVALID_EXECUTION_MODE",
+        "error",
+        "Invalid execution_mode",
+        "execution_mode must be the literal \"inline\" or \"remote\".",
+        "use execution_mode=\"remote\" (default) or execution_mode=\"inline\"",
+    ),
+    Code(
+        "UNRESOLVED_STEP_KIND",
+        "warning",
+        "Step kind cannot be decided",
+        "The second argument of workflow.do(...) is neither a string (RPC form) nor a "
+        "lambda, a function or functools.partial (inline form) that the analyzer can see.",
+        "pass a string literal RPC name, a lambda or a function defined in the workflow",
+    ),
+    Code(
+        "NON_DETERMINISTIC_CALL",
+        "warning",
+        "Non-deterministic call in a workflow body",
+        "A workflow function is re-run on every replay: time, randomness, environment, "
+        "I/O and network calls outside a step give different values on each pass.",
+        "move the call into a step: await workflow.do(\"name\", lambda: ...)",
+    ),
+    Code(
+        "SYNTAX_ERROR",
+        "error",
+        "File does not parse",
+        "A Python file of the analysed sources does not parse; it is skipped, the others are "
+        "still analysed.",
+        "fix the syntax error",
+    ),
+    Code(
+        "UNREADABLE_FILE",
+        "error",
+        "File cannot be read",
+        "A file of the analysed sources cannot be read (permissions, broken symlink, "
+        "symlink loop).",
+        "fix the file's permissions or exclude it with [tool.pikku] exclude",
+    ),
+    Code(
+        "FILE_TOO_LARGE",
+        "warning",
+        "File too large to analyse",
+        "A file that mentions pikku is larger than the analyzer's limit (8 MiB) and is skipped.",
+        "split the file or exclude it with [tool.pikku] exclude",
+    ),
+    Code(
+        "SYMLINK_LOOP",
+        "warning",
+        "Directory symlink loop",
+        "A symlinked directory leads back to a directory already analysed; it is skipped.",
+        "exclude the symlink with [tool.pikku] exclude",
+    ),
+    Code(
+        "NON_LITERAL_RPC_NAME",
+        "warning",
+        "RPC name is not a string literal",
+        "@pikku_func(name=...) is not a string literal, so steps cannot be checked against it.",
+        "use a string literal (or a module-level string constant)",
+    ),
+    Code(
+        "UNRESOLVED_WORKFLOW_FUNC",
+        "warning",
+        "Workflow function not found",
+        "func= of wire_workflow does not resolve to a function of the analysed sources, so its "
+        "steps are unknown.",
+        "define the workflow function in an analysed module (see [tool.pikku] src)",
+    ),
+    Code(
+        "ANALYZER_ERROR",
+        "error",
+        "Internal analyzer error",
+        "The analyzer failed on this file; please report it. The other files are analysed.",
+        "report this as a bug in pikku-analyze",
+    ),
+)
+
+CODES: Final[dict[str, Code]] = {c.code: c for c in _CODES}
+"""Every diagnostic code, in a stable order."""
+
+SPEC_CODES: Final = (
+    "DYNAMIC_STEP_NAME",
+    "DUPLICATE_STEP_NAME",
+    "UNKNOWN_RPC",
+    "DUPLICATE_WORKFLOW_NAME",
+    "DUPLICATE_RPC_NAME",
+    "MISSING_NAME",
+    "MISSING_FUNC",
+    "NON_LITERAL_WORKFLOW_NAME",
+    "INVALID_EXECUTION_MODE",
+    "UNRESOLVED_STEP_KIND",
+    "NON_DETERMINISTIC_CALL",
+    "SYNTAX_ERROR",
+)

@@ -1,0 +1,1115 @@
+"""Per-file facts, extracted statically with the stdlib ``ast`` (never importing user code).
+
+``extract_facts`` turns one file's bytes into a JSON-able dict (the unit of the cache):
+its imports, module-level string constants, RPC functions (``@pikku_func``), the
+``wire_workflow(...)`` calls and, for every module-level ``async def`` with a first
+parameter, the steps called on that parameter and the non-deterministic calls made
+outside steps. Everything that needs other modules (``func=`` imported from elsewhere,
+imported constants, RPC names) is kept as a ``{"ref": "dotted.name"}`` and resolved by
+:mod:`pikku_analyzer.checks`.
+
+Values not known statically are ``"<dynamic>"``.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import dataclasses
+import io
+import re
+import sys
+import tokenize
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+DYNAMIC: Final = "<dynamic>"
+FACTS_VERSION: Final = 3
+
+JSON = Any
+"""A JSON-able value (facts are plain dicts, lists, str, int, float, bool, None)."""
+
+_BUILTINS: Final = frozenset(dir(builtins))
+_SUPPRESS_RE: Final = re.compile(r"#\s*pikku:\s*ignore(?:\[([^\]]*)\])?", re.IGNORECASE)
+_LOOPS: Final = (ast.For, ast.AsyncFor, ast.While)
+_COMPREHENSIONS: Final = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_FUNCS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+# dotted name -> (what it is, specific hint)
+_NONDET_EXACT: Final[dict[str, tuple[str, str]]] = {
+    "time.time": ("the current time", ""),
+    "time.time_ns": ("the current time", ""),
+    "time.monotonic": ("a clock", ""),
+    "time.monotonic_ns": ("a clock", ""),
+    "time.perf_counter": ("a clock", ""),
+    "time.perf_counter_ns": ("a clock", ""),
+    "time.process_time": ("a clock", ""),
+    "time.localtime": ("the current time", ""),
+    "time.gmtime": ("the current time", ""),
+    "time.sleep": ("a blocking sleep", "use await workflow.sleep(\"name\", duration): it is durable"),
+    "asyncio.sleep": ("a non-durable sleep", "use await workflow.sleep(\"name\", duration): it is durable"),
+    "datetime.datetime.now": ("the current time", ""),
+    "datetime.datetime.utcnow": ("the current time", ""),
+    "datetime.datetime.today": ("the current date", ""),
+    "datetime.date.today": ("the current date", ""),
+    "uuid.uuid1": ("a random UUID", ""),
+    "uuid.uuid4": ("a random UUID", ""),
+    "os.environ": ("the environment", ""),
+    "os.getenv": ("the environment", ""),
+    "os.getenvb": ("the environment", ""),
+    "os.urandom": ("randomness", ""),
+    "os.listdir": ("file-system I/O", ""),
+    "os.scandir": ("file-system I/O", ""),
+    "os.stat": ("file-system I/O", ""),
+    "os.path.exists": ("file-system I/O", ""),
+    "os.system": ("a subprocess", ""),
+    "builtins.open": ("file I/O", ""),
+    "builtins.input": ("console input", ""),
+    "io.open": ("file I/O", ""),
+    "pathlib.Path.read_text": ("file I/O", ""),
+    "pathlib.Path.read_bytes": ("file I/O", ""),
+    "pathlib.Path.write_text": ("file I/O", ""),
+    "pathlib.Path.write_bytes": ("file I/O", ""),
+    "pikku_typing.rpc.invoke": (
+        "an RPC call",
+        "call the RPC as a step: await workflow.do(\"name\", \"rpc.name\", data)",
+    ),
+    "pikku_typing.interaction.rpc.invoke": (
+        "an RPC call",
+        "call the RPC as a step: await workflow.do(\"name\", \"rpc.name\", data)",
+    ),
+}
+_NONDET_PREFIXES: Final[tuple[tuple[str, str], ...]] = (
+    ("random.", "randomness"),
+    ("secrets.", "randomness"),
+    ("os.environ.", "the environment"),
+    ("requests.", "network I/O"),
+    ("httpx.", "network I/O"),
+    ("aiohttp.", "network I/O"),
+    ("urllib3.", "network I/O"),
+    ("urllib.request.", "network I/O"),
+    ("http.client.", "network I/O"),
+    ("socket.", "network I/O"),
+    ("smtplib.", "network I/O"),
+    ("ftplib.", "network I/O"),
+    ("subprocess.", "a subprocess"),
+    ("asyncio.subprocess.", "a subprocess"),
+    ("asyncio.open_connection", "network I/O"),
+    ("aiofiles.", "file I/O"),
+)
+_NONDET_ALLOWED: Final = frozenset({"random.Random", "random.seed", "secrets.compare_digest"})
+
+
+def nondeterministic(dotted: str) -> tuple[str, str] | None:
+    """What ``dotted`` (a resolved name) is when it is non-deterministic, else ``None``."""
+    hit = _NONDET_EXACT.get(dotted)
+    if hit is not None:
+        return hit
+    if dotted in _NONDET_ALLOWED:
+        return None
+    for prefix, what in _NONDET_PREFIXES:
+        if dotted.startswith(prefix) or dotted == prefix.rstrip("."):
+            return (what, "")
+    return None
+
+
+def wire_targets(package: str) -> frozenset[str]:
+    return frozenset(
+        {
+            "pikku_typing.wire_workflow",
+            "pikku_typing.wiring.wire_workflow",
+            f"{package}.wire_workflow",
+            f"{package}.workflow_types.wire_workflow",
+        }
+    )
+
+
+_PIKKU_FUNC: Final = frozenset({"pikku_typing.pikku_func", "pikku_typing.wiring.pikku_func"})
+_PARTIAL: Final = frozenset({"functools.partial"})
+_TIMEDELTA: Final = frozenset({"datetime.timedelta"})
+_TIMEDELTA_UNITS: Final[dict[str, float]] = {
+    "weeks": 604800.0,
+    "days": 86400.0,
+    "hours": 3600.0,
+    "minutes": 60.0,
+    "seconds": 1.0,
+    "milliseconds": 0.001,
+    "microseconds": 0.000001,
+}
+
+
+def prefilter_tokens(package: str) -> tuple[bytes, ...]:
+    """Substrings of which a file must contain one to be parsed at all."""
+    return (b"wire_workflow", b"pikku_func", b"pikku_typing", package.encode())
+
+
+def passes_prefilter(source: bytes, tokens: Iterable[bytes]) -> bool:
+    return any(token in source for token in tokens)
+
+
+# --------------------------------------------------------------------------- module scope
+
+
+def resolve_relative(module: str, is_package: bool, level: int, target: str | None) -> str | None:
+    """The absolute module of ``from <level dots><target> import ...`` in ``module``."""
+    if level == 0:
+        return target
+    parts = module.split(".") if module else []
+    if not is_package:
+        parts = parts[:-1]
+    if level > 1:
+        if level - 1 > len(parts):
+            return None
+        parts = parts[: len(parts) - (level - 1)]
+    if target:
+        parts.append(target)
+    return ".".join(parts) if parts else None
+
+
+def _module_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Module-level statements, looking inside if/try/with blocks (not defs or classes)."""
+    stack = list(reversed(body))
+    while stack:
+        stmt = stack.pop()
+        yield stmt
+        if isinstance(stmt, ast.If):
+            stack.extend(reversed(stmt.orelse))
+            stack.extend(reversed(stmt.body))
+        elif isinstance(stmt, ast.Try | ast.TryStar):
+            for block in (stmt.finalbody, stmt.orelse):
+                stack.extend(reversed(block))
+            for handler in reversed(stmt.handlers):
+                stack.extend(reversed(handler.body))
+            stack.extend(reversed(stmt.body))
+        elif isinstance(stmt, ast.With | ast.AsyncWith):
+            stack.extend(reversed(stmt.body))
+
+
+class ModuleScope:
+    """Names bound at module level: imports, functions, classes, constants."""
+
+    def __init__(self, tree: ast.Module, module: str, is_package: bool, source: bytes) -> None:
+        self.module = module
+        self.is_package = is_package
+        self.imports: dict[str, str] = {}
+        self.star_imports: list[str] = []
+        self.functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+        self.bound: set[str] = set()
+        self.constants: dict[str, str | int | float] = {}
+        reassigned: set[str] = set()
+        self._source = source
+        self._ascii = source.isascii()
+        self._lines: list[bytes] | None = None
+        for stmt in _module_statements(tree.body):
+            if isinstance(stmt, ast.Import):
+                for alias in stmt.names:
+                    if alias.asname:
+                        self.imports[alias.asname] = alias.name
+                    else:
+                        head = alias.name.split(".", 1)[0]
+                        self.imports[head] = head
+            elif isinstance(stmt, ast.ImportFrom):
+                base = resolve_relative(module, is_package, stmt.level, stmt.module)
+                if base is None:
+                    continue
+                for alias in stmt.names:
+                    if alias.name == "*":
+                        self.star_imports.append(base)
+                    else:
+                        self.imports[alias.asname or alias.name] = f"{base}.{alias.name}"
+            elif isinstance(stmt, _FUNCS):
+                self.functions[stmt.name] = stmt
+                self.bound.add(stmt.name)
+            elif isinstance(stmt, ast.ClassDef):
+                self.bound.add(stmt.name)
+            elif isinstance(stmt, ast.Assign):
+                for target in stmt.targets:
+                    for name in _target_names(target):
+                        self._bind_value(name, stmt.value, reassigned)
+            elif isinstance(stmt, ast.AnnAssign | ast.AugAssign):
+                for name in _target_names(stmt.target):
+                    value = stmt.value if isinstance(stmt, ast.AnnAssign) else None
+                    if isinstance(stmt, ast.AugAssign):
+                        reassigned.add(name)
+                    self._bind_value(name, value, reassigned)
+        for name in reassigned:
+            self.constants.pop(name, None)
+
+    def _bind_value(self, name: str, value: ast.expr | None, reassigned: set[str]) -> None:
+        if name in self.bound:
+            reassigned.add(name)
+        self.bound.add(name)
+        self.imports.pop(name, None)
+        if (
+            isinstance(value, ast.Constant)
+            and isinstance(value.value, str | int | float)
+            and not isinstance(value.value, bool)
+        ):
+            self.constants[name] = value.value
+
+    # -- positions
+
+    def column(self, node: ast.expr | ast.stmt) -> int:
+        """1-based column in characters."""
+        return self.char_offset(node.lineno, node.col_offset) + 1
+
+    def char_offset(self, lineno: int, offset: int) -> int:
+        """0-based character offset of a UTF-8 byte offset on a line."""
+        if self._ascii:
+            return offset
+        if self._lines is None:
+            self._lines = self._source.splitlines()
+        index = lineno - 1
+        if 0 <= index < len(self._lines):
+            return len(self._lines[index][:offset].decode("utf-8", "replace"))
+        return offset
+
+    # -- names
+
+    def dotted(self, node: ast.expr, shadow: frozenset[str] | set[str] = frozenset()) -> str | None:
+        """Resolved dotted name of a Name/Attribute chain through imports and module names."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or node.id in shadow:
+            return None
+        base = node.id
+        if base in self.imports:
+            head = self.imports[base]
+        elif base in self.bound:
+            head = f"{self.module}.{base}" if self.module else base
+        elif base in _BUILTINS:
+            head = f"builtins.{base}"
+        else:
+            return None
+        parts.append(head)
+        return ".".join(reversed(parts))
+
+    def imported(self, node: ast.expr, shadow: frozenset[str] | set[str] = frozenset()) -> str | None:
+        """Like :meth:`dotted` but only through imports and builtins (for external APIs)."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or node.id in shadow:
+            return None
+        base = node.id
+        if base in self.imports:
+            head = self.imports[base]
+        elif base in _BUILTINS and base not in self.bound:
+            head = f"builtins.{base}"
+        else:
+            return None
+        parts.append(head)
+        return ".".join(reversed(parts))
+
+    def string(self, node: ast.expr | None, shadow: frozenset[str] | set[str] = frozenset()) -> JSON:
+        """A string value: the literal, a module constant, ``{"ref": ...}`` or DYNAMIC."""
+        if node is None:
+            return None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.Name) and node.id not in shadow:
+            value = self.constants.get(node.id)
+            if isinstance(value, str):
+                return value
+            if node.id in self.imports:
+                return {"ref": self.imports[node.id]}
+            return DYNAMIC
+        if isinstance(node, ast.Attribute):
+            dotted = self.imported(node, shadow)
+            if dotted is not None:
+                return {"ref": dotted}
+        return DYNAMIC
+
+    def number(self, node: ast.expr | None, shadow: frozenset[str] | set[str] = frozenset()) -> JSON:
+        if node is None:
+            return None
+        value = self._literal_number(node, shadow)
+        if value is None:
+            return DYNAMIC
+        return value
+
+    def _literal_number(self, node: ast.expr, shadow: frozenset[str] | set[str]) -> int | float | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return None if isinstance(node.value, bool) else node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            inner = self._literal_number(node.operand, shadow)
+            return None if inner is None else -inner
+        if isinstance(node, ast.Name) and node.id not in shadow:
+            value = self.constants.get(node.id)
+            if isinstance(value, int | float):
+                return value
+        return None
+
+    def duration(self, node: ast.expr | None, shadow: frozenset[str] | set[str] = frozenset()) -> JSON:
+        """A duration: a string (``"1d"``), seconds as a float, or DYNAMIC."""
+        if node is None:
+            return None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.Name) and isinstance(self.constants.get(node.id), str) and node.id not in shadow:
+            return self.constants[node.id]
+        number = self._literal_number(node, shadow)
+        if number is not None:
+            return float(number)
+        if isinstance(node, ast.Call) and self.imported(node.func, shadow) in _TIMEDELTA:
+            units = ("days", "seconds", "microseconds", "milliseconds", "minutes", "hours", "weeks")
+            total = 0.0
+            for unit, arg in zip(units, node.args, strict=False):
+                value = self._literal_number(arg, shadow)
+                if value is None:
+                    return DYNAMIC
+                total += value * _TIMEDELTA_UNITS[unit]
+            for keyword in node.keywords:
+                if keyword.arg not in _TIMEDELTA_UNITS:
+                    return DYNAMIC
+                value = self._literal_number(keyword.value, shadow)
+                if value is None:
+                    return DYNAMIC
+                total += value * _TIMEDELTA_UNITS[keyword.arg]
+            return total
+        return DYNAMIC
+
+    def type_expr(self, node: ast.expr | None) -> str | None:
+        """A type expression with every name resolved to an importable dotted name."""
+        if node is None:
+            return None
+        return self._type(node, 0)
+
+    def _type(self, node: ast.expr, depth: int) -> str:
+        if depth > 50:
+            return ast.unparse(node)
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str):
+                try:
+                    inner = ast.parse(node.value.strip(), mode="eval").body
+                except (SyntaxError, ValueError, RecursionError, MemoryError):
+                    return node.value
+                return self._type(inner, depth + 1)
+            if node.value is None:
+                return "None"
+            return repr(node.value)
+        if isinstance(node, ast.Name | ast.Attribute):
+            dotted = self.dotted(node)
+            if dotted is None:
+                return ast.unparse(node)
+            if dotted.startswith("builtins."):
+                return dotted[len("builtins.") :]
+            return dotted
+        if isinstance(node, ast.Subscript):
+            base = self._type(node.value, depth + 1)
+            inner = node.slice
+            if isinstance(inner, ast.Tuple):
+                args = ", ".join(self._type(e, depth + 1) for e in inner.elts)
+            else:
+                args = self._type(inner, depth + 1)
+            return f"{base}[{args}]"
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            return f"{self._type(node.left, depth + 1)} | {self._type(node.right, depth + 1)}"
+        if isinstance(node, ast.List):
+            return "[" + ", ".join(self._type(e, depth + 1) for e in node.elts) + "]"
+        if isinstance(node, ast.Tuple):
+            return ", ".join(self._type(e, depth + 1) for e in node.elts)
+        return ast.unparse(node)
+
+
+def _target_names(target: ast.expr) -> Iterator[str]:
+    if isinstance(target, ast.Name):
+        yield target.id
+    elif isinstance(target, ast.Tuple | ast.List):
+        for element in target.elts:
+            yield from _target_names(element)
+    elif isinstance(target, ast.Starred):
+        yield from _target_names(target.value)
+
+
+def _positional_params(func: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[ast.arg]:
+    return [*func.args.posonlyargs, *func.args.args]
+
+
+def _param_names(func: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    args = func.args
+    names = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+    if args.vararg:
+        names.add(args.vararg.arg)
+    if args.kwarg:
+        names.add(args.kwarg.arg)
+    return names
+
+
+def _local_names(func: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Parameters and names assigned in ``func`` (not in nested functions)."""
+    names = _param_names(func)
+    stack: list[ast.AST] = list(func.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (*_FUNCS, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        elif isinstance(node, ast.Lambda):
+            continue
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            for alias in node.names:
+                names.add((alias.asname or alias.name).split(".", 1)[0])
+        stack.extend(ast.iter_child_nodes(node))
+    return names
+
+
+# --------------------------------------------------------------------------- steps
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    aliases: frozenset[str]
+    shadow: frozenset[str]
+    in_loop: bool = False
+    in_step: bool = False
+    branches: tuple[tuple[int, int], ...] = ()
+
+    def replace(self, **changes: Any) -> _Ctx:
+        return dataclasses.replace(self, **changes)
+
+
+class StepWalker:
+    """Finds the steps called on a workflow function's first parameter, at any nesting.
+
+    Nested functions (``def``/``async def``/``lambda`` in the workflow) that close over
+    the workflow parameter are walked at their first call site (so a loop around the call
+    marks their steps ``in_loop``), or at the end when never called. A function that
+    receives the workflow object as an argument (a nested helper, or a module-level
+    function of the same module) is walked with that parameter as an alias. A function
+    or lambda passed as the inline step's callable runs inside the step: its calls are
+    not reported as non-deterministic.
+    """
+
+    def __init__(self, scope: ModuleScope, func: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.scope = scope
+        self.func = func
+        self.steps: list[dict[str, JSON]] = []
+        self.nondet: list[dict[str, JSON]] = []
+        self._branch_ids = 0
+        self._walked: set[int] = set()
+        self._pending: dict[int, tuple[ast.FunctionDef | ast.AsyncFunctionDef, _Ctx]] = {}
+        self._local_funcs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+
+    def run(self) -> None:
+        params = _positional_params(self.func)
+        if not params:
+            return
+        ctx = _Ctx(aliases=frozenset({params[0].arg}), shadow=frozenset())
+        self._walk_function(self.func, ctx, {params[0].arg})
+        while self._pending:
+            key = next(iter(self._pending))
+            node, def_ctx = self._pending.pop(key)
+            if key not in self._walked:
+                self._walk_function(node, def_ctx, set())
+        self.steps.sort(key=lambda s: (s["line"], s["column"]))
+
+    # -- functions
+
+    def _walk_function(
+        self,
+        node: ast.FunctionDef | ast.AsyncFunctionDef,
+        ctx: _Ctx,
+        new_aliases: set[str],
+    ) -> None:
+        self._walked.add(id(node))
+        self._pending.pop(id(node), None)
+        params = _param_names(node)
+        aliases = (ctx.aliases - params) | new_aliases
+        shadow = frozenset(_local_names(node) - aliases)
+        inner = ctx.replace(aliases=frozenset(aliases), shadow=shadow)
+        for stmt in node.body:
+            self._visit(stmt, inner)
+
+    def _call_local(
+        self,
+        node: ast.FunctionDef | ast.AsyncFunctionDef,
+        call: ast.Call,
+        ctx: _Ctx,
+        closure: bool = True,
+    ) -> None:
+        if id(node) in self._walked:
+            return
+        params = _positional_params(node)
+        new_aliases: set[str] = set()
+        for index, arg in enumerate(call.args):
+            if isinstance(arg, ast.Name) and arg.id in ctx.aliases and index < len(params):
+                new_aliases.add(params[index].arg)
+        for keyword in call.keywords:
+            if isinstance(keyword.value, ast.Name) and keyword.value.id in ctx.aliases and keyword.arg:
+                new_aliases.add(keyword.arg)
+        if not closure:
+            if not new_aliases:
+                return
+            ctx = ctx.replace(aliases=frozenset(), shadow=frozenset())
+        self._walk_function(node, ctx, new_aliases)
+
+    # -- generic visit
+
+    def _visit(self, node: ast.AST, ctx: _Ctx) -> None:
+        kind = type(node)
+        if kind is ast.Call:
+            self._visit_call(node, ctx)  # type: ignore[arg-type]
+        elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+            fn: ast.FunctionDef | ast.AsyncFunctionDef = node  # type: ignore[assignment]
+            for expr in (*fn.decorator_list, *fn.args.defaults, *fn.args.kw_defaults):
+                if expr is not None:
+                    self._visit(expr, ctx)
+            self._local_funcs[fn.name] = fn
+            if id(fn) not in self._walked:
+                self._pending[id(fn)] = (fn, ctx)
+        elif kind is ast.Lambda:
+            lam: ast.Lambda = node  # type: ignore[assignment]
+            params = _param_names(lam)
+            self._visit(
+                lam.body, ctx.replace(aliases=ctx.aliases - params, shadow=ctx.shadow | params)
+            )
+        elif kind is ast.ClassDef:
+            return
+        elif kind is ast.For or kind is ast.AsyncFor:
+            loop: ast.For | ast.AsyncFor = node  # type: ignore[assignment]
+            self._visit(loop.iter, ctx)
+            looped = ctx.replace(in_loop=True)
+            self._visit(loop.target, looped)
+            for stmt in loop.body:
+                self._visit(stmt, looped)
+            for stmt in loop.orelse:
+                self._visit(stmt, ctx)
+        elif kind is ast.While:
+            wloop: ast.While = node  # type: ignore[assignment]
+            looped = ctx.replace(in_loop=True)
+            self._visit(wloop.test, looped)
+            for stmt in wloop.body:
+                self._visit(stmt, looped)
+            for stmt in wloop.orelse:
+                self._visit(stmt, ctx)
+        elif kind is ast.If or kind is ast.IfExp:
+            branch: ast.If | ast.IfExp = node  # type: ignore[assignment]
+            self._visit(branch.test, ctx)
+            self._branch_ids += 1
+            bid = self._branch_ids
+            body = branch.body if isinstance(branch.body, list) else [branch.body]
+            orelse = branch.orelse if isinstance(branch.orelse, list) else [branch.orelse]
+            arm0 = ctx.replace(branches=(*ctx.branches, (bid, 0)))
+            arm1 = ctx.replace(branches=(*ctx.branches, (bid, 1)))
+            for child in body:
+                self._visit(child, arm0)
+            for child in orelse:
+                self._visit(child, arm1)
+        elif kind is ast.Match:
+            match: ast.Match = node  # type: ignore[assignment]
+            self._visit(match.subject, ctx)
+            self._branch_ids += 1
+            bid = self._branch_ids
+            for index, case in enumerate(match.cases):
+                arm = ctx.replace(branches=(*ctx.branches, (bid, index)))
+                if case.guard is not None:
+                    self._visit(case.guard, arm)
+                for stmt in case.body:
+                    self._visit(stmt, arm)
+        elif kind in _COMPREHENSIONS:
+            comp: ast.ListComp = node  # type: ignore[assignment]
+            generators = comp.generators
+            names = {n for g in generators for n in _target_names(g.target)}
+            inner = ctx.replace(
+                in_loop=True, aliases=ctx.aliases - names, shadow=ctx.shadow | names
+            )
+            if generators:
+                self._visit(generators[0].iter, ctx)
+            for index, generator in enumerate(generators):
+                if index:
+                    self._visit(generator.iter, inner)
+                for condition in generator.ifs:
+                    self._visit(condition, inner)
+            if isinstance(node, ast.DictComp):
+                self._visit(node.key, inner)
+                self._visit(node.value, inner)
+            else:
+                self._visit(comp.elt, inner)
+        elif kind is ast.Attribute or kind is ast.Name:
+            ref: ast.Attribute | ast.Name = node  # type: ignore[assignment]
+            if not ctx.in_step and isinstance(ref.ctx, ast.Load) and self._check_nondet(ref, ctx):
+                return
+            if isinstance(ref, ast.Attribute):
+                self._visit(ref.value, ctx)
+        else:
+            for sub in ast.iter_child_nodes(node):
+                self._visit(sub, ctx)
+
+    def _check_nondet(self, node: ast.expr, ctx: _Ctx) -> bool:
+        dotted = self.scope.imported(node, ctx.shadow)
+        if dotted is None:
+            return False
+        hit = nondeterministic(dotted)
+        if hit is None:
+            return False
+        what, hint = hit
+        shown = dotted[len("builtins.") :] if dotted.startswith("builtins.") else dotted
+        self.nondet.append(
+            {
+                "line": node.lineno,
+                "column": self.scope.column(node),
+                "name": shown,
+                "message": (
+                    f"`{shown}` ({what}) is used in workflow function `{self.func.name}` "
+                    "outside a step: its value can differ when the workflow is replayed"
+                ),
+                "hint": hint
+                or f"move it into a step: await {sorted(ctx.aliases)[0] if ctx.aliases else 'workflow'}"
+                f'.do("name", lambda: {shown}(...))',
+            }
+        )
+        return True
+
+    def _visit_call(self, node: ast.Call, ctx: _Ctx) -> None:
+        func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr in ("do", "sleep")
+            and isinstance(func.value, ast.Name)
+            and func.value.id in ctx.aliases
+        ):
+            self._record_step(node, func.attr, ctx)
+            return
+        if isinstance(func, ast.Name) and func.id not in ctx.aliases:
+            local = self._local_funcs.get(func.id)
+            if local is not None:
+                self._call_local(local, node, ctx)
+            elif func.id not in ctx.shadow:
+                top = self.scope.functions.get(func.id)
+                if top is not None and top is not self.func:
+                    # a module-level helper receiving the workflow object: walked in its own scope
+                    self._call_local(top, node, ctx, closure=False)
+        for child in ast.iter_child_nodes(node):
+            self._visit(child, ctx)
+
+    # -- steps
+
+    def _record_step(self, node: ast.Call, method: str, ctx: _Ctx) -> None:
+        scope = self.scope
+        shadow = ctx.shadow
+        args = list(node.args)
+        keywords = {k.arg: k.value for k in node.keywords if k.arg is not None}
+        starred = any(isinstance(a, ast.Starred) for a in args) or any(
+            k.arg is None for k in node.keywords
+        )
+        name_node = args[0] if args else keywords.get("step_name")
+        step_name = scope.string(name_node, shadow) if name_node is not None else DYNAMIC
+        description = scope.string(keywords.get("description"), shadow)
+        step: dict[str, JSON] = {
+            "step_name": step_name,
+            "description": description,
+            "line": node.lineno,
+            "column": scope.column(node),
+            "in_loop": ctx.in_loop,
+            "branches": [list(b) for b in ctx.branches],
+        }
+        # expressions evaluated in the workflow body (checked for non-determinism)
+        body_exprs: list[ast.expr] = [k.value for k in node.keywords]
+        if name_node is not None and args:
+            body_exprs.append(name_node)
+        if method == "sleep":
+            duration_node = args[1] if len(args) > 1 else keywords.get("duration")
+            step["type"] = "sleep"
+            step["duration"] = scope.duration(duration_node, shadow) if duration_node is not None else DYNAMIC
+            if duration_node is not None and len(args) > 1:
+                body_exprs.append(duration_node)
+            body_exprs.extend(args[2:])
+        else:
+            target = args[1] if len(args) > 1 else None
+            step["retries"] = scope.number(keywords.get("retries"), shadow)
+            if isinstance(step["retries"], float):
+                step["retries"] = DYNAMIC
+            step["retry_delay"] = scope.duration(keywords.get("retry_delay"), shadow)
+            body_exprs.extend(args[2:])
+            self._classify(step, target, len(args) >= 3 or starred, ctx)
+        self.steps.append(step)
+        for expr in body_exprs:
+            self._visit(expr, ctx)
+
+    def _classify(self, step: dict[str, JSON], target: ast.expr | None, has_data: bool, ctx: _Ctx) -> None:
+        scope = self.scope
+        in_step = ctx.replace(in_step=True)
+        if target is None:
+            step["type"] = "rpc" if has_data else "inline"
+            step["rpc_name"] = DYNAMIC
+            step["unresolved"] = "the call has no second argument"
+            return
+        if isinstance(target, ast.Constant) and isinstance(target.value, str):
+            step["type"] = "rpc"
+            step["rpc_name"] = target.value
+            end_line = target.end_lineno or target.lineno
+            step["rpc_span"] = [
+                target.lineno,
+                scope.char_offset(target.lineno, target.col_offset),
+                end_line,
+                scope.char_offset(end_line, target.end_col_offset or 0),
+            ]
+            return
+        if isinstance(target, ast.JoinedStr | ast.BinOp) and _is_stringish(target):
+            step["type"] = "rpc"
+            step["rpc_name"] = DYNAMIC
+            self._visit(target, ctx)
+            return
+        if isinstance(target, ast.Lambda):
+            step["type"] = "inline"
+            params = _param_names(target)
+            self._visit(
+                target.body,
+                in_step.replace(aliases=ctx.aliases - params, shadow=ctx.shadow | params),
+            )
+            return
+        if isinstance(target, ast.Call):
+            if scope.imported(target.func, ctx.shadow) in _PARTIAL:
+                step["type"] = "inline"
+                if target.args:
+                    self._inline_ref(step, target.args[0], ctx, in_step)
+                for arg in target.args[1:]:
+                    self._visit(arg, ctx)
+                for keyword in target.keywords:
+                    self._visit(keyword.value, ctx)
+                return
+            self._visit(target, ctx)
+            self._unresolved(step, has_data, "it is a call that is not functools.partial")
+            return
+        if isinstance(target, ast.Name | ast.Attribute):
+            self._inline_ref(step, target, ctx, in_step, has_data=has_data)
+            return
+        self._visit(target, ctx)
+        self._unresolved(step, has_data, f"`{_short(target)}` is neither a string nor a callable")
+
+    def _inline_ref(
+        self, step: dict[str, JSON], target: ast.expr, ctx: _Ctx, in_step: _Ctx, has_data: bool = False
+    ) -> None:
+        """``target`` names a function (inline), a string constant (RPC) or a reference."""
+        scope = self.scope
+        if isinstance(target, ast.Name):
+            local = self._local_funcs.get(target.id)
+            if local is not None:
+                step.setdefault("type", "inline")
+                if id(local) not in self._walked:
+                    self._walk_function(local, in_step, set())
+                return
+            if target.id in ctx.shadow or target.id in ctx.aliases:
+                if step.get("type") == "inline":
+                    return
+                self._unresolved(step, has_data, f"`{target.id}` is a local value")
+                return
+            if target.id in scope.functions:
+                step.setdefault("type", "inline")
+                return
+            constant = scope.constants.get(target.id)
+            if isinstance(constant, str) and step.get("type") is None:
+                step["type"] = "rpc"
+                step["rpc_name"] = constant
+                return
+            if target.id in scope.imports:
+                if step.get("type") == "inline":
+                    return
+                step["type"] = "ref"
+                step["ref"] = scope.imports[target.id]
+                step["has_data"] = has_data
+                return
+            if target.id in _BUILTINS and step.get("type") is None:
+                step["type"] = "inline"
+                return
+        elif isinstance(target, ast.Attribute):
+            dotted = scope.imported(target, ctx.shadow)
+            if dotted is not None and step.get("type") is None:
+                step["type"] = "ref"
+                step["ref"] = dotted
+                step["has_data"] = has_data
+                return
+            if step.get("type") == "inline":
+                self._visit(target, ctx)
+                return
+            self._visit(target, ctx)
+            self._unresolved(step, has_data, f"`{_short(target)}` cannot be resolved statically")
+            return
+        if step.get("type") == "inline":
+            return
+        self._unresolved(step, has_data, f"`{_short(target)}` cannot be resolved statically")
+
+    @staticmethod
+    def _unresolved(step: dict[str, JSON], has_data: bool, why: str) -> None:
+        step["type"] = "rpc" if has_data else "inline"
+        if has_data:
+            step["rpc_name"] = DYNAMIC
+        step["unresolved"] = why
+
+
+def _is_stringish(node: ast.expr) -> bool:
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _is_stringish(node.left) or _is_stringish(node.right)
+    return False
+
+
+def _short(node: ast.AST) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --------------------------------------------------------------------------- rpcs / wirings
+
+
+def _rpc_facts(scope: ModuleScope, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, JSON] | None:
+    for decorator in fn.decorator_list:
+        call = decorator if isinstance(decorator, ast.Call) else None
+        target = call.func if call is not None else decorator
+        if scope.dotted(target) not in _PIKKU_FUNC:
+            continue
+        name: JSON = fn.name
+        name_node: ast.expr | None = None
+        if call is not None:
+            for keyword in call.keywords:
+                if keyword.arg == "name":
+                    name_node = keyword.value
+            if name_node is None and call.args:
+                name_node = call.args[0]
+        if name_node is not None and not (
+            isinstance(name_node, ast.Constant) and name_node.value is None
+        ):
+            name = scope.string(name_node)
+        params = _positional_params(fn)
+        data = params[0] if params else None
+        return {
+            "name": name,
+            "func": fn.name,
+            "line": fn.lineno,
+            "column": scope.column(fn),
+            "name_line": name_node.lineno if name_node is not None else decorator.lineno,
+            "name_column": scope.column(name_node if name_node is not None else decorator),
+            "is_async": isinstance(fn, ast.AsyncFunctionDef),
+            "input_type": scope.type_expr(data.annotation) if data is not None else None,
+            "output_type": scope.type_expr(fn.returns),
+        }
+    return None
+
+
+def _list_of_strings(scope: ModuleScope, node: ast.expr | None) -> JSON:
+    if node is None or (isinstance(node, ast.Constant) and node.value is None):
+        return []
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        out: list[JSON] = []
+        for element in node.elts:
+            value = scope.string(element)
+            out.append(value)
+        return out
+    return DYNAMIC
+
+
+def _middleware(scope: ModuleScope, node: ast.expr | None) -> JSON:
+    if node is None or (isinstance(node, ast.Constant) and node.value is None):
+        return []
+    if isinstance(node, ast.List | ast.Tuple):
+        out: list[str] = []
+        for element in node.elts:
+            dotted = scope.dotted(element) if isinstance(element, ast.Name | ast.Attribute) else None
+            out.append(dotted if dotted is not None else ast.unparse(element))
+        return out
+    return [DYNAMIC]
+
+
+def _literal(node: ast.expr, scope: ModuleScope, depth: int = 0) -> JSON:
+    if depth > 20:
+        return DYNAMIC
+    if isinstance(node, ast.Constant) and (
+        node.value is None or isinstance(node.value, str | int | float | bool)
+    ):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in scope.constants:
+        return scope.constants[node.id]
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_literal(e, scope, depth + 1) for e in node.elts]
+    if isinstance(node, ast.Dict):
+        out: dict[str, JSON] = {}
+        for key, value in zip(node.keys, node.values, strict=True):
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                out[key.value] = _literal(value, scope, depth + 1)
+        return out
+    return DYNAMIC
+
+
+def _wiring_facts(scope: ModuleScope, call: ast.Call) -> dict[str, JSON]:
+    keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
+    starred = any(k.arg is None for k in call.keywords) or bool(call.args)
+    name_node = keywords.get("name")
+    func_node = keywords.get("func")
+    func: JSON = None
+    if func_node is not None:
+        dotted = scope.dotted(func_node) if isinstance(func_node, ast.Name | ast.Attribute) else None
+        func = {"ref": dotted} if dotted is not None else DYNAMIC
+    mode_node = keywords.get("execution_mode")
+    docs_node = keywords.get("docs")
+    docs: JSON = None
+    if docs_node is not None and not (isinstance(docs_node, ast.Constant) and docs_node.value is None):
+        value = _literal(docs_node, scope)
+        docs = value if isinstance(value, dict) else DYNAMIC
+    return {
+        "line": call.lineno,
+        "column": scope.column(call),
+        "name": scope.string(name_node) if name_node is not None else None,
+        "name_line": name_node.lineno if name_node is not None else call.lineno,
+        "name_column": scope.column(name_node) if name_node is not None else scope.column(call),
+        "func": func,
+        "func_text": _short(func_node) if func_node is not None else None,
+        "description": scope.string(keywords.get("description")),
+        "execution_mode": scope.string(mode_node) if mode_node is not None else None,
+        "mode_line": mode_node.lineno if mode_node is not None else call.lineno,
+        "mode_column": scope.column(mode_node) if mode_node is not None else scope.column(call),
+        "tags": _list_of_strings(scope, keywords.get("tags")),
+        "middleware": _middleware(scope, keywords.get("middleware")),
+        "docs": docs,
+        "starred": starred,
+    }
+
+
+# --------------------------------------------------------------------------- suppressions
+
+
+def find_suppressions(source: bytes) -> dict[str, list[str]]:
+    """``{"<line>": [codes]}`` of ``# pikku: ignore[...]`` comments (``["*"]``: every code)."""
+    if b"pikku" not in source or b"ignore" not in source:
+        return {}
+    out: dict[str, list[str]] = {}
+    try:
+        tokens = list(tokenize.tokenize(io.BytesIO(source).readline))
+    except (tokenize.TokenError, SyntaxError, UnicodeDecodeError, ValueError):
+        # fall back to a line scan (may also match inside strings; harmless)
+        tokens = []
+        for index, raw in enumerate(source.splitlines(), start=1):
+            text = raw.decode("utf-8", "replace")
+            if "#" in text:
+                tokens.append(
+                    tokenize.TokenInfo(tokenize.COMMENT, text[text.index("#") :], (index, 0), (index, 0), text)
+                )
+    for token in tokens:
+        if token.type != tokenize.COMMENT:
+            continue
+        for match in _SUPPRESS_RE.finditer(token.string):
+            codes = match.group(1)
+            line = str(token.start[0])
+            entry = out.setdefault(line, [])
+            if codes is None or not codes.strip():
+                entry.append("*")
+            else:
+                entry.extend(c.strip().upper() for c in codes.split(",") if c.strip())
+    return out
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _syntax_error(line: int, column: int, message: str) -> dict[str, JSON]:
+    return {"line": max(line, 1), "column": max(column, 1), "message": message}
+
+
+def extract_facts(
+    source: bytes,
+    *,
+    module: str,
+    is_package: bool = False,
+    filename: str = "<unknown>",
+    package: str = "pikku_gen",
+) -> dict[str, JSON]:
+    """The facts of one file. Never raises for bad input: a file that does not parse
+    gives ``{"syntax_error": {...}}``; an internal failure ``{"internal_error": ...}``."""
+    facts: dict[str, JSON] = {
+        "v": FACTS_VERSION,
+        "module": module,
+        "syntax_error": None,
+        "internal_error": None,
+        "imports": {},
+        "constants": {},
+        "defs": [],
+        "functions": {},
+        "rpcs": [],
+        "wirings": [],
+        "suppressions": {},
+    }
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as exc:
+        message = exc.msg or "invalid syntax"
+        facts["syntax_error"] = _syntax_error(exc.lineno or 1, exc.offset or 1, message)
+        facts["suppressions"] = find_suppressions(source)
+        return facts
+    except UnicodeDecodeError as exc:
+        facts["syntax_error"] = _syntax_error(1, 1, f"cannot decode the file: {exc.reason}")
+        return facts
+    except ValueError as exc:  # e.g. null bytes (older Pythons)
+        facts["syntax_error"] = _syntax_error(1, 1, str(exc))
+        return facts
+    except (RecursionError, MemoryError):
+        facts["syntax_error"] = _syntax_error(1, 1, "the file is too deeply nested to parse")
+        return facts
+    try:
+        _fill(facts, tree, source, module, is_package, package)
+    except RecursionError:
+        facts["internal_error"] = "the file is too deeply nested to analyse"
+    except Exception as exc:  # pragma: no cover - reported, never a traceback
+        facts["internal_error"] = f"{type(exc).__name__}: {exc}"
+    return facts
+
+
+def _fill(
+    facts: dict[str, JSON], tree: ast.Module, source: bytes, module: str, is_package: bool, package: str
+) -> None:
+    scope = ModuleScope(tree, module, is_package, source)
+    facts["imports"] = dict(scope.imports)
+    facts["star_imports"] = list(scope.star_imports)
+    facts["constants"] = dict(scope.constants)
+    facts["defs"] = sorted(scope.functions)
+    functions: dict[str, JSON] = {}
+    rpcs: list[JSON] = []
+    for name, fn in scope.functions.items():
+        rpc = _rpc_facts(scope, fn) if fn.decorator_list else None
+        if rpc is not None:
+            rpcs.append(rpc)
+        params = _positional_params(fn)
+        if not isinstance(fn, ast.AsyncFunctionDef) or not params:
+            continue
+        walker = StepWalker(scope, fn)
+        walker.run()
+        functions[name] = {
+            "line": fn.lineno,
+            "column": scope.column(fn),
+            "params": [p.arg for p in params],
+            "input_type": scope.type_expr(params[1].annotation) if len(params) > 1 else None,
+            "output_type": scope.type_expr(fn.returns),
+            "steps": walker.steps,
+            "nondet": walker.nondet,
+        }
+    facts["functions"] = functions
+    facts["rpcs"] = rpcs
+    wirings: list[JSON] = []
+    if b"wire_workflow" in source or package.encode() in source:
+        targets = wire_targets(package)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name | ast.Attribute)
+                and scope.dotted(node.func) in targets
+            ):
+                wirings.append(_wiring_facts(scope, node))
+    wirings.sort(key=lambda w: (w["line"], w["column"]))
+    facts["wirings"] = wirings
+    facts["suppressions"] = find_suppressions(source)
+
+
+def _raise_recursion_limit() -> None:
+    if sys.getrecursionlimit() < 10000:
+        sys.setrecursionlimit(10000)
+
+
+_raise_recursion_limit()

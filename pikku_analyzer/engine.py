@@ -1,0 +1,269 @@
+"""``analyze(config)``: discover → pre-filter → parse (cached, in processes) → link → check.
+
+Nothing here imports pydantic or ``pikku_typing``: the report is kept as plain dicts in
+the shape of ``AnalysisReport`` and turned into the pydantic model only on demand
+(:attr:`AnalysisResult.report`), which keeps a warm ``pikku-analyze`` run fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pikku_analyzer.cache import FactsCache, cache_key
+from pikku_analyzer.checks import Diag, LinkResult, Unit, link, make_diag
+from pikku_analyzer.config import PikkuConfig
+from pikku_analyzer.detect.extract import extract_facts, passes_prefilter, prefilter_tokens
+from pikku_analyzer.files import SourceFile, discover, read_source
+
+if TYPE_CHECKING:
+    from pikku_typing.meta import AnalysisReport
+
+REPORT_VERSION = 1
+PARSE_LIMIT_BYTES = 8 * 1024 * 1024
+PARALLEL_THRESHOLD = 64
+"""Parse in worker processes when at least this many files miss the cache."""
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class Stats:
+    files: int = 0
+    candidates: int = 0
+    parsed: int = 0
+    cache_hits: int = 0
+    lazily_loaded: int = 0
+    processes: int = 1
+    seconds: float = 0.0
+
+
+@dataclass
+class AnalysisResult:
+    """What :func:`analyze` found. ``data`` is the JSON report as plain Python values."""
+
+    config: PikkuConfig
+    data: dict[str, Any]
+    diagnostics: list[Diag]
+    stats: Stats = field(default_factory=Stats)
+    suppressions: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    @property
+    def report(self) -> AnalysisReport:
+        """The report as the pydantic model (``pikku_typing.meta.AnalysisReport``)."""
+        from pikku_typing.meta import AnalysisReport
+
+        return AnalysisReport.model_validate(self.data)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    @property
+    def has_syntax_errors(self) -> bool:
+        return any(d.code == "SYNTAX_ERROR" for d in self.diagnostics)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.has_errors else 0
+
+
+def _extract_job(args: tuple[bytes, str, bool, str, str]) -> dict[str, Any]:
+    source, module, is_package, rel, package = args
+    return extract_facts(source, module=module, is_package=is_package, filename=rel, package=package)
+
+
+def analyze(
+    config: PikkuConfig,
+    *,
+    use_cache: bool = True,
+    jobs: int | None = None,
+    progress: ProgressCallback | None = None,
+    prefilter: bool = True,
+    read_only_cache: bool = False,
+) -> AnalysisResult:
+    """Analyse the project of ``config`` statically; never imports or runs user code."""
+    started = time.perf_counter()
+    stats = Stats()
+    discovery = discover(config)
+    files = discovery.files
+    stats.files = len(files)
+    diags: list[Diag] = []
+    for problem in discovery.problems:
+        diags.append(make_diag(problem.code, problem.rel, 1, 1, problem.message))
+
+    cache = FactsCache(config.root / ".pikku" / "cache" / "facts", enabled=use_cache, read_only=read_only_cache)
+    tokens = prefilter_tokens(config.package)
+    units: list[Unit] = []
+    misses: list[tuple[SourceFile, bytes, str]] = []
+    others: dict[str, SourceFile] = {}
+    used_keys: set[str] = set()
+    total = len(files)
+    for index, source_file in enumerate(files):
+        if progress is not None and index % 64 == 0:
+            progress(index, total)
+        data = read_source(source_file.path)
+        if isinstance(data, str):
+            diags.append(make_diag("UNREADABLE_FILE", source_file.rel, 1, 1, data))
+            continue
+        if prefilter and not passes_prefilter(data, tokens):
+            others.setdefault(source_file.module, source_file)
+            continue
+        stats.candidates += 1
+        if len(data) > PARSE_LIMIT_BYTES:
+            diags.append(
+                make_diag(
+                    "FILE_TOO_LARGE",
+                    source_file.rel,
+                    1,
+                    1,
+                    f"{source_file.rel} is {len(data) // 1024} KiB, over the 8 MiB limit: not analysed",
+                )
+            )
+            continue
+        key = cache_key(
+            data,
+            module=source_file.module,
+            rel=source_file.rel,
+            is_package=source_file.is_package,
+            package=config.package,
+        )
+        used_keys.add(key)
+        facts = cache.get(key)
+        if facts is not None:
+            stats.cache_hits += 1
+            units.append(Unit(source_file.rel, source_file.module, facts))
+        else:
+            misses.append((source_file, data, key))
+
+    workers = _worker_count(jobs, len(misses))
+    stats.processes = workers
+    stats.parsed = len(misses)
+    jobs_args = [(data, sf.module, sf.is_package, sf.rel, config.package) for sf, data, _ in misses]
+    results: list[dict[str, Any]]
+    if workers > 1:
+        try:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                chunk = max(1, len(jobs_args) // (workers * 4))
+                results = []
+                for done, facts in enumerate(pool.map(_extract_job, jobs_args, chunksize=chunk)):
+                    results.append(facts)
+                    if progress is not None and done % 32 == 0:
+                        progress(total - len(misses) + done, total)
+        except (OSError, RuntimeError):  # no processes available: fall back to serial
+            results = [_extract_job(a) for a in jobs_args]
+    else:
+        results = []
+        for done, job in enumerate(jobs_args):
+            results.append(_extract_job(job))
+            if progress is not None and done % 32 == 0:
+                progress(total - len(misses) + done, total)
+    for (source_file, _data, key), facts in zip(misses, results, strict=True):
+        cache.put(key, facts)
+        units.append(Unit(source_file.rel, source_file.module, facts))
+
+    def load(module: str) -> Unit | None:
+        source_file = others.get(module)
+        if source_file is None:
+            return None
+        data = read_source(source_file.path)
+        if isinstance(data, str) or len(data) > PARSE_LIMIT_BYTES:
+            return None
+        key = cache_key(
+            data,
+            module=source_file.module,
+            rel=source_file.rel,
+            is_package=source_file.is_package,
+            package=config.package,
+        )
+        used_keys.add(key)
+        facts = cache.get(key)
+        if facts is None:
+            facts = extract_facts(
+                data,
+                module=source_file.module,
+                is_package=source_file.is_package,
+                filename=source_file.rel,
+                package=config.package,
+            )
+            cache.put(key, facts)
+        stats.lazily_loaded += 1
+        return Unit(source_file.rel, source_file.module, facts)
+
+    linked = link(units, load)
+    diags.extend(linked.diagnostics)
+    suppressions = {rel: unit.facts.get("suppressions") or {} for rel, unit in linked.units.items()}
+    diags = _suppress(diags, suppressions)
+    diags = sorted(set(diags), key=Diag.sort_key)
+    if progress is not None:
+        progress(total, total)
+    if use_cache and misses and len(used_keys) > 0:
+        cache.prune(used_keys)
+    stats.seconds = time.perf_counter() - started
+    report_data = _report_data(linked, diags)
+    return AnalysisResult(
+        config=config, data=report_data, diagnostics=diags, stats=stats, suppressions=suppressions
+    )
+
+
+def _worker_count(jobs: int | None, misses: int) -> int:
+    if jobs is not None and jobs <= 1:
+        return 1
+    if misses < PARALLEL_THRESHOLD:
+        return 1
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    wanted = jobs if jobs is not None else available
+    return max(1, min(wanted, available * 2, misses // 16 or 1, 32))
+
+
+def _suppress(diags: list[Diag], suppressions: dict[str, dict[str, list[str]]]) -> list[Diag]:
+    out: list[Diag] = []
+    for diag in diags:
+        codes = suppressions.get(diag.file, {}).get(str(diag.line))
+        if codes and ("*" in codes or diag.code in codes):
+            continue
+        out.append(diag)
+    return out
+
+
+def _report_data(linked: LinkResult, diags: list[Diag]) -> dict[str, Any]:
+    return {
+        "version": REPORT_VERSION,
+        "workflows": linked.workflows,
+        "rpcs": linked.rpcs,
+        "diagnostics": [d.to_dict() for d in diags],
+    }
+
+
+def print_progress_factory(stream: Any = None, *, delay: float = 1.0) -> ProgressCallback:
+    """A progress bar on ``stream`` (stderr) that appears only after ``delay`` seconds."""
+    out = stream if stream is not None else sys.stderr
+    started = time.perf_counter()
+    state = {"shown": False}
+
+    def progress(done: int, total: int) -> None:
+        if time.perf_counter() - started < delay and not state["shown"]:
+            return
+        state["shown"] = True
+        width = 30
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done >= total else ""
+        out.write(f"\rpikku-analyze [{bar}] {done}/{total} files{end}")
+        out.flush()
+
+    return progress
+
+
+def source_lines(path: Path) -> list[str]:
+    """The lines of a file for excerpts (never raises)."""
+    try:
+        return path.read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []

@@ -1,0 +1,60 @@
+"""``--format mermaid``: one flowchart subgraph per workflow; RPC, inline and sleep steps
+drawn with different shapes (rectangle, rounded, hexagon) and classes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pikku_analyzer.engine import AnalysisResult
+
+
+def _label(text: str) -> str:
+    return (
+        text.replace("&", "#amp;")
+        .replace('"', "#quot;")
+        .replace("<", "#lt;")
+        .replace(">", "#gt;")
+    )
+
+
+def _node_id(prefix: str, index: int) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_]', '_', prefix)}_{index}"
+
+
+def _step_node(node: str, step: dict[str, Any]) -> str:
+    name = _label(str(step["step_name"]))
+    loop = " ⟳" if step.get("in_loop") else ""
+    if step["type"] == "rpc":
+        text = f"{name}{loop}<br/>rpc: {_label(str(step['rpc_name']))}"
+        return f'{node}["{text}"]:::rpc'
+    if step["type"] == "sleep":
+        text = f"{name}{loop}<br/>sleep {_label(str(step.get('duration')))}"
+        return f'{node}{{{{"{text}"}}}}:::sleep'
+    text = f"{name}{loop}<br/>inline"
+    return f'{node}("{text}"):::inline'
+
+
+def render_mermaid(result: AnalysisResult) -> str:
+    lines = ["flowchart TD"]
+    for w_index, workflow in enumerate(result.data["workflows"]):
+        prefix = f"w{w_index}_{workflow['name']}"
+        title = _label(f"{workflow['name']} ({workflow['execution_mode']})")
+        lines.append(f'  subgraph {_node_id(prefix, 0)}_graph["{title}"]')
+        lines.append("    direction TB")
+        start = f"{_node_id(prefix, 0)}_start"
+        end = f"{_node_id(prefix, 0)}_end"
+        lines.append(f"    {start}([start])")
+        previous = start
+        for s_index, step in enumerate(workflow["steps"], start=1):
+            node = _node_id(prefix, s_index)
+            lines.append(f"    {_step_node(node, step)}")
+            lines.append(f"    {previous} --> {node}")
+            previous = node
+        lines.append(f"    {end}([end])")
+        lines.append(f"    {previous} --> {end}")
+        lines.append("  end")
+    lines.append("  classDef rpc fill:#dbeafe,stroke:#1d4ed8")
+    lines.append("  classDef inline fill:#dcfce7,stroke:#15803d")
+    lines.append("  classDef sleep fill:#fef3c7,stroke:#b45309")
+    return "\n".join(lines) + "\n"
