@@ -61,9 +61,14 @@ class StoreFactory:
 
 STORE_FACTORIES: list[StoreFactory] = [
     StoreFactory("memory", lambda tmp_path: StoreSpec("memory:"), cross_process=False),
-    # StoreFactory("file", lambda tmp_path: StoreSpec(f"file:{tmp_path / 'state'}")),
+    StoreFactory("file", lambda tmp_path: StoreSpec(f"file:{tmp_path / 'state'}")),
     # StoreFactory("sqlite", lambda tmp_path: StoreSpec(f"sqlite:{tmp_path / 'state.db'}")),
 ]
+
+# PostgreSQL: skipped unless PIKKU_TEST_POSTGRES_DSN is set; a fresh schema per test.
+from postgres_support import postgres_store_factory  # noqa: E402
+
+STORE_FACTORIES.append(postgres_store_factory())
 
 
 def store_params(*, cross_process_only: bool = False) -> list[Any]:
@@ -99,12 +104,12 @@ def claim_race_worker(
         store = spec.open()
         try:
             for n in range(rounds):
-                barrier.wait()
+                barrier.wait(120)
                 claimed = await store.claim_step(
                     run_id, f"r{n}", owner=make_owner(f"w{index}-"), lease_seconds=60
                 )
                 results.put((n, index, claimed is not None))
-            barrier.wait()
+            barrier.wait(120)
             for j in range(inserts):
                 await store.insert_step(
                     run_id,
@@ -141,3 +146,25 @@ def read_run_worker(spec: StoreSpec, run_id: str) -> tuple[Any, list[str]]:
             return run.input, list(await store.get_step_states(run_id))
 
     return asyncio.run(main())
+
+
+def rewrite_loop_worker(spec: StoreSpec, run_id: str, started: Any) -> None:
+    """Rewrite the run's output and steps forever (until killed), alternating two values."""
+
+    async def main() -> None:
+        from pikku_typing.models import StepKind, StepState
+        from pikku_typing.state import RunChanges
+
+        store = spec.open()
+        n = 0
+        while True:
+            value = {"n": n % 2, "blob": ("ab"[n % 2]) * 200_000}
+            await store.update_run(run_id, RunChanges(output=value))
+            await store.insert_step(
+                run_id, StepState(key=f"k{n}", step_name="k", kind=StepKind.INLINE, data=value)
+            )
+            n += 1
+            if n == 3:
+                started.set()
+
+    asyncio.run(main())

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import queue
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -742,9 +744,7 @@ async def test_processes_race_to_claim_exactly_one_wins(
     for p in procs:
         p.start()
     try:
-        outcomes = [
-            await asyncio.to_thread(results.get, True, 120) for _ in range(PROCESSES * ROUNDS)
-        ]
+        outcomes = await asyncio.to_thread(_collect, results, procs, PROCESSES * ROUNDS)
         for p in procs:
             await asyncio.to_thread(p.join, 120)
             assert p.exitcode == 0
@@ -766,13 +766,29 @@ async def test_processes_race_to_claim_exactly_one_wins(
     assert len(states) == ROUNDS + PROCESSES * INSERTS
 
 
+def _collect(results: Any, procs: list[Any], count: int) -> list[Any]:
+    """Read ``count`` results, failing fast if a child process dies."""
+    deadline = time.monotonic() + 180
+    outcomes: list[Any] = []
+    while len(outcomes) < count:
+        try:
+            outcomes.append(results.get(timeout=0.2))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            assert not dead, f"a child process failed (exit codes {dead})"
+            assert time.monotonic() < deadline, "timed out waiting for the child processes"
+    return outcomes
+
+
 async def _start_lock_holder(spec: StoreSpec, run_id: str) -> tuple[Any, Any]:
     ctx = _ctx()
     acquired, release = ctx.Event(), ctx.Event()
     proc = ctx.Process(target=lock_holder_worker, args=(spec, run_id, acquired, release))
     proc.start()
-    ok = await asyncio.to_thread(acquired.wait, 120)
-    assert ok, "child never acquired the lock"
+    deadline = time.monotonic() + 180
+    while not await asyncio.to_thread(acquired.wait, 0.2):
+        assert proc.exitcode in (None, 0), f"lock holder failed (exit code {proc.exitcode})"
+        assert time.monotonic() < deadline, "the child never acquired the lock"
     return proc, release
 
 

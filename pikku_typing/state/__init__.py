@@ -76,7 +76,7 @@ def open_store(url: str) -> WorkflowStateService:
     if scheme == "memory":
         return InMemoryWorkflowStateService()
     if scheme == "file":
-        return _checked(FileWorkflowStateService(_path_part(url, scheme)))
+        return FileWorkflowStateService(_path_part(url, scheme))
     if scheme in ("sqlite", "sqlite3"):
         return _checked(SqliteWorkflowStateService(_path_part(url, scheme)))
     if scheme in ("postgres", "postgresql"):

@@ -1,9 +1,405 @@
-"""Placeholder: implemented by the stores work (issue 2)."""
+"""A JSON-file state store: the embedded default (no server, several processes may share it).
+
+Layout under ``directory`` (created on first use)::
+
+    runs/<run_id>.json       the run: {"format": 1, "run": {...}}
+    steps/<run_id>.json      every step of the run, in creation order:
+                             {"format": 1, "run_id": ..., "steps": [{...}, ...]}
+    locks/<run_id>.lock      short exclusive lock around each read-modify-write of the run
+    runlocks/<run_id>.lock   the lock of ``lock_run`` (held for a whole orchestrator pass)
+
+Why two documents per run: the run header is small and read on its own by ``get_run`` and
+``list_runs`` (listing reads one small file per run, never the steps), while
+``get_step_states`` reads the steps document: one file read for every step of the run. Each
+operation writes exactly one of the two files, so every write is a single atomic replace:
+the new content goes to a temp file in the same directory (named ``.<name>.<random>.tmp``;
+run ids cannot start with a dot, so temp files never look like documents), is fsynced, then
+``os.replace``-d over the document, and the directory is fsynced.
+
+Locking: each read-modify-write (create, update, insert, schedule, claim, heartbeat,
+complete, fail) runs under an exclusive ``fcntl.flock`` on ``locks/<run_id>.lock``, taken on
+a freshly opened descriptor (so it also excludes other threads and tasks of this process)
+and polled with ``LOCK_NB`` + ``asyncio.sleep`` (the event loop is never blocked waiting).
+The critical section itself never awaits. Readers do not lock: a document is always either
+the old or the new complete file. The kernel drops a dead process's flocks.
+
+A document that cannot be parsed raises :class:`StateCorruptedError` naming the file; since
+every write reads the document first, a corrupt file is never overwritten.
+"""
+
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from pydantic import ValidationError
+
+from pikku_typing.errors import (
+    RunAlreadyExistsError,
+    RunNotFoundError,
+    StateCorruptedError,
+    StepNotFoundError,
+)
+from pikku_typing.models import (
+    ClaimOwner,
+    ErrorInfo,
+    RunStatus,
+    StepKind,
+    StepState,
+    StepStatus,
+    WorkflowRun,
+)
+from pikku_typing.state import _common as c
+from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
+
+FORMAT: Final = 1
+_SUFFIX: Final = ".json"
+
+T = TypeVar("T")
 
 
-class FileWorkflowStateService:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("FileWorkflowStateService is not implemented yet")
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+_KINDS: Final = frozenset(k.value for k in StepKind)
+_STATUSES: Final = frozenset(s.value for s in StepStatus)
+
+
+def _looks_like_step(raw: object) -> bool:
+    """A cheap shape check of a stored step (full validation happens when it is read)."""
+    return (
+        isinstance(raw, dict)
+        and isinstance(raw.get("key"), str)
+        and isinstance(raw.get("step_name"), str)
+        and raw.get("kind") in _KINDS
+        and raw.get("status") in _STATUSES
+        and isinstance(raw.get("attempts"), list)
+    )
+
+
+class FileWorkflowStateService(WorkflowStateService):
+    """Runs and steps as JSON documents under ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        """``fsync=False`` skips the fsyncs (faster, not crash-durable: for tests only)."""
+        self.directory = Path(directory)
+        self._fsync = fsync
+        self._runs = self.directory / "runs"
+        self._steps = self.directory / "steps"
+        self._locks = self.directory / "locks"
+        self._runlocks = self.directory / "runlocks"
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.directory)!r})"
+
+    # ----------------------------------------------------------------- files
+    def _ensure_dirs(self) -> None:
+        if not self._ready:
+            for d in (self._runs, self._steps, self._locks, self._runlocks):
+                d.mkdir(parents=True, exist_ok=True)
+            self._ready = True
+
+    def _run_path(self, run_id: str) -> Path:
+        return self._runs / f"{run_id}{_SUFFIX}"
+
+    def _steps_path(self, run_id: str) -> Path:
+        return self._steps / f"{run_id}{_SUFFIX}"
+
+    @asynccontextmanager
+    async def _locked(self, run_id: str) -> AsyncIterator[None]:
+        self._ensure_dirs()
+        async with c.flock_context(
+            self._locks / f"{run_id}.lock", None, f"the state lock of run {run_id!r}"
+        ):
+            yield
+
+    def _read(self, path: Path) -> Any | None:
+        """The parsed JSON document at ``path``; ``None`` if there is none."""
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self._corrupt(path, exc) from exc
+
+    @staticmethod
+    def _corrupt(path: Path, problem: object) -> StateCorruptedError:
+        return StateCorruptedError(
+            f"state file {str(path)!r} is corrupt ({problem}); it was left untouched: "
+            "restore it from a backup or move it away"
+        )
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Atomically replace ``path`` with ``data`` (temp file, fsync, rename, fsync dir)."""
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if self._fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if self._fsync:
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    # --------------------------------------------------------- run documents
+    def _load_run(self, path: Path, doc: Any) -> WorkflowRun[Any, Any]:
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or "run" not in doc:
+            raise self._corrupt(path, f"not a format-{FORMAT} run document")
+        try:
+            return WorkflowRun.model_validate(doc["run"])
+        except ValidationError as exc:
+            raise self._corrupt(path, exc) from exc
+
+    def _read_run(self, run_id: str) -> WorkflowRun[Any, Any]:
+        path = self._run_path(run_id)
+        doc = self._read(path)
+        if doc is None:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.directory)!r}")
+        return self._load_run(path, doc)
+
+    def _write_run(self, run: WorkflowRun[Any, Any]) -> None:
+        self._write(
+            self._run_path(run.id), _dumps({"format": FORMAT, "run": run.model_dump(mode="json")})
+        )
+
+    # ------------------------------------------------------- steps documents
+    def _read_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """The raw step dicts of the run. Their shape is checked, so a read-modify-write never
+        rewrites a document holding a damaged step; full validation happens on reads."""
+        path = self._steps_path(run_id)
+        doc = self._read(path)
+        if doc is None:
+            if not self._run_path(run_id).exists():
+                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.directory)!r}")
+            return []
+        steps = doc.get("steps") if isinstance(doc, dict) else None
+        if (
+            not isinstance(doc, dict)
+            or doc.get("format") != FORMAT
+            or not isinstance(steps, list)
+            or not all(_looks_like_step(s) for s in steps)
+        ):
+            raise self._corrupt(path, f"not a format-{FORMAT} steps document")
+        return steps
+
+    def _load_step(self, run_id: str, raw: dict[str, Any]) -> StepState:
+        try:
+            return StepState.model_validate(raw)
+        except ValidationError as exc:
+            raise self._corrupt(self._steps_path(run_id), exc) from exc
+
+    def _write_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:
+        self._write(
+            self._steps_path(run_id), _dumps({"format": FORMAT, "run_id": run_id, "steps": steps})
+        )
+
+    async def _mutate_step(
+        self, run_id: str, key: str, change: Callable[[StepState], bool]
+    ) -> tuple[bool, StepState | None]:
+        """Read-modify-write one step under the run's lock. Returns (changed, step)."""
+        validate_run_id(run_id)
+        async with self._locked(run_id):
+            steps = self._read_steps(run_id)
+            for index, raw in enumerate(steps):
+                if raw["key"] == key:
+                    step = self._load_step(run_id, raw)
+                    if not change(step):
+                        return False, step
+                    steps[index] = step.model_dump(mode="json")
+                    self._write_steps(run_id, steps)
+                    return True, step
+            return False, None
+
+    # ------------------------------------------------------------------ runs
+    async def create_run(
+        self, workflow: str, input: Any, *, run_id: str | None = None
+    ) -> WorkflowRun[Any, Any]:
+        run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
+        now = c.now_utc()
+        run: WorkflowRun[Any, Any] = WorkflowRun(
+            id=run_id,
+            workflow=workflow,
+            status=RunStatus.RUNNING,
+            input=input,
+            created_at=now,
+            updated_at=now,
+        )
+        data = _dumps({"format": FORMAT, "run": run.model_dump(mode="json")})
+        async with self._locked(run_id):
+            path = self._run_path(run_id)
+            if path.exists():
+                raise RunAlreadyExistsError(
+                    f"a run with id {run_id!r} already exists in {str(self.directory)!r}"
+                )
+            self._write(path, data)
+        return self._load_run(path, json.loads(data))
+
+    async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:
+        validate_run_id(run_id)
+        return self._read_run(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: RunStatus | Collection[RunStatus] | None = None,
+        limit: int | None = None,
+    ) -> list[WorkflowRun[Any, Any]]:
+        c.check_limit(limit)
+        statuses = c.status_filter(status)
+        try:
+            entries = list(os.scandir(self._runs))
+        except FileNotFoundError:
+            return []
+        runs: list[WorkflowRun[Any, Any]] = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or not name.endswith(_SUFFIX):
+                continue
+            path = Path(entry.path)
+            doc = self._read(path)
+            if doc is None:  # pragma: no cover - documents are never deleted
+                continue
+            run = self._load_run(path, doc)
+            if workflow is not None and run.workflow != workflow:
+                continue
+            if statuses is not None and run.status not in statuses:
+                continue
+            runs.append(run)
+        return c.sort_and_limit(runs, limit)
+
+    async def _update_run(
+        self,
+        run_id: str,
+        changes: RunChanges,
+        expect_status: Collection[RunStatus] | None,
+    ) -> WorkflowRun[Any, Any] | None:
+        validate_run_id(run_id)
+        expect = c.expect_filter(expect_status)
+        async with self._locked(run_id):
+            run = self._read_run(run_id)
+            if expect is not None and run.status not in expect:
+                return None
+            updated = changes.apply(run, c.now_utc())
+            self._write_run(updated)
+        return WorkflowRun.model_validate(updated.model_dump(mode="json"))
+
+    # ----------------------------------------------------------------- steps
+    async def get_step_states(self, run_id: str) -> dict[str, StepState]:
+        validate_run_id(run_id)
+        steps = self._read_steps(run_id)
+        return {raw["key"]: self._load_step(run_id, raw) for raw in steps}
+
+    async def get_step(self, run_id: str, key: str) -> StepState | None:
+        validate_run_id(run_id)
+        for raw in self._read_steps(run_id):
+            if raw["key"] == key:
+                return self._load_step(run_id, raw)
+        return None
+
+    async def insert_step(self, run_id: str, step: StepState) -> StepState:
+        validate_run_id(run_id)
+        new = step.model_dump(mode="json")
+        async with self._locked(run_id):
+            steps = self._read_steps(run_id)
+            for raw in steps:
+                if raw["key"] == step.key:
+                    return self._load_step(run_id, raw)
+            steps.append(new)
+            self._write_steps(run_id, steps)
+        return StepState.model_validate(new)
+
+    async def schedule_step(self, run_id: str, key: str, *, at: datetime | None) -> StepState:
+        now = c.now_utc()
+        _, step = await self._mutate_step(run_id, key, lambda s: c.apply_schedule(s, at, now))
+        if step is None:
+            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        return step
+
+    async def claim_step(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        owner: ClaimOwner,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> StepState | None:
+        when = c.now_utc() if now is None else c.aware(now)
+        changed, step = await self._mutate_step(
+            run_id, key, lambda s: c.apply_claim(s, owner, lease_seconds, when)
+        )
+        return step if changed else None
+
+    async def heartbeat_step(
+        self, run_id: str, key: str, *, token: str, lease_seconds: float
+    ) -> bool:
+        now = c.now_utc()
+        changed, _ = await self._mutate_step(
+            run_id, key, lambda s: c.apply_heartbeat(s, token, lease_seconds, now)
+        )
+        return changed
+
+    async def complete_step(
+        self, run_id: str, key: str, *, result: Any, token: str | None
+    ) -> bool:
+        now = c.now_utc()
+        changed, _ = await self._mutate_step(
+            run_id, key, lambda s: c.apply_complete(s, result, token, now)
+        )
+        return changed
+
+    async def fail_step_attempt(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        token: str | None,
+        error: ErrorInfo,
+        retry_at: datetime | None,
+    ) -> StepState | None:
+        now = c.now_utc()
+        changed, step = await self._mutate_step(
+            run_id, key, lambda s: c.apply_fail(s, token, error, retry_at, now)
+        )
+        return step if changed else None
+
+    # ------------------------------------------------------------- locking
+    def lock_run(
+        self, run_id: str, *, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        validate_run_id(run_id)
+        self._ensure_dirs()
+        return c.flock_context(
+            self._runlocks / f"{run_id}.lock", timeout, f"the lock of run {run_id!r}"
+        )
+
+
+__all__ = ["FileWorkflowStateService"]
