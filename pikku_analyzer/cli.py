@@ -91,7 +91,14 @@ def _main(argv: list[str]) -> int:
     from pikku_analyzer.config import ConfigError, load_config
 
     parser = build_parser()
+    parser.add_argument(  # --watch: the loop lives in pikku_analyzer.watch
+        "--watch", action="store_true", help="analyse, then re-analyse and regenerate on every save"
+    )
     args = parser.parse_args(argv)
+    if args.watch:
+        from pikku_analyzer.watch import run_watch
+
+        return run_watch(args)
     if args.jobs is not None and args.jobs < 1:
         raise _UsageError("--jobs must be at least 1")
     for code in args.add_ignore:
