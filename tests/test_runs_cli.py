@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_workflow
 from pikku_typing.models import (
     ClaimOwner,
     ErrorInfo,
@@ -26,6 +27,7 @@ from pikku_typing.models import (
 from pikku_typing.runtime import runs_cli
 from pikku_typing.state import open_store
 from pikku_typing.state.base import RunChanges, WorkflowStateService
+from pikku_typing.wiring import registry
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -307,7 +309,7 @@ def test_cancel(capsys: pytest.CaptureFixture[str], store_url: str,
     assert data["status"] == "running" and data["cancel_requested"] is True
 
     code, out, err = cli(capsys, "--store", store_url, "cancel", "run-ok")
-    assert code == 1 and "already completed" in out + err
+    assert code == 1 and "already completed" in err and err.count("\n") == 1
     assert _run_status(store_url, "run-ok").status is RunStatus.COMPLETED
 
 
@@ -349,3 +351,85 @@ def test_resume_failed_resets_the_failing_step(capsys: pytest.CaptureFixture[str
     code, out, err = cli(capsys, "--store", store_url, "--format", "json", "resume", "run-failed")
     assert code == 0 and json.loads(out)["action"] == "woken"
     assert _steps(store_url, "run-failed")["chargeCard"].max_attempts == 4
+
+
+# ------------------------------------------------------------ runs made by the runtime
+
+CHARGE_FAILS = {"on": True}
+
+
+async def _load_customer(data: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "c1"}
+
+
+async def _charge(data: dict[str, Any]) -> dict[str, Any]:
+    if CHARGE_FAILS["on"]:
+        raise RuntimeError("card declined")
+    return {"ok": True}
+
+
+async def _billing(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
+    await workflow.do("loadCustomer", "runs_cli.load", {"id": data["customer"]})
+    charged = await workflow.do("chargeCard", "runs_cli.charge", {"amount": 1},
+                                retries=1, retry_delay=0)
+    await workflow.sleep("coolOff", "1h")
+    return {"charged": charged["ok"]}
+
+
+@pytest.fixture
+def billing_workflow() -> Iterator[str]:
+    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
+    pikku_func(name="runs_cli.load")(_load_customer)
+    pikku_func(name="runs_cli.charge")(_charge)
+    wire_workflow(name="runs-cli-billing", func=_billing)
+    CHARGE_FAILS["on"] = True
+    yield "runs-cli-billing"
+    registry.clear()
+    registry.workflows.update(saved_w)
+    registry.rpcs.update(saved_r)
+
+
+def test_runs_made_by_the_runtime(capsys: pytest.CaptureFixture[str], store_url: str,
+                                  billing_workflow: str) -> None:
+    async def start_and_drain() -> str:
+        async with WorkflowRuntime(state=_open(store_url)) as runtime:
+            handle = await runtime.client(billing_workflow).start({"customer": "c1"})
+            await runtime.drain()
+            return handle.run_id
+
+    async def recover_and_drain() -> None:
+        async with WorkflowRuntime(state=_open(store_url)) as runtime:
+            assert await runtime.recover() >= 1
+            await runtime.drain()
+
+    run_id = asyncio.run(start_and_drain())
+    code, out, err = cli(capsys, "--store", store_url, "show", run_id)
+    assert code == 0, err
+    assert "FAILED at step chargeCard (rpc runs_cli.charge), attempt 2 of 2" in out
+    assert "error   RuntimeError: card declined" in out
+    assert "attempt 1 failed at" in out
+
+    # resume: the failing step gets a new attempt; a worker (here: recover + drain) runs it
+    code, out, err = cli(capsys, "--store", store_url, "resume", run_id)
+    assert code == 0, err
+    CHARGE_FAILS["on"] = False
+    asyncio.run(recover_and_drain())
+    code, out, err = cli(capsys, "--store", store_url, "--format", "json", "show", run_id)
+    data = json.loads(out)
+    assert data["run"]["status"] == "suspended"  # now sleeping in coolOff
+    steps = {s["key"]: s for s in data["steps"]}
+    assert steps["loadCustomer"]["attempt_count"] == 1  # never ran again
+    assert steps["chargeCard"]["status"] == "succeeded"
+    assert [a["status"] for a in steps["chargeCard"]["attempts"]] == [
+        "failed", "failed", "succeeded"]
+    assert steps["coolOff"]["status"] == "scheduled"
+
+    # cancel through the runtime: a suspended run is cancelled at once
+    code, out, err = cli(capsys, "--store", store_url, "cancel", run_id)
+    assert code == 0 and "cancelled" in out
+    code, out, _ = cli(capsys, "--store", store_url, "--format", "json", "list",
+                       "--workflow", billing_workflow)
+    assert [r["status"] for r in json.loads(out)["runs"]] == ["cancelled"]
+    code, out, err = cli(capsys, "--store", store_url, "cancel", run_id)
+    assert code == 1 and out == "" and err == (
+        f"pikku-runs: nothing to cancel: run {run_id} is already cancelled\n")

@@ -210,6 +210,39 @@ async def cancel_run_in_store(store: WorkflowStateService, run_id: str) -> Actio
     raise CliError(f"run {run_id} kept changing status (now {run.status.value}); try again")
 
 
+async def cancel_run(store: WorkflowStateService, run_id: str) -> ActionResult:
+    """Cancel through the runtime: ``WorkflowRuntime(state=store).cancel_run(run_id)`` (the
+    same semantics as :func:`cancel_run_in_store`; it also queues an orchestrator pass on its
+    in-process queue, which this short-lived process never runs: a worker or
+    ``runtime.recover()`` settles a running run that a dead process left behind). Falls back
+    to :func:`cancel_run_in_store` when the runtime cannot be built."""
+    run = await _get_run(store, run_id)
+    if run.status.is_settled:
+        return ActionResult(run, False, "none", f"run {run_id} is already {run.status.value}")
+    try:
+        from pikku_typing.runtime.runtime import WorkflowRuntime
+
+        runtime = WorkflowRuntime(state=store)
+    except Exception:  # a runtime that cannot be built: the store-level semantics
+        return await cancel_run_in_store(store, run_id)
+    try:
+        done = await runtime.cancel_run(run_id)
+    finally:
+        with contextlib.suppress(Exception):
+            await runtime.close()
+    run = await _get_run(store, run_id)
+    if not done:
+        return ActionResult(run, False, "none", f"run {run_id} is already {run.status.value}")
+    if run.status is RunStatus.CANCELLED:
+        return ActionResult(run, True, "cancelled", f"run {run_id} cancelled")
+    return ActionResult(
+        run,
+        True,
+        "cancel_requested",
+        f"cancel requested for run {run_id}: it is running and stops at its next step boundary",
+    )
+
+
 NON_RESUMABLE_ERRORS: Final = frozenset({"WorkflowNonDeterminismError", "WorkflowCancelledError"})
 
 
@@ -488,9 +521,11 @@ async def _run_command(args: argparse.Namespace, out: TextIO) -> int:
                 )
             return EXIT_OK
         if args.command == "cancel":
-            result = await cancel_run_in_store(store, args.run_id)
+            result = await cancel_run(store, args.run_id)
             if fmt == "json":
                 _emit_json(out, result.to_json("cancelled"))
+            elif not result.done:
+                raise CliError(f"nothing to cancel: {result.message}")
             else:
                 out.write(result.message + "\n")
             return EXIT_OK if result.done else EXIT_REFUSED
