@@ -1,0 +1,829 @@
+"""The durable runtime in one process, on every store (memory, file, SQLite, PostgreSQL when
+configured) and in both execution modes: replay, keys, typed round trips, retries, sleep,
+cancel, middleware, duplicate deliveries, abandoned claims, non-determinism."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypedDict
+from uuid import UUID
+
+import pytest
+from pydantic import BaseModel
+from stores import STORE_FACTORIES, StoreFactory, StoreSpec
+
+from pikku_typing import (
+    InMemoryWorkflowStateService,
+    InProcessQueue,
+    RunStatus,
+    StepCall,
+    StepKind,
+    StepStatus,
+    Workflow,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+    WorkflowInputError,
+    WorkflowRuntime,
+    WorkflowStateService,
+    pikku_func,
+    wire_workflow,
+)
+from pikku_typing.errors import WorkflowNotFoundError
+from pikku_typing.models import ClaimOwner, StepState
+from pikku_typing.runtime.queues.base import Job, step_queue
+from pikku_typing.runtime.steps import retry_delay_seconds
+from pikku_typing.runtime.workers import run_orchestrator_job
+from pikku_typing.wiring import registry
+
+
+def _sqlite_ready() -> bool:
+    from pikku_typing.state.sqlite import SqliteWorkflowStateService
+
+    return getattr(SqliteWorkflowStateService, "__abstractmethods__", None) is not None
+
+
+def _store_params() -> list[Any]:
+    factories = list(STORE_FACTORIES)
+    if not any(f.name == "sqlite" for f in factories):
+        factories.append(
+            StoreFactory(
+                "sqlite",
+                lambda tmp_path: StoreSpec(f"sqlite:{tmp_path / 'state.db'}"),
+                marks=(pytest.mark.skipif(not _sqlite_ready(), reason="SQLite store not built yet"),),
+            )
+        )
+    return [pytest.param(f, marks=f.marks, id=f.name) for f in factories]
+
+
+@pytest.fixture(params=_store_params())
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreSpec]:
+    factory: StoreFactory = request.param
+    spec = factory.make_spec(tmp_path)
+    yield spec
+    if factory.cleanup is not None:
+        factory.cleanup(spec)
+
+
+@pytest.fixture
+async def store(store_spec: StoreSpec) -> AsyncIterator[WorkflowStateService]:
+    s = store_spec.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
+    registry.clear()
+    yield
+    registry.clear()
+    registry.workflows.update(saved_w)
+    registry.rpcs.update(saved_r)
+
+
+@pytest.fixture
+async def runtimes(store: WorkflowStateService) -> AsyncIterator[list[WorkflowRuntime]]:
+    made: list[WorkflowRuntime] = []
+    yield made
+    for rt in made:
+        await rt.close()
+
+
+def new_runtime(made: list[WorkflowRuntime], store: WorkflowStateService, **kw: Any) -> WorkflowRuntime:
+    rt = WorkflowRuntime(store, InProcessQueue(), **kw)
+    made.append(rt)
+    return rt
+
+
+async def settle(rt: WorkflowRuntime, run_id: str, rounds: int = 200) -> None:
+    """Drain until the run settles (waiting for sleeps/retries that are not due yet)."""
+    for _ in range(rounds):
+        await rt.drain()
+        run = await rt.state.get_run(run_id)
+        if run.status.is_settled:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"run {run_id} did not settle: {run.status}")
+
+
+MODES = pytest.mark.parametrize("mode", ["inline", "remote"])
+
+
+# ----------------------------------------------------------------- types
+
+
+class Profile(BaseModel):
+    id: UUID
+    joined: datetime
+    balance: Decimal
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+class Receipt(TypedDict):
+    at: datetime
+    amount: Decimal
+
+
+class Num(TypedDict):
+    n: int
+
+
+# ----------------------------------------------------------------- basics
+
+
+@MODES
+async def test_runs_to_completion_with_typed_output(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    calls: list[int] = []
+
+    @pikku_func(name="math.double")
+    async def double(data: Num) -> int:
+        calls.append(data["n"])
+        return data["n"] * 2
+
+    class Out(TypedDict):
+        total: Decimal
+
+    async def wf(workflow: Workflow, data: Num) -> Out:
+        a = await workflow.do("double", "math.double", {"n": data["n"]})
+        b = await workflow.do("half", lambda: Decimal(a) / 4)
+        return {"total": b + 1}
+
+    wire_workflow(name="basic", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    client = rt.client("basic")
+    handle = await client.start({"n": 3})
+    await rt.drain()
+    run = await client.get_run(handle.run_id)
+    assert run.status is RunStatus.COMPLETED
+    assert run.output == {"total": Decimal("2.5")}
+    assert isinstance(run.output["total"], Decimal)
+    assert await client.result(handle.run_id) == {"total": Decimal("2.5")}
+    assert calls == [3]
+    steps = await client.get_steps(handle.run_id)
+    assert [(k, s.kind, s.status, s.attempt_count) for k, s in steps.items()] == [
+        ("double", StepKind.RPC, StepStatus.SUCCEEDED, 1),
+        ("half", StepKind.INLINE, StepStatus.SUCCEEDED, 1),
+    ]
+    assert steps["double"].data == {"n": 3} and steps["double"].data_digest
+
+
+async def test_input_is_validated(store: WorkflowStateService, runtimes: list[WorkflowRuntime]) -> None:
+    async def wf(workflow: Workflow, data: Num) -> int:
+        return data["n"]
+
+    wire_workflow(name="typed_in", func=wf)
+    rt = new_runtime(runtimes, store)
+    with pytest.raises(WorkflowInputError, match="typed_in"):
+        await rt.client("typed_in").start({"n": "not a number"})
+    with pytest.raises(WorkflowNotFoundError):
+        rt.client("nope")
+    assert await store.list_runs() == []
+
+
+@MODES
+async def test_repeated_step_names_get_numbered_keys(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    @pikku_func(name="echo")
+    def echo(data: Num) -> int:
+        return data["n"]
+
+    async def wf(workflow: Workflow, data: None) -> list[int]:
+        out = []
+        for i in range(3):
+            out.append(await workflow.do("item", "echo", {"n": i}))
+        out.append(await workflow.do("item#1x", lambda: 9))
+        return out
+
+    wire_workflow(name="loop", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("loop").start(None)
+    await rt.drain()
+    assert await rt.client("loop").result(handle.run_id, timeout=5) == [0, 1, 2, 9]
+    assert list(await store.get_step_states(handle.run_id)) == ["item", "item#1", "item#2", "item#1x"]
+
+
+# ----------------------------------------------------------------- replay
+
+
+def _register_replay_app(mode: str, counts: dict[str, int]) -> None:
+    @pikku_func(name="profile.load")
+    async def load(data: Num) -> Profile:
+        counts["profile"] = counts.get("profile", 0) + 1
+        return Profile(
+            id=UUID(int=data["n"]), joined=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+            balance=Decimal("10.50"),
+        )
+
+    @pikku_func(name="point.make")
+    def make_point(data: Num) -> Point:
+        counts["point"] = counts.get("point", 0) + 1
+        return Point(data["n"], 0.5)
+
+    async def receipt() -> Receipt:
+        counts["receipt"] = counts.get("receipt", 0) + 1
+        return {"at": datetime(2025, 5, 6, tzinfo=UTC), "amount": Decimal("1.25")}
+
+    def ident() -> UUID:
+        counts["ident"] = counts.get("ident", 0) + 1
+        return UUID(int=7)
+
+    async def wf(workflow: Workflow, data: Num) -> dict[str, str]:
+        profile = await workflow.do("profile", "profile.load", {"n": data["n"]})
+        point = await workflow.do("point", "point.make", {"n": 2})
+        rec = await workflow.do("receipt", receipt)
+        uid = await workflow.do("ident", ident, result_type=UUID)
+        stamp = await workflow.do("stamp", lambda: datetime(2020, 1, 1, tzinfo=UTC))
+        await workflow.sleep("nap", "150ms")
+        # After the sleep, a fresh runtime replays: every value must have its original type.
+        assert isinstance(profile, Profile) and isinstance(profile.id, UUID), profile
+        assert isinstance(profile.balance, Decimal) and isinstance(profile.joined, datetime)
+        assert isinstance(point, Point) and point == Point(2, 0.5), point
+        assert isinstance(rec["at"], datetime) and isinstance(rec["amount"], Decimal), rec
+        assert isinstance(uid, UUID), uid
+        assert isinstance(stamp, datetime), stamp
+        return {"profile": str(profile.id), "amount": str(rec["amount"])}
+
+    wire_workflow(name="replay", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+
+
+@MODES
+async def test_replay_in_a_new_runtime_rebuilds_types_and_never_reruns_steps(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    counts: dict[str, int] = {}
+    _register_replay_app(mode, counts)
+    first = new_runtime(runtimes, store)
+    handle = await first.client("replay").start({"n": 5})
+    await first.drain()
+    assert (await store.get_run(handle.run_id)).status is RunStatus.SUSPENDED
+    await first.close()  # the process "ends": its live continuation is gone
+
+    second = new_runtime(runtimes, store)
+    await asyncio.sleep(0.2)
+    assert await second.recover() == 1
+    await settle(second, handle.run_id)
+    run = await second.client("replay").get_run(handle.run_id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.output == {"profile": str(UUID(int=5)), "amount": "1.25"}
+    assert counts == {"profile": 1, "point": 1, "receipt": 1, "ident": 1}
+
+
+async def test_value_that_cannot_round_trip_fails_at_first_execution(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime]
+) -> None:
+    ran: list[str] = []
+
+    async def wf(workflow: Workflow, data: None) -> None:
+        await workflow.do("model", lambda: Point(1, 2.0))  # no annotation, no result_type
+        ran.append("after")
+
+    wire_workflow(name="bad_value", func=wf)
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("bad_value").start(None)
+    await rt.drain()
+    run = await store.get_run(handle.run_id)
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None and run.error.type == "StepSerializationError"
+    assert "result_type" in run.error.message
+    step = (await store.get_step_states(handle.run_id))["model"]
+    assert step.status is StepStatus.FAILED and step.attempt_count == 1  # not retried
+    assert ran == []
+
+
+async def test_settled_run_is_never_replayed(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime]
+) -> None:
+    passes: list[int] = []
+
+    async def wf(workflow: Workflow, data: None) -> int:
+        passes.append(1)
+        return 1
+
+    wire_workflow(name="once", func=wf)
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("once").start(None)
+    await rt.drain()
+    job = Job(queue="x", kind="orchestrate", workflow="once", run_id=handle.run_id)
+    await run_orchestrator_job(rt, job)
+    await rt.recover()
+    await rt.drain()
+    assert passes == [1]
+
+
+# ------------------------------------------------------- non-determinism
+
+
+@pytest.mark.parametrize(
+    ("variant", "needle"),
+    [
+        ("kind", "recorded as rpc 'nd.a' but the replay reached it as inline"),
+        ("rpc", "recorded as rpc 'nd.a' but the replay reached it as rpc 'nd.b'"),
+        ("data", "other data"),
+    ],
+)
+async def test_non_determinism_is_detected_on_replay(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], variant: str, needle: str
+) -> None:
+    current = {"variant": "original"}
+
+    @pikku_func(name="nd.a")
+    def a(data: Num) -> int:
+        return data["n"]
+
+    @pikku_func(name="nd.b")
+    def b(data: Num) -> int:
+        return data["n"]
+
+    async def wf(workflow: Workflow, data: None) -> int:
+        v = current["variant"]
+        if v == "kind":
+            x = await workflow.do("first", lambda: 1)
+        elif v == "rpc":
+            x = await workflow.do("first", "nd.b", {"n": 1})
+        elif v == "data":
+            x = await workflow.do("first", "nd.a", {"n": 2})
+        else:
+            x = await workflow.do("first", "nd.a", {"n": 1})
+        await workflow.sleep("wait", "100ms")
+        return x
+
+    wire_workflow(name="nd", func=wf, execution_mode="inline")
+    first = new_runtime(runtimes, store)
+    handle = await first.client("nd").start(None)
+    await first.drain()
+    await first.close()
+    current["variant"] = variant
+    second = new_runtime(runtimes, store)
+    await second.recover()
+    await settle(second, handle.run_id)
+    run = await store.get_run(handle.run_id)
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None and run.error.type == "WorkflowNonDeterminismError"
+    assert needle in run.error.message and "'first'" in run.error.message
+
+
+# ----------------------------------------------------------------- retries
+
+
+def test_default_retry_delay_is_exponential_and_capped() -> None:
+    assert [retry_delay_seconds(None, n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert retry_delay_seconds(None, 30) == 300.0
+    assert retry_delay_seconds(2.0, 7) == 2.0
+
+
+@MODES
+async def test_retries_record_every_attempt_then_succeed(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    attempts: list[int] = []
+
+    @pikku_func(name="flaky")
+    def flaky(data: None) -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError(f"boom {len(attempts)}")
+        return "ok"
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        return str(await workflow.do("call", "flaky", None, retries=3, retry_delay="10ms"))
+
+    wire_workflow(name="retry", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("retry").start(None)
+    await settle(rt, handle.run_id)
+    assert await rt.client("retry").result(handle.run_id) == "ok"
+    step = (await store.get_step_states(handle.run_id))["call"]
+    assert step.attempt_count == 3 and len(attempts) == 3
+    assert [a.status for a in step.attempts] == [
+        StepStatus.FAILED, StepStatus.FAILED, StepStatus.SUCCEEDED,
+    ]
+    assert step.attempts[0].error is not None and step.attempts[0].error.message == "boom 1"
+    assert step.max_attempts == 4
+
+
+@MODES
+@pytest.mark.parametrize("retries", [0, 2])
+async def test_exhausted_retries_fail_the_run_with_the_step_error(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str, retries: int
+) -> None:
+    attempts: list[int] = []
+    after: list[int] = []
+
+    async def always() -> int:
+        attempts.append(1)
+        raise ValueError("bad input")
+
+    @pikku_func(name="always")
+    async def always_rpc(data: None) -> int:
+        return await always()
+
+    async def wf(workflow: Workflow, data: None) -> int:
+        if mode == "remote":
+            await workflow.do("s", "always", None, retries=retries, retry_delay=0.01)
+        else:
+            await workflow.do("s", always, retries=retries, retry_delay=0.01)
+        after.append(1)
+        return 1
+
+    wire_workflow(name="fails", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    client = rt.client("fails")
+    handle = await client.start(None)
+    await settle(rt, handle.run_id)
+    run = await client.get_run(handle.run_id)
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None
+    assert (run.error.type, run.error.message, run.error.step) == ("ValueError", "bad input", "s")
+    assert len(attempts) == retries + 1 and after == []
+    step = (await store.get_step_states(handle.run_id))["s"]
+    assert step.status is StepStatus.FAILED and step.attempt_count == retries + 1
+    with pytest.raises(WorkflowFailedError) as info:
+        await client.result(handle.run_id)
+    assert info.value.error_type == "ValueError" and info.value.step == "s"
+
+
+async def test_caught_step_failure_lets_the_workflow_continue(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime]
+) -> None:
+    def broken() -> int:
+        raise KeyError("x")
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        try:
+            await workflow.do("broken", broken, retries=0)
+        except WorkflowFailedError as exc:
+            return f"handled {exc.error_type} at {exc.step}"
+        return "unreachable"
+
+    wire_workflow(name="catch", func=wf, execution_mode="inline")
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("catch").start(None)
+    await rt.drain()
+    assert await rt.client("catch").result(handle.run_id) == "handled KeyError at broken"
+
+
+# ------------------------------------------------------------------- sleep
+
+
+@MODES
+async def test_sleep_is_durable_and_drain_does_not_wait(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    after: list[int] = []
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        await workflow.do("before", lambda: 1)
+        await workflow.sleep("nap", timedelta(milliseconds=300))
+        after.append(1)
+        return "woke"
+
+    wire_workflow(name="sleepy", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("sleepy").start(None)
+    await rt.drain()
+    run = await store.get_run(handle.run_id)
+    nap = (await store.get_step_states(handle.run_id))["nap"]
+    assert run.status is RunStatus.SUSPENDED and after == []
+    assert nap.kind is StepKind.SLEEP and nap.status is StepStatus.SCHEDULED
+    assert nap.next_attempt_at is not None and run.wake_at == nap.next_attempt_at
+    # A restart: a new runtime (empty queue) recovers the sleeping run from the store.
+    await rt.close()
+    rt2 = new_runtime(runtimes, store)
+    await rt2.recover()
+    await rt2.drain()
+    assert (await store.get_run(handle.run_id)).status is RunStatus.SUSPENDED
+    await settle(rt2, handle.run_id)
+    assert await rt2.client("sleepy").result(handle.run_id) == "woke"
+    assert after == [1]
+
+
+# ------------------------------------------------------------------- cancel
+
+
+@MODES
+async def test_cancel_a_sleeping_run(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    after: list[int] = []
+
+    async def wf(workflow: Workflow, data: None) -> None:
+        await workflow.sleep("long", "1h")
+        after.append(1)
+        await workflow.do("next", lambda: 1)
+
+    wire_workflow(name="cancel_sleep", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    client = rt.client("cancel_sleep")
+    handle = await client.start(None)
+    await rt.drain()
+    assert await client.cancel_run(handle.run_id) is True
+    await rt.drain()
+    assert (await client.get_run(handle.run_id)).status is RunStatus.CANCELLED
+    assert await client.cancel_run(handle.run_id) is False
+    with pytest.raises(WorkflowCancelledError):
+        await client.result(handle.run_id, timeout=1)
+    await rt.recover()
+    await rt.drain()
+    assert after == []
+    assert list(await store.get_step_states(handle.run_id)) == ["long"]
+
+
+@MODES
+async def test_cancel_stops_a_running_run_at_the_next_step_boundary(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    ran: list[str] = []
+    holder: dict[str, WorkflowRuntime] = {}
+
+    @pikku_func(name="cancel.self")
+    async def cancel_self(data: None) -> int:
+        ran.append("cancel")
+        run_id = holder["run_id"]  # type: ignore[index]
+        assert await holder["rt"].cancel_run(run_id)  # type: ignore[arg-type]
+        return 1
+
+    async def wf(workflow: Workflow, data: None) -> None:
+        holder["run_id"] = workflow.run_id  # type: ignore[assignment]
+        await workflow.do("first", "cancel.self", None)
+        await workflow.do("second", lambda: ran.append("second"))
+
+    wire_workflow(name="cancel_run", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    holder["rt"] = rt
+    handle = await rt.client("cancel_run").start(None)
+    await rt.drain()
+    run = await store.get_run(handle.run_id)
+    assert run.status is RunStatus.CANCELLED
+    assert ran == ["cancel"]
+    assert list(await store.get_step_states(handle.run_id)) == ["first"]
+
+
+async def test_result_times_out_when_nothing_runs_the_jobs(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime]
+) -> None:
+    async def wf(workflow: Workflow, data: None) -> int:
+        return 1
+
+    wire_workflow(name="idle", func=wf)
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("idle").start(None)
+    with pytest.raises(TimeoutError):
+        await handle.result(timeout=0.05)
+    await rt.drain()
+    assert await handle.result(timeout=1) == 1
+
+
+# -------------------------------------------------------------- middleware
+
+
+@MODES
+async def test_middleware_wraps_each_step_execution(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    seen: list[tuple[str, str, str | None, int]] = []
+
+    async def mw(call: StepCall, call_next: Any) -> Any:
+        seen.append((call.step_key, call.kind, call.rpc_name, call.attempt))
+        result = await call_next()
+        return result + 100 if isinstance(result, int) else result
+
+    @pikku_func(name="one")
+    def one(data: None) -> int:
+        return 1
+
+    async def wf(workflow: Workflow, data: None) -> list[int]:
+        a = await workflow.do("a", "one", None)
+        b = await workflow.do("b", lambda: 2)
+        await workflow.sleep("z", 0)
+        return [a, b]
+
+    wire_workflow(name="mw", func=wf, execution_mode=mode, middleware=[mw])  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("mw").start(None)
+    await rt.drain()
+    assert await handle.result(timeout=1) == [101, 102]
+    assert seen == [("a", "rpc", "one", 1), ("b", "inline", None, 1)]
+
+
+# ------------------------------------------------- duplicates and claims
+
+
+async def test_duplicate_step_deliveries_are_ignored(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime]
+) -> None:
+    calls: list[int] = []
+
+    @pikku_func(name="count")
+    async def count(data: None) -> int:
+        calls.append(1)
+        await asyncio.sleep(0.01)
+        return len(calls)
+
+    async def wf(workflow: Workflow, data: None) -> int:
+        return int(await workflow.do("c", "count", None))
+
+    wire_workflow(name="dup", func=wf, execution_mode="remote")
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("dup").start(None)
+    await rt.drain(queues=["pikku-workflow-dup-orchestrator"])  # the step is now queued
+    dup = Job(
+        queue=step_queue("dup", "count"), kind="step", workflow="dup",
+        run_id=handle.run_id, step_key="c", attempt=1,
+    )
+    # Three deliveries of the same attempt at once, then one more after it finished.
+    await asyncio.gather(*(rt.handle_job(dup) for _ in range(3)))
+    await rt.drain()
+    await rt.handle_job(dup)
+    await rt.drain()
+    assert calls == [1]
+    assert await handle.result(timeout=1) == 1
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize(
+    ("holder", "lease", "rerun"),
+    [
+        ("dead_local", 3600, True),  # same host, process gone: abandoned at once
+        ("other_host_expired", -1, True),  # other host: only after the lease
+        ("other_host_live", 3600, False),
+    ],
+)
+async def test_attempt_held_by_a_dead_or_expired_holder_runs_again(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], holder: str, lease: int, rerun: bool
+) -> None:
+    calls: list[int] = []
+
+    @pikku_func(name="work")
+    def work(data: None) -> str:
+        calls.append(1)
+        return "done"
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        return str(await workflow.do("w", "work", None))
+
+    wire_workflow(name="claims", func=wf, execution_mode="remote")
+    run = await store.create_run("claims", None)
+    host = socket.gethostname() if holder == "dead_local" else "some-other-host.example"
+    pid = _dead_pid() if holder == "dead_local" else 4242
+    owner = ClaimOwner(host=host, pid=pid, token=f"x.{uuid.uuid4().hex}")
+    await store.insert_step(
+        run.id,
+        StepState(
+            key="w", step_name="w", kind=StepKind.RPC, rpc_name="work", data=None,
+            data_digest=None, status=StepStatus.SCHEDULED, max_attempts=1,
+        ),
+    )
+    claimed = await store.claim_step(run.id, "w", owner=owner, lease_seconds=lease)
+    assert claimed is not None
+    rt = new_runtime(runtimes, store)
+    await rt.recover()
+    await rt.drain()
+    step = (await store.get_step_states(run.id))["w"]
+    if rerun:
+        assert calls == [1]
+        assert step.status is StepStatus.SUCCEEDED and step.attempt_count == 2
+        assert step.attempts[0].error is not None
+        assert step.attempts[0].error.type == "AbandonedAttempt"
+        assert (await store.get_run(run.id)).status is RunStatus.COMPLETED
+    else:
+        assert calls == []
+        assert step.status is StepStatus.RUNNING and step.attempt_count == 1
+
+
+async def test_pid_reuse_is_not_mistaken_for_the_holder() -> None:
+    from pikku_typing.runtime import process
+
+    me = os.getpid()
+    owner = ClaimOwner(host=socket.gethostname(), pid=me, token=f"1.{uuid.uuid4().hex}")
+    assert process.holder_liveness(owner) == "dead"  # our pid, another start time
+    parent = os.getppid()
+    start = process.process_start_time(parent)
+    assert start is not None
+    assert process.holder_liveness(
+        ClaimOwner(host=socket.gethostname(), pid=parent, token=f"{start}.abc")
+    ) == "alive"
+    assert process.holder_liveness(
+        ClaimOwner(host=socket.gethostname(), pid=parent, token=f"{int(start) + 1}.abc")
+    ) == "dead"
+    assert process.holder_liveness(ClaimOwner(host="elsewhere", pid=1, token="1.a")) == "unknown"
+
+
+# ------------------------------------------------------ workers and serve
+
+
+async def test_generated_style_workers_are_used_for_their_queues(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime]
+) -> None:
+    from pikku_typing.runtime.queues.base import orchestrator_queue
+    from pikku_typing.runtime.workers import run_step_job
+
+    used: list[str] = []
+
+    @pikku_func(name="gen.step")
+    def gen_step(data: None) -> int:
+        return 5
+
+    async def wf(workflow: Workflow, data: None) -> int:
+        return int(await workflow.do("s", "gen.step", None))
+
+    async def orchestrator_worker(rt: WorkflowRuntime, job: Job) -> None:
+        used.append("orchestrator")
+        await run_orchestrator_job(rt, job)
+
+    async def step_worker(rt: WorkflowRuntime, job: Job) -> None:
+        used.append("step")
+        await run_step_job(rt, job)
+
+    wire_workflow(name="gen", func=wf)
+    rt = new_runtime(
+        runtimes, store,
+        workers={
+            orchestrator_queue("gen"): orchestrator_worker,
+            step_queue("gen", "gen.step"): step_worker,
+        },
+    )
+    handle = await rt.client("gen").start(None)
+    await rt.drain()
+    assert await handle.result(timeout=1) == 5
+    assert used == ["orchestrator", "step", "orchestrator"]
+
+
+async def test_serve_runs_many_runs_concurrently_until_stopped(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime]
+) -> None:
+    @pikku_func(name="slow")
+    async def slow(data: Num) -> int:
+        await asyncio.sleep(0.01)
+        return data["n"]
+
+    async def wf(workflow: Workflow, data: Num) -> int:
+        total = 0
+        for i in range(3):
+            total += await workflow.do("s", "slow", {"n": data["n"] + i})
+        await workflow.sleep("nap", "20ms")
+        return total
+
+    wire_workflow(name="many", func=wf)
+    rt = new_runtime(runtimes, store)
+    client = rt.client("many")
+    handles = [await client.start({"n": n}) for n in range(8)]
+    stop = asyncio.Event()
+    server = asyncio.create_task(rt.serve(stop=stop, concurrency=4))
+    results = [await h.result(timeout=30) for h in handles]
+    stop.set()
+    await server
+    assert results == [3 * n + 3 for n in range(8)]
+
+
+async def test_default_runtime_uses_the_file_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pikku_typing import FileWorkflowStateService
+
+    monkeypatch.chdir(tmp_path)
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        return str(await workflow.do("s", lambda: "hi"))
+
+    wire_workflow(name="default", func=wf)
+    async with WorkflowRuntime() as rt:
+        assert isinstance(rt.state, FileWorkflowStateService)
+        assert isinstance(rt.queue, InProcessQueue)
+        handle = await rt.client("default").start(None)
+        await rt.drain()
+        assert await handle.result(timeout=1) == "hi"
+    assert (tmp_path / ".pikku" / "state").is_dir()
+
+
+async def test_memory_store_runtime_has_no_live_task_leak() -> None:
+    async def wf(workflow: Workflow, data: None) -> None:
+        await workflow.sleep("forever", "1d")
+
+    wire_workflow(name="leak", func=wf)
+    rt = WorkflowRuntime(InMemoryWorkflowStateService())
+    await rt.client("leak").start(None)
+    await rt.drain()
+    before = len(asyncio.all_tasks())
+    await rt.close()
+    assert len(asyncio.all_tasks()) == before - 1
