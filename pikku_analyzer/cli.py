@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write .pikku/cache")
     parser.add_argument("--jobs", "-j", type=int, default=None, metavar="N", help="worker processes for parsing")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument(
+        "--all-files",
+        action="store_true",
+        help="parse every file, not only those that mention pikku (syntax errors everywhere; slower)",
+    )
     return parser
 
 
@@ -118,7 +123,14 @@ def _main(argv: list[str]) -> int:
     if not args.no_progress and sys.stderr.isatty():
         progress = print_progress_factory(sys.stderr)
     use_cache = not args.no_cache
-    result = analyze(config, use_cache=use_cache, jobs=args.jobs, progress=progress, read_only_cache=args.check)
+    result = analyze(
+        config,
+        use_cache=use_cache,
+        jobs=args.jobs,
+        progress=progress,
+        read_only_cache=args.check,
+        prefilter=not args.all_files,
+    )
 
     if args.fix or args.add_ignore:
         from pikku_analyzer.fix import apply_edits, plan_edits
@@ -132,7 +144,9 @@ def _main(argv: list[str]) -> int:
         if changed:
             count = len(edits)
             print(f"pikku-analyze: fixed {count} file{'s' if count != 1 else ''}", file=sys.stderr)
-            result = analyze(config, use_cache=use_cache, jobs=args.jobs, progress=None)
+            result = analyze(
+                config, use_cache=use_cache, jobs=args.jobs, prefilter=not args.all_files
+            )
 
     from pikku_analyzer.report import render
 

@@ -20,7 +20,7 @@ import io
 import re
 import sys
 import tokenize
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -109,7 +109,7 @@ def nondeterministic(dotted: str) -> tuple[str, str] | None:
     if dotted in _NONDET_ALLOWED:
         return None
     for prefix, what in _NONDET_PREFIXES:
-        if dotted.startswith(prefix) or dotted == prefix.rstrip("."):
+        if dotted.startswith(prefix):
             return (what, "")
     return None
 
@@ -287,7 +287,12 @@ class ModuleScope:
         parts.append(head)
         return ".".join(reversed(parts))
 
-    def imported(self, node: ast.expr, shadow: frozenset[str] | set[str] = frozenset()) -> str | None:
+    def imported(
+        self,
+        node: ast.expr,
+        shadow: frozenset[str] | set[str] = frozenset(),
+        local_imports: Mapping[str, str] | None = None,
+    ) -> str | None:
         """Like :meth:`dotted` but only through imports and builtins (for external APIs)."""
         parts: list[str] = []
         while isinstance(node, ast.Attribute):
@@ -296,7 +301,9 @@ class ModuleScope:
         if not isinstance(node, ast.Name) or node.id in shadow:
             return None
         base = node.id
-        if base in self.imports:
+        if local_imports and base in local_imports:
+            head = local_imports[base]
+        elif base in self.imports:
             head = self.imports[base]
         elif base in _BUILTINS and base not in self.bound:
             head = f"builtins.{base}"
@@ -440,9 +447,13 @@ def _param_names(func: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> s
     return names
 
 
-def _local_names(func: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
-    """Parameters and names assigned in ``func`` (not in nested functions)."""
+def _local_names(
+    func: ast.FunctionDef | ast.AsyncFunctionDef, module: str, is_package: bool
+) -> tuple[set[str], dict[str, str]]:
+    """Parameters and names assigned in ``func`` (not in nested functions), and the
+    names it imports (``{"t": "time"}``), which are not shadows but imports."""
     names = _param_names(func)
+    imports: dict[str, str] = {}
     stack: list[ast.AST] = list(func.body)
     while stack:
         node = stack.pop()
@@ -453,11 +464,20 @@ def _local_names(func: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
             continue
         elif isinstance(node, ast.Lambda):
             continue
-        elif isinstance(node, ast.Import | ast.ImportFrom):
+        elif isinstance(node, ast.Import):
             for alias in node.names:
-                names.add((alias.asname or alias.name).split(".", 1)[0])
+                if alias.asname:
+                    imports[alias.asname] = alias.name
+                else:
+                    head = alias.name.split(".", 1)[0]
+                    imports[head] = head
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve_relative(module, is_package, node.level, node.module)
+            for alias in node.names:
+                if base is not None and alias.name != "*":
+                    imports[alias.asname or alias.name] = f"{base}.{alias.name}"
         stack.extend(ast.iter_child_nodes(node))
-    return names
+    return names - set(imports), imports
 
 
 # --------------------------------------------------------------------------- steps
@@ -470,6 +490,7 @@ class _Ctx:
     in_loop: bool = False
     in_step: bool = False
     branches: tuple[tuple[int, int], ...] = ()
+    imports: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def replace(self, **changes: Any) -> _Ctx:
         return dataclasses.replace(self, **changes)
@@ -522,8 +543,14 @@ class StepWalker:
         self._pending.pop(id(node), None)
         params = _param_names(node)
         aliases = (ctx.aliases - params) | new_aliases
-        shadow = frozenset(_local_names(node) - aliases)
-        inner = ctx.replace(aliases=frozenset(aliases), shadow=shadow)
+        local, imports = _local_names(node, self.scope.module, self.scope.is_package)
+        shadow = frozenset(local - aliases)
+        merged = {**ctx.imports, **imports} if imports else ctx.imports
+        for name in local:
+            if name in merged:
+                merged = {k: v for k, v in merged.items() if k not in local}
+                break
+        inner = ctx.replace(aliases=frozenset(aliases), shadow=shadow, imports=merged)
         for stmt in node.body:
             self._visit(stmt, inner)
 
@@ -547,7 +574,7 @@ class StepWalker:
         if not closure:
             if not new_aliases:
                 return
-            ctx = ctx.replace(aliases=frozenset(), shadow=frozenset())
+            ctx = ctx.replace(aliases=frozenset(), shadow=frozenset(), imports={})
         self._walk_function(node, ctx, new_aliases)
 
     # -- generic visit
@@ -643,7 +670,7 @@ class StepWalker:
                 self._visit(sub, ctx)
 
     def _check_nondet(self, node: ast.expr, ctx: _Ctx) -> bool:
-        dotted = self.scope.imported(node, ctx.shadow)
+        dotted = self.scope.imported(node, ctx.shadow, ctx.imports)
         if dotted is None:
             return False
         hit = nondeterministic(dotted)
@@ -651,18 +678,18 @@ class StepWalker:
             return False
         what, hint = hit
         shown = dotted[len("builtins.") :] if dotted.startswith("builtins.") else dotted
+        written = _short(node)
+        alias = sorted(ctx.aliases)[0] if ctx.aliases else "workflow"
         self.nondet.append(
             {
                 "line": node.lineno,
                 "column": self.scope.column(node),
                 "name": shown,
                 "message": (
-                    f"`{shown}` ({what}) is used in workflow function `{self.func.name}` "
-                    "outside a step: its value can differ when the workflow is replayed"
+                    f"`{written}` ({what}) is used in workflow function `{self.func.name}` outside "
+                    "a step: the workflow body is re-run on every replay, so it can differ between passes"
                 ),
-                "hint": hint
-                or f"move it into a step: await {sorted(ctx.aliases)[0] if ctx.aliases else 'workflow'}"
-                f'.do("name", lambda: {shown}(...))',
+                "hint": hint or f'move `{written}` into a step: await {alias}.do("name", lambda: ...)',
             }
         )
         return True
@@ -766,7 +793,7 @@ class StepWalker:
             )
             return
         if isinstance(target, ast.Call):
-            if scope.imported(target.func, ctx.shadow) in _PARTIAL:
+            if scope.imported(target.func, ctx.shadow, ctx.imports) in _PARTIAL:
                 step["type"] = "inline"
                 if target.args:
                     self._inline_ref(step, target.args[0], ctx, in_step)
@@ -809,18 +836,19 @@ class StepWalker:
                 step["type"] = "rpc"
                 step["rpc_name"] = constant
                 return
-            if target.id in scope.imports:
+            imported = ctx.imports.get(target.id) or scope.imports.get(target.id)
+            if imported is not None:
                 if step.get("type") == "inline":
                     return
                 step["type"] = "ref"
-                step["ref"] = scope.imports[target.id]
+                step["ref"] = imported
                 step["has_data"] = has_data
                 return
             if target.id in _BUILTINS and step.get("type") is None:
                 step["type"] = "inline"
                 return
         elif isinstance(target, ast.Attribute):
-            dotted = scope.imported(target, ctx.shadow)
+            dotted = scope.imported(target, ctx.shadow, ctx.imports)
             if dotted is not None and step.get("type") is None:
                 step["type"] = "ref"
                 step["ref"] = dotted
@@ -915,6 +943,8 @@ def _middleware(scope: ModuleScope, node: ast.expr | None) -> JSON:
         out: list[str] = []
         for element in node.elts:
             dotted = scope.dotted(element) if isinstance(element, ast.Name | ast.Attribute) else None
+            if dotted is not None and dotted.startswith("builtins."):
+                dotted = dotted[len("builtins.") :]
             out.append(dotted if dotted is not None else ast.unparse(element))
         return out
     return [DYNAMIC]
