@@ -85,7 +85,8 @@ CREATE TABLE pikku_runs (
     updated_at timestamptz NOT NULL,
     wake_at timestamptz,
     owner jsonb,
-    cancel_requested boolean NOT NULL DEFAULT false
+    cancel_requested boolean NOT NULL DEFAULT false,
+    extra jsonb
 );
 CREATE INDEX pikku_runs_created_idx ON pikku_runs (created_at DESC, id DESC);
 CREATE INDEX pikku_runs_workflow_idx ON pikku_runs (workflow, created_at DESC, id DESC);
@@ -112,6 +113,7 @@ CREATE TABLE pikku_steps (
     updated_at timestamptz NOT NULL,
     started_at timestamptz,
     finished_at timestamptz,
+    extra jsonb,
     PRIMARY KEY (run_id, key)
 );
 CREATE INDEX pikku_steps_run_seq_idx ON pikku_steps (run_id, seq);
@@ -126,9 +128,14 @@ _RUN_COLS: Final = (
 )
 _STEP_COLS: Final = (
     "key, step_name, kind, status, rpc_name, data, data_digest, result, error, attempt_count, "
-    "max_attempts, attempts, next_attempt_at, created_at, updated_at, started_at, finished_at"
+    "max_attempts, attempts, next_attempt_at, created_at, updated_at, started_at, finished_at,"
+    " extra"
 )
-_STEP_COUNT: Final = 17
+_STEP_FIELDS: Final = frozenset(
+    {col.strip() for col in _STEP_COLS.split(",")} - {"extra"} | {"attempts"}
+)
+"""StepState fields kept in their own columns; any other field (added to the model later, e.g.
+``retry_delay``) is kept in the ``extra`` jsonb column, written at insert and never changed."""
 
 
 def describe_dsn(dsn: str) -> str:
@@ -203,6 +210,7 @@ def _row_to_step(row: Sequence[Any]) -> StepState:
         updated_at=_ts_req(row[14]),
         started_at=_ts(row[15]),
         finished_at=_ts(row[16]),
+        **(row[17] or {}),
     )
 
 
@@ -515,14 +523,16 @@ class PostgresWorkflowStateService(WorkflowStateService):
         running = c.running_attempt(step, None)
         token = running.owner.token if running is not None and running.owner else None
         lease = running.lease_expires_at if running is not None else None
+        extra_fields = set(StepState.model_fields) - _STEP_FIELDS
+        extra = step.model_dump(mode="json", include=extra_fields) if extra_fields else {}
         try:
             row = await self._fetchone(
                 f"INSERT INTO pikku_steps (run_id, key, step_name, kind, status, rpc_name, data,"
                 " data_digest, result, error, attempt_count, max_attempts, attempts,"
                 " next_attempt_at, lease_token, lease_expires_at, created_at, updated_at,"
-                " started_at, finished_at)"
+                " started_at, finished_at, extra)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s::jsonb,"
-                " %s, %s, %s, %s, %s, %s, %s)"
+                " %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
                 f" ON CONFLICT (run_id, key) DO NOTHING RETURNING {_STEP_COLS}",
                 (
                     run_id,
@@ -545,6 +555,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
                     step.updated_at,
                     step.started_at,
                     step.finished_at,
+                    json.dumps(extra) if extra else None,
                 ),
             )
         except psycopg.errors.ForeignKeyViolation:

@@ -1,9 +1,441 @@
-"""Placeholder: implemented by the scale-out work (issue 6)."""
+"""``PostgresQueue``: the distributed queue, built on procrastinate (a maintained PostgreSQL job
+queue), so workers on many machines share one database.
+
+Needs the ``postgres`` extra (``pip install 'pikku-workflows[postgres]'``); procrastinate and
+psycopg are imported on first use, so ``import pikku_typing`` works without them.
+
+How the :class:`~pikku_typing.runtime.queues.base.WorkflowQueue` contract maps onto
+procrastinate:
+
+* One generic procrastinate task (``pikku_workflows.job``) carries every :class:`Job` as its
+  JSON argument; the handler given to ``drain()``/``serve()`` reaches it through the worker's
+  ``additional_context``, so one app serves any runtime.
+* ``Job.queue`` (``orchestrator_queue(workflow)``, ``step_queue(workflow, rpc)``) is the
+  procrastinate queue: a worker can be pointed at some queues only, and one slow workflow or
+  RPC never blocks another. PostgreSQL limits ``LISTEN`` channel names to 63 bytes, so a long
+  queue name is shortened to a readable prefix plus a hash (:func:`procrastinate_queue_name`).
+* ``Job.run_at`` is procrastinate's ``schedule_at`` (durable sleeps, retry delays, lease
+  re-checks): a delayed job is a row, not a blocked process.
+* ``Job.dedupe_key`` is procrastinate's ``queueing_lock``: a second job with the key while
+  the first still waits is dropped (``AlreadyEnqueued``).
+* Delivery is at least once. A job whose worker died (its procrastinate heartbeat is older
+  than ``stalled_after`` seconds) is put back in its queue by the other workers; a job whose
+  handler raised is retried by procrastinate with a backoff. The runtime's atomic step claims
+  make a second delivery harmless.
+* Graceful shutdown: when ``stop`` is set, the worker takes no new job, waits up to
+  ``shutdown_timeout`` seconds for the in-flight ones, then cancels them, and procrastinate
+  puts them back in the queue (released, to be run by another worker).
+* ``drain()`` runs a procrastinate worker with ``wait=False``: every job that is due, including
+  jobs queued meanwhile, until none is due. ``serve()`` runs one with LISTEN/NOTIFY (a new job
+  is picked up at once) and polls every ``poll_interval`` seconds for jobs that became due.
+* The procrastinate schema is applied on first use if its tables are missing
+  (:meth:`PostgresQueue.migrate`, also run by ``pikku-worker migrate``).
+"""
+
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import ValidationError
+
+from pikku_typing.errors import StoreUnavailableError
+from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
+
+if TYPE_CHECKING:
+    from procrastinate import App, JobContext
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["TASK_NAME", "PostgresQueue", "procrastinate_queue_name"]
+
+log = logging.getLogger("pikku_typing.worker")
+
+TASK_NAME: Final = "pikku_workflows.job"
+"""The one procrastinate task every pikku job runs as."""
+
+_CHANNEL_PREFIX_BYTES: Final = len("procrastinate_queue_v1#")
+_MAX_QUEUE_BYTES: Final = 63 - _CHANNEL_PREFIX_BYTES  # PostgreSQL NAMEDATALEN - 1
+_SCHEMA_LOCK_KEY: Final = 0x70696B6B75_02  # "pikku" + 2
+_CONTEXT_KEY: Final = "pikku_workflows"
 
 
-class PostgresQueue:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("PostgresQueue is not implemented yet")
+def procrastinate_queue_name(queue: str) -> str:
+    """The procrastinate queue name of a pikku queue name: the name itself when it fits in a
+    PostgreSQL ``LISTEN`` channel, else a readable prefix and a hash of the full name."""
+    raw = queue.encode()
+    if len(raw) <= _MAX_QUEUE_BYTES:
+        return queue
+    digest = hashlib.blake2b(raw, digest_size=6).hexdigest()
+    short = queue.removeprefix("pikku-workflow-").encode()[: _MAX_QUEUE_BYTES - len(digest) - 1]
+    return f"{short.decode('utf-8', 'ignore')}~{digest}"
+
+
+@dataclass
+class _Dispatch:
+    """What a procrastinate worker run hands to the task: the handler and a job counter."""
+
+    handler: JobHandler
+    count: int = 0
+
+
+class PostgresQueue(WorkflowQueue):
+    """Jobs in PostgreSQL (procrastinate), run by any process that serves the same database.
+
+    ``dsn``: libpq connection string or URL. ``pool_size``: connections of this process's
+    queue pool (the LISTEN connection is separate). ``poll_interval``: seconds between polls
+    for jobs that became due (delayed jobs; new jobs arrive through NOTIFY at once).
+    ``heartbeat_interval`` / ``stalled_after``: a worker heartbeats every
+    ``heartbeat_interval`` s; jobs held by a worker silent for ``stalled_after`` s are put
+    back in the queue. ``shutdown_timeout``: how long a stopping worker waits for in-flight
+    jobs before cancelling (releasing) them (``None``: wait for them). ``max_job_retries``:
+    how many times a job whose handler raised is retried (backoff 2, 4, 8 ... s).
+    ``keep_finished``: keep finished jobs in ``procrastinate_jobs`` (default: delete
+    successful ones at once).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 10.0,
+        stalled_after: float = 30.0,
+        shutdown_timeout: float | None = 30.0,
+        max_job_retries: int = 10,
+        keep_finished: bool = False,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn.strip():
+            raise ValueError("PostgresQueue needs a DSN, e.g. postgresql://host/db")
+        from pikku_typing.state.postgres import describe_dsn
+
+        self._dsn = dsn
+        self._where = describe_dsn(dsn)
+        self._pool_size = max(2, pool_size)
+        self._poll_interval = poll_interval
+        self._heartbeat_interval = heartbeat_interval
+        self._stalled_after = stalled_after
+        self._shutdown_timeout = shutdown_timeout
+        self._max_job_retries = max_job_retries
+        self._keep_finished = keep_finished
+        self._connect_timeout = connect_timeout
+        self._app: App | None = None
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._open_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._where!r})"
+
+    # ------------------------------------------------------------- connections
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        cause: BaseException = exc
+        while cause.__cause__ is not None and not str(cause):
+            cause = cause.__cause__
+        if cause.__cause__ is not None and type(cause).__module__.startswith("procrastinate"):
+            cause = cause.__cause__
+        detail = " ".join(str(cause).split()) or type(cause).__name__
+        return StoreUnavailableError(f"PostgreSQL queue at {self._where} is unavailable: {detail}")
+
+    async def migrate(self) -> None:
+        """Apply procrastinate's schema unless its tables exist (idempotent, safe to run from
+        several processes at once)."""
+        import psycopg
+        from procrastinate.schema import SchemaManager
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._dsn, connect_timeout=max(1, round(self._connect_timeout))
+            )
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+                cur = await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+                row = await cur.fetchone()
+                if not (row and row[0]):
+                    await conn.execute(SchemaManager.get_schema())
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            await conn.close()
+
+    async def _ensure_open(self) -> App:
+        loop = asyncio.get_running_loop()
+        if self._app is not None and self._loop is loop:
+            return self._app
+        if self._open_lock is None or self._loop is not loop:
+            self._open_lock = asyncio.Lock()
+            self._app = None
+            self._pool = None
+            self._loop = loop
+        async with self._open_lock:
+            if self._app is not None:
+                return self._app
+            import procrastinate
+            from psycopg_pool import AsyncConnectionPool
+
+            await self.migrate()
+            # Our own pool: autocommit (procrastinate's statements are single function calls,
+            # so this saves a COMMIT round trip per query) and no liveness check per checkout.
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                # autocommit through ``configure``: procrastinate opens its LISTEN connection
+                # with these kwargs plus its own ``autocommit=True``.
+                kwargs={"connect_timeout": max(1, round(self._connect_timeout))},
+                configure=_autocommit,
+                open=False,
+                timeout=self._connect_timeout + 20,
+                name="pikku-queue",
+            )
+            await pool.open(wait=False)
+            app = procrastinate.App(connector=procrastinate.PsycopgConnector())
+            app.task(
+                name=TASK_NAME,
+                pass_context=True,
+                retry=procrastinate.RetryStrategy(
+                    max_attempts=self._max_job_retries, exponential_wait=2
+                ),
+            )(_run_job)
+            await app.open_async(pool)
+            self._pool = pool
+            self._app = app
+            return app
+
+    async def check(self) -> None:
+        """Connect (and apply the schema if needed); :class:`StoreUnavailableError` when the
+        database cannot be reached. ``pikku-worker`` calls it before serving."""
+        await self._ensure_open()
+
+    # ------------------------------------------------------------------ enqueue
+    async def enqueue(self, job: Job) -> None:
+        from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
+
+        app = await self._ensure_open()
+        run_at = job.run_at
+        if run_at is not None and run_at.tzinfo is None:
+            run_at = run_at.replace(tzinfo=UTC)
+        deferrer = app.configure_task(
+            TASK_NAME,
+            queue=procrastinate_queue_name(job.queue),
+            schedule_at=run_at,
+            queueing_lock=job.dedupe_key,
+        )
+        try:
+            await deferrer.defer_async(job=job.model_dump(mode="json"))
+        except AlreadyEnqueued:
+            pass  # the same job is still waiting: merged
+        except ConnectorException as exc:
+            raise self._unavailable(exc) from None
+
+    # -------------------------------------------------------------------- run
+    def _worker_options(self, queues: Sequence[str] | None) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "install_signal_handlers": False,
+            "delete_jobs": "never" if self._keep_finished else "successful",
+            "update_heartbeat_interval": self._heartbeat_interval,
+            "stalled_worker_timeout": self._stalled_after,
+            "shutdown_graceful_timeout": self._shutdown_timeout,
+        }
+        if queues is not None:  # procrastinate: no ``queues`` = every queue
+            options["queues"] = [procrastinate_queue_name(q) for q in queues]
+        return options
+
+    async def drain(self, handler: JobHandler, *, queues: Sequence[str] | None = None) -> int:
+        from procrastinate.exceptions import ConnectorException
+
+        app = await self._ensure_open()
+        dispatch = _Dispatch(handler)
+        try:
+            await self.rescue_stalled_jobs()
+            await app.run_worker_async(
+                name="pikku-drain",
+                concurrency=1,
+                wait=False,
+                listen_notify=False,
+                additional_context={_CONTEXT_KEY: dispatch},
+                **self._worker_options(queues),
+            )
+        except ConnectorException as exc:
+            raise self._unavailable(exc) from None
+        return dispatch.count
+
+    async def serve(
+        self,
+        handler: JobHandler,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 1,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        from procrastinate.exceptions import ConnectorException
+
+        app = await self._ensure_open()
+        dispatch = _Dispatch(handler)
+        stop = stop if stop is not None else asyncio.Event()
+        stopper = asyncio.ensure_future(stop.wait())
+        rescuer = asyncio.ensure_future(self._rescue_loop())
+        backoff = 1.0
+        try:
+            while not stop.is_set():
+                worker = asyncio.ensure_future(
+                    app.run_worker_async(
+                        name="pikku-worker",
+                        concurrency=max(1, concurrency),
+                        wait=True,
+                        listen_notify=True,
+                        fetch_job_polling_interval=self._poll_interval,
+                        abort_job_polling_interval=max(self._poll_interval, 5.0),
+                        additional_context={_CONTEXT_KEY: dispatch},
+                        **self._worker_options(queues),
+                    )
+                )
+                try:
+                    await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not worker.done():
+                        # Graceful: procrastinate stops fetching, waits for in-flight jobs
+                        # (up to shutdown_timeout), then cancels and re-queues them.
+                        worker.cancel()
+                        with suppress(asyncio.CancelledError):
+                            await worker
+                if stop.is_set():
+                    break
+                # The worker ended by itself: the database went away (or a side task died).
+                exc = worker.exception() if not worker.cancelled() else None
+                reason = self._unavailable(exc) if exc is not None else "worker stopped"
+                log.warning("queue worker stopped (%s); restarting in %.0fs", reason, backoff)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 30.0)
+        except ConnectorException as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            stopper.cancel()
+            rescuer.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await rescuer
+
+    async def _rescue_loop(self) -> None:
+        interval = max(min(self._heartbeat_interval, self._stalled_after / 2), 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.rescue_stalled_jobs()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the DB may be briefly away: try again later
+                log.debug("rescuing stalled jobs failed: %s", exc)
+
+    async def rescue_stalled_jobs(self) -> int:
+        """Put back in their queue the jobs held by workers whose heartbeat is older than
+        ``stalled_after`` seconds (their process died); return how many."""
+        from procrastinate import jobs as pjobs
+
+        app = await self._ensure_open()
+        manager = app.job_manager
+        stalled = await manager.get_stalled_jobs(
+            task_name=TASK_NAME, seconds_since_heartbeat=self._stalled_after
+        )
+        count = 0
+        for job in stalled:
+            try:
+                await manager.retry_job(job)
+                count += 1
+                log.info("re-queued job %s of a stalled worker (%s)", job.id, job.queue)
+            except Exception:
+                # Another worker rescued it first, or an identical job already waits
+                # (queueing lock): this one is not needed any more.
+                with suppress(Exception):
+                    assert job.id is not None
+                    await manager.finish_job_by_id_async(
+                        job_id=job.id, status=pjobs.Status.ABORTED, delete_job=True
+                    )
+        if stalled:
+            with suppress(Exception):
+                await manager.prune_stalled_workers(self._stalled_after)
+        return count
+
+    async def pending_jobs(self) -> int:
+        """How many jobs wait in the queue (due or not) or run: for tests and monitoring."""
+        await self._ensure_open()
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs"
+                " WHERE task_name = %s AND status IN ('todo', 'doing')",
+                (TASK_NAME,),
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # -------------------------------------------------------------- lifecycle
+    async def close(self) -> None:
+        app, pool = self._app, self._pool
+        self._app = None
+        self._pool = None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover
+            running = None
+        if running is not self._loop:
+            return
+        if app is not None:
+            with suppress(Exception):
+                await app.close_async()
+        if pool is not None:
+            with suppress(Exception):
+                await pool.close(timeout=5)
+
+
+async def _autocommit(conn: Any) -> None:
+    await conn.set_autocommit(True)
+
+
+async def _run_job(context: JobContext, job: dict[str, Any]) -> None:
+    """The procrastinate task: decode the :class:`Job` and give it to the handler."""
+    dispatch = (context.additional_context or {}).get(_CONTEXT_KEY)
+    if not isinstance(dispatch, _Dispatch):
+        raise RuntimeError(
+            f"{TASK_NAME} jobs must be run by pikku-worker / PostgresQueue, not a plain "
+            "procrastinate worker"
+        )
+    try:
+        parsed = Job.model_validate(job)
+    except ValidationError as exc:
+        log.error("dropped an unreadable job %r: %s", job, exc)
+        return
+    started = time.perf_counter()
+    status = "ok"
+    try:
+        await dispatch.handler(parsed)
+    except asyncio.CancelledError:
+        status = "released"
+        raise
+    except BaseException as exc:
+        status = f"error {type(exc).__name__}: {exc}"
+        raise
+    finally:
+        dispatch.count += 1
+        elapsed = (time.perf_counter() - started) * 1000
+        target = f" step={parsed.step_key}" if parsed.step_key else ""
+        log.info(
+            "%s %s run=%s%s %.1fms %s",
+            parsed.kind,
+            parsed.workflow,
+            parsed.run_id,
+            target,
+            elapsed,
+            status,
+        )
