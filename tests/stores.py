@@ -62,7 +62,7 @@ class StoreFactory:
 STORE_FACTORIES: list[StoreFactory] = [
     StoreFactory("memory", lambda tmp_path: StoreSpec("memory:"), cross_process=False),
     StoreFactory("file", lambda tmp_path: StoreSpec(f"file:{tmp_path / 'state'}")),
-    # StoreFactory("sqlite", lambda tmp_path: StoreSpec(f"sqlite:{tmp_path / 'state.db'}")),
+    StoreFactory("sqlite", lambda tmp_path: StoreSpec(f"sqlite:{tmp_path / 'state.db'}")),
 ]
 
 # PostgreSQL: skipped unless PIKKU_TEST_POSTGRES_DSN is set; a fresh schema per test.

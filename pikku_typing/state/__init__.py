@@ -78,7 +78,7 @@ def open_store(url: str) -> WorkflowStateService:
     if scheme == "file":
         return FileWorkflowStateService(_path_part(url, scheme))
     if scheme in ("sqlite", "sqlite3"):
-        return _checked(SqliteWorkflowStateService(_path_part(url, scheme)))
+        return SqliteWorkflowStateService(_path_part(url, scheme))
     if scheme in ("postgres", "postgresql"):
         from pikku_typing.state.postgres import PostgresWorkflowStateService
 

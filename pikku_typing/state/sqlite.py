@@ -1,9 +1,502 @@
-"""Placeholder: implemented by the runtime work (issue 5)."""
+"""The SQLite state store: the fast embedded store, safe for several processes on one host.
+
+* stdlib ``sqlite3``, one connection per service (created on first use, guarded by a
+  ``threading.Lock``; reopened after a ``fork``). Calls are made synchronously from the
+  async methods: each is one short transaction, cheaper than a hop to a thread.
+* WAL journal; ``synchronous=FULL`` by default, so every commit (one per step transition) is
+  fsynced and survives a power loss, not only a process crash. ``synchronous="NORMAL"``
+  trades that for speed (a commit then survives a process crash, and a power loss may roll
+  back the last transactions, never corrupting the database).
+* ``busy_timeout`` (default 30 s): a writer waits for another process's transaction.
+* Every write is ONE transaction, begun with ``BEGIN IMMEDIATE`` (the write lock is taken
+  up front, so a read-modify-write never races another process). Step transitions are
+  additionally written as ``UPDATE ... WHERE status IN (...) AND token = ...`` and the
+  row count is checked, so a claim can only succeed once per attempt.
+* Each run and each step is a JSON document (``doc``) plus the few columns that queries
+  filter on (``status``, ``workflow``, ``created_us``, ``next_attempt_us``, ``token``).
+* The schema is versioned with ``PRAGMA user_version``.
+* ``lock_run`` uses ``fcntl.flock`` on ``<path>.locks/<run_id>.lock``: the kernel releases it
+  when the holder dies, which a lock row in the database would not.
+"""
+
 from __future__ import annotations
 
-from typing import Any
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import ValidationError
+
+from pikku_typing.errors import (
+    RunAlreadyExistsError,
+    RunNotFoundError,
+    StateCorruptedError,
+    StepNotFoundError,
+    StoreUnavailableError,
+)
+from pikku_typing.models import (
+    ClaimOwner,
+    ErrorInfo,
+    RunStatus,
+    StepState,
+    StepStatus,
+    WorkflowRun,
+)
+from pikku_typing.state import _common as c
+from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS runs (
+    id          TEXT PRIMARY KEY,
+    workflow    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_us  INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_us DESC, id DESC);
+CREATE TABLE IF NOT EXISTS steps (
+    seq              INTEGER PRIMARY KEY,
+    run_id           TEXT NOT NULL,
+    key              TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    next_attempt_us  INTEGER,
+    token            TEXT,
+    doc              TEXT NOT NULL,
+    UNIQUE (run_id, key)
+);
+CREATE INDEX IF NOT EXISTS steps_by_status ON steps (status, next_attempt_us);
+"""
+
+_CLAIMABLE_SQL: Final = (
+    "status IN ('pending', 'scheduled') AND (next_attempt_us IS NULL OR next_attempt_us <= ?)"
+)
+
+Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
 
-class SqliteWorkflowStateService:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("SqliteWorkflowStateService is not implemented yet")
+class SqliteWorkflowStateService(WorkflowStateService):
+    """Runs and steps in one SQLite database file (WAL), shared by several processes."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous: Synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._lock_dir = self.path.with_name(self.path.name + ".locks")
+        self._mutex = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    # ------------------------------------------------------------ connection
+    def _connection(self) -> sqlite3.Connection:
+        """The connection (caller holds ``_mutex``); opened and migrated on first use."""
+        conn = self._conn
+        if conn is not None and self._pid == os.getpid():
+            return conn
+        self._conn = None  # never reuse a connection inherited through fork()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailableError(
+                    f"SQLite store {str(self.path)!r}: cannot enable WAL (journal mode {mode})"
+                )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailableError(
+                    f"cannot open SQLite store {str(self.path)!r}: {exc}"
+                ) from exc
+            raise StateCorruptedError(
+                f"SQLite store {str(self.path)!r} cannot be read ({exc}); it was left untouched"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._pid = os.getpid()
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateCorruptedError(
+                    f"SQLite store {str(self.path)!r} has schema version {version}; this "
+                    f"pikku_typing knows versions up to {SCHEMA_VERSION}: upgrade pikku-workflows"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._mutex:
+            try:
+                yield self._connection()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+        with self._mutex:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if not conn.in_transaction:  # the body rolled back
+                return
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+
+    async def close(self) -> None:
+        with self._mutex:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+
+    # ------------------------------------------------------------- decoding
+    def _corrupt(self, what: str, exc: Exception) -> StateCorruptedError:
+        return StateCorruptedError(f"SQLite store {str(self.path)!r}: {what} is corrupt ({exc})")
+
+    def _load_run(self, doc: str) -> WorkflowRun[Any, Any]:
+        try:
+            return WorkflowRun.model_validate_json(doc)
+        except ValidationError as exc:
+            raise self._corrupt("a run document", exc) from exc
+
+    def _load_step(self, doc: str) -> StepState:
+        try:
+            return StepState.model_validate_json(doc)
+        except ValidationError as exc:
+            raise self._corrupt("a step document", exc) from exc
+
+    @staticmethod
+    def _run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
+        return conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
+    def _require_run(self, conn: sqlite3.Connection, run_id: str) -> None:
+        if not self._run_exists(conn, run_id):
+            raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
+
+    # ------------------------------------------------------------------ runs
+    async def create_run(
+        self, workflow: str, input: Any, *, run_id: str | None = None
+    ) -> WorkflowRun[Any, Any]:
+        run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
+        now = c.now_utc()
+        run: WorkflowRun[Any, Any] = WorkflowRun(
+            id=run_id,
+            workflow=workflow,
+            status=RunStatus.RUNNING,
+            input=input,
+            created_at=now,
+            updated_at=now,
+        )
+        doc = run.model_dump_json()
+        with self._tx() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO runs (id, workflow, status, created_us, doc) VALUES (?, ?, ?, ?, ?)",
+                    (run_id, workflow, RunStatus.RUNNING.value, c.to_micros(now), doc),
+                )
+            except sqlite3.IntegrityError:
+                raise RunAlreadyExistsError(
+                    f"a run with id {run_id!r} already exists in {str(self.path)!r}"
+                ) from None
+        return self._load_run(doc)
+
+    async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:
+        validate_run_id(run_id)
+        with self._read() as conn:
+            row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
+        return self._load_run(row[0])
+
+    async def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: RunStatus | Collection[RunStatus] | None = None,
+        limit: int | None = None,
+    ) -> list[WorkflowRun[Any, Any]]:
+        c.check_limit(limit)
+        statuses = c.status_filter(status)
+        where: list[str] = []
+        params: list[Any] = []
+        if workflow is not None:
+            where.append("workflow = ?")
+            params.append(workflow)
+        if statuses is not None:
+            if not statuses:
+                return []
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(sorted(s.value for s in statuses))
+        sql = "SELECT doc FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_us DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [self._load_run(doc) for (doc,) in rows]
+
+    async def _update_run(
+        self,
+        run_id: str,
+        changes: RunChanges,
+        expect_status: Collection[RunStatus] | None,
+    ) -> WorkflowRun[Any, Any] | None:
+        validate_run_id(run_id)
+        expect = c.expect_filter(expect_status)
+        with self._tx() as conn:
+            row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
+            run = self._load_run(row[0])
+            if expect is not None and run.status not in expect:
+                return None
+            updated = changes.apply(run, c.now_utc())
+            doc = updated.model_dump_json()
+            conn.execute(
+                "UPDATE runs SET status = ?, doc = ? WHERE id = ?",
+                (RunStatus(updated.status).value, doc, run_id),
+            )
+        return self._load_run(doc)
+
+    # ----------------------------------------------------------------- steps
+    async def get_step_states(self, run_id: str) -> dict[str, StepState]:
+        validate_run_id(run_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+            if not rows:
+                self._require_run(conn, run_id)
+        steps = [self._load_step(doc) for (doc,) in rows]
+        return {s.key: s for s in steps}
+
+    async def get_step(self, run_id: str, key: str) -> StepState | None:
+        validate_run_id(run_id)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT doc FROM steps WHERE run_id = ? AND key = ?", (run_id, key)
+            ).fetchone()
+            if row is None:
+                self._require_run(conn, run_id)
+                return None
+        return self._load_step(row[0])
+
+    async def insert_step(self, run_id: str, step: StepState) -> StepState:
+        validate_run_id(run_id)
+        doc = step.model_dump_json()
+        next_us = None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at)
+        with self._tx() as conn:
+            inserted = conn.execute(
+                "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
+                "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?) "
+                "ON CONFLICT (run_id, key) DO NOTHING",
+                (
+                    run_id,
+                    step.key,
+                    StepStatus(step.status).value,
+                    next_us,
+                    c.running_token(step),
+                    doc,
+                    run_id,
+                ),
+            ).rowcount
+            if inserted != 1:
+                row = conn.execute(
+                    "SELECT doc FROM steps WHERE run_id = ? AND key = ?", (run_id, step.key)
+                ).fetchone()
+                if row is None:
+                    raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
+                doc = row[0]
+        return self._load_step(doc)
+
+    def _transition(
+        self,
+        run_id: str,
+        key: str,
+        condition: str,
+        params: tuple[Any, ...],
+        change: Callable[[StepState], bool],
+    ) -> StepState | None:
+        """In one transaction: read the step if ``condition`` holds, apply ``change``, write it
+        back with the same condition (checking the row count). ``None`` if nothing changed;
+        RunNotFoundError for an unknown run."""
+        validate_run_id(run_id)
+        with self._tx() as conn:
+            row = conn.execute(
+                f"SELECT doc FROM steps WHERE run_id = ? AND key = ? AND {condition}",
+                (run_id, key, *params),
+            ).fetchone()
+            if row is None:
+                self._require_run(conn, run_id)
+                return None
+            step = self._load_step(row[0])
+            if not change(step):
+                return None
+            updated = conn.execute(
+                "UPDATE steps SET status = ?, next_attempt_us = ?, token = ?, doc = ? "
+                f"WHERE run_id = ? AND key = ? AND {condition}",
+                (
+                    StepStatus(step.status).value,
+                    None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at),
+                    c.running_token(step),
+                    step.model_dump_json(),
+                    run_id,
+                    key,
+                    *params,
+                ),
+            ).rowcount
+            if updated != 1:  # pragma: no cover - the write lock is held since BEGIN IMMEDIATE
+                conn.execute("ROLLBACK")
+                return None
+        return step
+
+    async def schedule_step(self, run_id: str, key: str, *, at: datetime | None) -> StepState:
+        now = c.now_utc()
+        step = self._transition(
+            run_id, key, "status = 'pending'", (), lambda s: c.apply_schedule(s, at, now)
+        )
+        if step is not None:
+            return step
+        current = await self.get_step(run_id, key)
+        if current is None:
+            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        return current
+
+    async def claim_step(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        owner: ClaimOwner,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> StepState | None:
+        when = c.now_utc() if now is None else c.aware(now)
+        return self._transition(
+            run_id,
+            key,
+            _CLAIMABLE_SQL,
+            (c.to_micros(when),),
+            lambda s: c.apply_claim(s, owner, lease_seconds, when),
+        )
+
+    async def heartbeat_step(
+        self, run_id: str, key: str, *, token: str, lease_seconds: float
+    ) -> bool:
+        now = c.now_utc()
+        step = self._transition(
+            run_id,
+            key,
+            "status = 'running' AND token = ?",
+            (token,),
+            lambda s: c.apply_heartbeat(s, token, lease_seconds, now),
+        )
+        return step is not None
+
+    async def complete_step(
+        self, run_id: str, key: str, *, result: Any, token: str | None
+    ) -> bool:
+        now = c.now_utc()
+        params: tuple[Any, ...] = ()
+        if token is None:
+            condition = "status != 'succeeded'"
+        else:
+            condition, params = "status = 'running' AND token = ?", (token,)
+        step = self._transition(
+            run_id, key, condition, params, lambda s: c.apply_complete(s, result, token, now)
+        )
+        return step is not None
+
+    async def fail_step_attempt(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        token: str | None,
+        error: ErrorInfo,
+        retry_at: datetime | None,
+    ) -> StepState | None:
+        now = c.now_utc()
+        params: tuple[Any, ...] = ()
+        if token is None:
+            condition = "status = 'running'"
+        else:
+            condition, params = "status = 'running' AND token = ?", (token,)
+        return self._transition(
+            run_id, key, condition, params, lambda s: c.apply_fail(s, token, error, retry_at, now)
+        )
+
+    # ------------------------------------------------------------- locking
+    def lock_run(
+        self, run_id: str, *, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        validate_run_id(run_id)
+        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        return c.flock_context(
+            self._lock_dir / f"{run_id}.lock", timeout, f"the lock of run {run_id!r}"
+        )
+
+
+__all__ = ["SqliteWorkflowStateService"]

@@ -1,0 +1,191 @@
+"""SQLite-store specifics: pragmas, schema version, corruption, busy handling, transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from stores import make_owner
+
+from pikku_typing.errors import StateCorruptedError, StoreUnavailableError
+from pikku_typing.models import StepKind, StepState, StepStatus
+from pikku_typing.state import SqliteWorkflowStateService, open_store
+from pikku_typing.state.sqlite import SCHEMA_VERSION
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "sub" / "state.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteWorkflowStateService]:
+    async with SqliteWorkflowStateService(db_path) as store:
+        yield store
+
+
+def inline(key: str) -> StepState:
+    return StepState(key=key, step_name=key, kind=StepKind.INLINE)
+
+
+async def test_wal_schema_version_and_synchronous(
+    store: SqliteWorkflowStateService, db_path: Path
+) -> None:
+    await store.create_run("wf", None)
+    assert db_path.exists()
+    raw = sqlite3.connect(db_path)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        raw.close()
+    assert store._conn is not None
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+async def test_synchronous_normal_can_be_chosen(db_path: Path) -> None:
+    async with SqliteWorkflowStateService(db_path, synchronous="NORMAL") as store:
+        await store.create_run("wf", None)
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    with pytest.raises(ValueError, match="synchronous"):
+        SqliteWorkflowStateService(db_path, synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_data_persists_and_reopens_after_close(db_path: Path) -> None:
+    store = SqliteWorkflowStateService(db_path)
+    run = await store.create_run("wf", {"a": "é"})
+    await store.insert_step(run.id, inline("s"))
+    await store.close()
+    await store.close()
+    # A closed service reopens its connection on the next call.
+    assert (await store.get_run(run.id)).input == {"a": "é"}
+    await store.close()
+    async with SqliteWorkflowStateService(db_path) as other:
+        assert list(await other.get_step_states(run.id)) == ["s"]
+
+
+async def test_newer_schema_version_is_refused(db_path: Path) -> None:
+    async with SqliteWorkflowStateService(db_path) as store:
+        await store.create_run("wf", None)
+    raw = sqlite3.connect(db_path)
+    raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    async with SqliteWorkflowStateService(db_path) as store:
+        with pytest.raises(StateCorruptedError, match="schema version 99"):
+            await store.list_runs()
+
+
+async def test_not_a_database_is_reported_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    garbage = b"this is not an sqlite database " * 100
+    path.write_bytes(garbage)
+    async with SqliteWorkflowStateService(path) as store:
+        with pytest.raises(StateCorruptedError) as info:
+            await store.create_run("wf", None)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == garbage
+
+
+async def test_open_store_sqlite_urls(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:{tmp_path / 'a.db'}")
+    assert isinstance(store, SqliteWorkflowStateService) and store.path == tmp_path / "a.db"
+    store = open_store(f"sqlite://{tmp_path / 'b.db'}")
+    assert isinstance(store, SqliteWorkflowStateService) and store.path == tmp_path / "b.db"
+
+
+async def test_run_locks_live_next_to_the_database(
+    store: SqliteWorkflowStateService, db_path: Path
+) -> None:
+    run = await store.create_run("wf", None)
+    async with store.lock_run(run.id, timeout=1):
+        assert (db_path.parent / "state.db.locks" / f"{run.id}.lock").exists()
+
+
+async def test_each_step_transition_is_one_transaction(store: SqliteWorkflowStateService) -> None:
+    run = await store.create_run("wf", None)
+    await store.insert_step(run.id, inline("s"))
+    statements: list[str] = []
+    assert store._conn is not None
+    store._conn.set_trace_callback(statements.append)
+    owner = make_owner()
+    await store.claim_step(run.id, "s", owner=owner, lease_seconds=5)
+    await store.complete_step(run.id, "s", result=[1], token=owner.token)
+    store._conn.set_trace_callback(None)
+    begins = [s for s in statements if s.startswith("BEGIN")]
+    commits = [s for s in statements if s == "COMMIT"]
+    assert begins == ["BEGIN IMMEDIATE"] * 2 and len(commits) == 2
+    assert len(statements) == 8  # per transition: BEGIN, SELECT, UPDATE ... WHERE, COMMIT
+    updates = [s for s in statements if s.startswith("UPDATE")]
+    assert all("status" in u.split("WHERE", 1)[1] for u in updates)
+
+
+async def test_waits_for_another_writer(store: SqliteWorkflowStateService, db_path: Path) -> None:
+    run = await store.create_run("wf", None)
+    await store.insert_step(run.id, inline("s"))
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+    timer.start()
+    try:
+        claimed = await store.claim_step(run.id, "s", owner=make_owner(), lease_seconds=5)
+        assert claimed is not None
+    finally:
+        timer.join()
+        other.close()
+
+
+async def test_busy_timeout_exceeded_is_store_unavailable(db_path: Path) -> None:
+    async with SqliteWorkflowStateService(db_path, busy_timeout=0.05) as store:
+        run = await store.create_run("wf", None)
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailableError, match="locked"):
+                await store.insert_step(run.id, inline("s"))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        # Nothing was half-done; the store works again.
+        await store.insert_step(run.id, inline("s"))
+        assert list(await store.get_step_states(run.id)) == ["s"]
+
+
+async def test_one_service_shared_by_threads(store: SqliteWorkflowStateService) -> None:
+    run = await store.create_run("wf", None)
+    await store.insert_step(run.id, inline("s"))
+    barrier = threading.Barrier(6)
+    wins: list[bool] = []
+
+    def claim() -> None:
+        async def main() -> bool:
+            barrier.wait()
+            got = await store.claim_step(run.id, "s", owner=make_owner(), lease_seconds=5)
+            return got is not None
+
+        wins.append(asyncio.run(main()))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(wins) == [False] * 5 + [True]
+    got = await store.get_step(run.id, "s")
+    assert got is not None and got.status is StepStatus.RUNNING and got.attempt_count == 1
+
+
+async def test_many_steps_keep_creation_order(store: SqliteWorkflowStateService) -> None:
+    run = await store.create_run("wf", None)
+    other = await store.create_run("wf", None)
+    keys = [f"k{(i * 7919) % 300}" for i in range(300)]
+    for i, key in enumerate(keys):
+        await store.insert_step(run.id if i % 3 else other.id, inline(key))
+    assert list(await store.get_step_states(run.id)) == [k for i, k in enumerate(keys) if i % 3]
+    assert list(await store.get_step_states(other.id)) == [
+        k for i, k in enumerate(keys) if not i % 3
+    ]
