@@ -188,19 +188,27 @@ def _generate(result: Any, *, check: bool) -> bool:
     except (ImportError, AttributeError) as exc:
         _err(f"note: code generation is not available ({exc}); skipped")
         return False
-    files = render_package(result.report, result.config)
-    root = result.config.root
+    config = result.config
+    obsolete_generated = getattr(codegen, "obsolete_generated", None)
+    remove_obsolete = getattr(codegen, "remove_obsolete", None)
+    files = render_package(result.report, config)
+    root = config.root
     if check:
-        stale = stale_generated(files)
+        stale = list(stale_generated(files))
+        if obsolete_generated is not None:
+            stale.extend(obsolete_generated(files, config))
         if stale:
             names = ", ".join(_rel(p, root) for p in stale)
             _err(f"generated files are stale: {names} (run pikku-analyze to regenerate)")
             return True
         return False
-    written = write_generated(files)
+    written = list(write_generated(files))
+    removed = list(remove_obsolete(files, config)) if remove_obsolete is not None else []
     if written:
         names = ", ".join(_rel(p, root) for p in written)
         _err(f"generated {len(written)} file{'s' if len(written) != 1 else ''}: {names}")
+    if removed:
+        _err(f"removed {len(removed)} obsolete generated file(s): {', '.join(_rel(p, root) for p in removed)}")
     return False
 
 

@@ -1,0 +1,125 @@
+"""``--fix`` / ``--add-ignore`` / ``--diff``: libcst, format-preserving, only changed lines."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pikku_analyzer import analyze, load_config
+from pikku_analyzer.cli import main
+from pikku_analyzer.fix import FileEdit, close_match, rewrite
+
+SOURCE = '''
+from pikku_typing import Workflow, pikku_func, wire_workflow
+import time
+
+@pikku_func(name="users.create")
+async def create(data: int) -> int:
+    return data
+
+@pikku_func(name="emails.send")
+async def send(data: int) -> int:
+    return data
+
+@pikku_func(name="emails.sent")
+async def sent(data: int) -> int:
+    return data
+
+async def flow(workflow: Workflow, data: int) -> None:
+    await workflow.do("a", 'users.craete',   data)   # odd spacing, kept
+    await workflow.do(
+        "b",
+        "emails.sen",  # two close matches: not fixed
+        data,
+    )
+    await workflow.do("c", "zzz", data)  # no close match
+    x = time.time()
+    y = """text
+    more"""; z = time.time()
+
+wire_workflow(name="flow", func=flow)
+'''.lstrip("\\n")
+
+
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "pyproject.toml").write_text("[tool.pikku]\n", encoding="utf-8")
+    (tmp_path / "flow.py").write_text(SOURCE, encoding="utf-8")
+    return tmp_path / "flow.py"
+
+
+def changed_lines(before: str, after: str) -> list[int]:
+    a, b = before.splitlines(), after.splitlines()
+    assert len(a) == len(b)
+    return [i for i, (x, y) in enumerate(zip(a, b, strict=True), start=1) if x != y]
+
+
+def test_close_match() -> None:
+    assert close_match("users.craete", ["users.create", "emails.send"]) == "users.create"
+    assert close_match("emails.sen", ["emails.send", "emails.sent"]) is None
+    assert close_match("zzz", ["users.create"]) is None
+
+
+def test_fix_rewrites_only_the_literal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = project(tmp_path)
+    assert main([str(tmp_path), "--fix", "--no-generate"]) == 1  # two UNKNOWN_RPC remain
+    after = path.read_text(encoding="utf-8")
+    assert changed_lines(SOURCE, after) == [18]
+    assert "    await workflow.do(\"a\", 'users.create',   data)   # odd spacing, kept" in after
+    out = capsys.readouterr().out
+    assert out.count("UNKNOWN_RPC") == 2
+    result = analyze(load_config(tmp_path), use_cache=False)
+    assert sorted(d.line for d in result.diagnostics if d.code == "UNKNOWN_RPC") == [21, 24]
+
+
+def test_diff_is_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = project(tmp_path)
+    assert main([str(tmp_path), "--diff", "--no-generate"]) == 1
+    out = capsys.readouterr().out
+    assert path.read_text(encoding="utf-8") == SOURCE
+    assert out.startswith("--- a/flow.py\n+++ b/flow.py\n")
+    assert "-    await workflow.do(\"a\", 'users.craete',   data)" in out
+    assert "+    await workflow.do(\"a\", 'users.create',   data)" in out
+    assert sum(1 for line in out.splitlines() if line.startswith("+") and not line.startswith("+++")) == 1
+
+
+def test_diff_with_nothing_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.pikku]\n", encoding="utf-8")
+    (tmp_path / "ok.py").write_text("x = 1\n", encoding="utf-8")
+    assert main([str(tmp_path), "--diff", "--no-generate"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_add_ignore(tmp_path: Path) -> None:
+    path = project(tmp_path)
+    assert main([str(tmp_path), "--add-ignore", "NON_DETERMINISTIC_CALL", "--no-generate"]) == 1
+    after = path.read_text(encoding="utf-8")
+    assert changed_lines(SOURCE, after) == [25, 27]
+    lines = after.splitlines()
+    assert lines[24] == "    x = time.time()  # pikku: ignore[NON_DETERMINISTIC_CALL]"
+    assert lines[26] == '    more"""; z = time.time()  # pikku: ignore[NON_DETERMINISTIC_CALL]'
+    result = analyze(load_config(tmp_path), use_cache=False)
+    assert "NON_DETERMINISTIC_CALL" not in {d.code for d in result.diagnostics}
+
+
+def test_add_ignore_merges_and_keeps_comments(tmp_path: Path) -> None:
+    path = project(tmp_path)
+    main([str(tmp_path), "--add-ignore", "UNKNOWN_RPC", "--no-generate"])
+    after = path.read_text(encoding="utf-8").splitlines()
+    assert after[17].endswith("# odd spacing, kept  # pikku: ignore[UNKNOWN_RPC]")
+    assert after[20] == '        "emails.sen",  # two close matches: not fixed  # pikku: ignore[UNKNOWN_RPC]'
+    edit = FileEdit(path, "flow.py", ignores={18: {"DYNAMIC_STEP_NAME"}})
+    merged = rewrite(path.read_text(encoding="utf-8"), edit).splitlines()[17]
+    assert merged.endswith("# pikku: ignore[DYNAMIC_STEP_NAME, UNKNOWN_RPC]")
+    assert main([str(tmp_path), "--no-generate"]) == 0
+
+
+def test_rewrite_never_touches_multiline_strings() -> None:
+    source = textwrap.dedent('''
+        x = """a
+        b"""
+        y = 1
+    ''').lstrip()
+    edit = FileEdit(Path("x.py"), "x.py", ignores={1: {"X"}, 3: {"X"}})
+    assert rewrite(source, edit) == 'x = """a\nb"""\ny = 1  # pikku: ignore[X]\n'

@@ -1,0 +1,289 @@
+"""Robustness: bad files are reported, never a traceback; the other files are still
+analysed. Hypothesis-generated snippets, and a representative sweep over the standard
+library and site-packages (the full sweep is ``benchmarks/sweep.py``)."""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pikku_analyzer import AnalysisResult, analyze, load_config
+from pikku_analyzer.checks import Unit, link
+from pikku_analyzer.cli import main
+from pikku_analyzer.detect import extract_facts
+
+GOOD = textwrap.dedent(
+    """
+    from pikku_typing import Workflow, wire_workflow
+
+    async def flow(workflow: Workflow, data: int) -> None:
+        await workflow.do("a", lambda: 1)
+
+    wire_workflow(name="flow", func=flow)
+    """
+)
+
+
+def project(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    (tmp_path / "pyproject.toml").write_text("[tool.pikku]\n", encoding="utf-8")
+    (tmp_path / "good.py").write_text(GOOD, encoding="utf-8")
+    for name, data in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return tmp_path
+
+
+def run(root: Path) -> AnalysisResult:
+    result = analyze(load_config(root), use_cache=False)
+    assert [w["name"] for w in result.data["workflows"]] == ["flow"]  # the good file still counts
+    return result
+
+
+def by_file(result: AnalysisResult) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for diag in result.diagnostics:
+        out.setdefault(diag.file, []).append(diag.code)
+    return out
+
+
+def test_syntax_error_and_others_still_analysed(tmp_path: Path) -> None:
+    result = run(project(tmp_path, {"bad.py": b"from pikku_typing import rpc\ndef broken(:\n    pass\n"}))
+    [diag] = result.diagnostics
+    assert (diag.code, diag.file, diag.line, diag.severity) == ("SYNTAX_ERROR", "bad.py", 2, "error")
+    assert "bad.py" in diag.message
+    assert result.exit_code == 1
+
+
+def test_syntax_errors_only_where_pikku_is_mentioned_unless_all_files(tmp_path: Path) -> None:
+    root = project(tmp_path, {"unrelated.py": b"def broken(:\n"})
+    assert run(root).diagnostics == []  # pre-filter: a file that never mentions pikku is not parsed
+    everything = analyze(load_config(root), use_cache=False, prefilter=False)
+    assert [d.code for d in everything.diagnostics] == ["SYNTAX_ERROR"]
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ("from pikku_typing import rpc\nname = 'caf\xe9'\n".encode("latin-1"), "decode"),
+        (b"\x00\x01pikku_typing\x00\xff\xfe binary", ""),
+        (b"\xef\xbb\xbf\xef\xbb\xbfpikku_typing = 1\n", ""),
+        (b"# -*- coding: no-such-codec -*-\nimport pikku_typing\n", ""),
+    ],
+)
+def test_undecodable_and_binary_files(tmp_path: Path, data: bytes, fragment: str) -> None:
+    result = run(project(tmp_path, {"weird.py": data}))
+    assert by_file(result) == {"weird.py": ["SYNTAX_ERROR"]}
+    assert fragment in result.diagnostics[0].message
+
+
+def test_coding_cookie_is_honoured(tmp_path: Path) -> None:
+    source = "# -*- coding: latin-1 -*-\nfrom pikku_typing import wire_workflow\nNAME = 'caf\xe9'\n"
+    result = run(project(tmp_path, {"latin.py": source.encode("latin-1")}))
+    assert result.diagnostics == []
+
+
+def test_empty_and_whitespace_files(tmp_path: Path) -> None:
+    result = run(project(tmp_path, {"empty.py": b"", "blank.py": b"\n\n   \n", "pk.py": b"# pikku_typing\n"}))
+    assert result.diagnostics == []
+
+
+def test_huge_file_is_reported_not_parsed(tmp_path: Path) -> None:
+    big = b"import pikku_typing\n" + b"x = 1\n" * (9 * 1024 * 1024 // 6)
+    result = run(project(tmp_path, {"huge.py": big, "huge_unrelated.py": b"y = 2\n" * (9 * 1024 * 1024 // 6)}))
+    assert by_file(result) == {"huge.py": ["FILE_TOO_LARGE"]}
+    assert result.diagnostics[0].severity == "warning"
+
+
+def test_deeply_nested_source(tmp_path: Path) -> None:
+    deep = b"import pikku_typing\nx = " + b"(" * 5000 + b"1" + b")" * 5000 + b"\n"
+    long_chain = b"import pikku_typing\nx = " + b" + ".join([b"a"] * 20000) + b"\n"
+    result = run(project(tmp_path, {"deep.py": deep, "chain.py": long_chain}))
+    codes = by_file(result)
+    assert codes.get("deep.py") == ["SYNTAX_ERROR"]  # too deeply nested for the parser
+    assert "chain.py" not in codes
+
+
+def test_deep_workflow_body_is_analysed_or_reported(tmp_path: Path) -> None:
+    body = "    x = " + " + ".join(["a"] * 3000) + "\n"
+    source = GOOD.replace("async def flow", "async def other(workflow, data):\n" + body + "\nasync def flow")
+    result = analyze(load_config(project(tmp_path, {})), use_cache=False)
+    assert result.diagnostics == []
+    (tmp_path / "good.py").write_text(source, encoding="utf-8")
+    result = analyze(load_config(tmp_path), use_cache=False)
+    assert all(d.code != "ANALYZER_ERROR" for d in result.diagnostics)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks")
+def test_symlink_loops_and_broken_links(tmp_path: Path) -> None:
+    root = project(tmp_path, {})
+    os.symlink(root / "loop_b.py", root / "loop_a.py")
+    os.symlink(root / "loop_a.py", root / "loop_b.py")
+    os.symlink(root / "missing.py", root / "broken.py")
+    (root / "pkg").mkdir()
+    os.symlink(root, root / "pkg" / "back_to_root")  # a directory loop
+    result = run(root)
+    codes = by_file(result)
+    assert codes["loop_a.py"] == ["UNREADABLE_FILE"] and codes["loop_b.py"] == ["UNREADABLE_FILE"]
+    assert "symlink loop" in next(d.message for d in result.diagnostics if d.file == "loop_a.py")
+    assert codes["broken.py"] == ["UNREADABLE_FILE"]
+    assert codes["pkg/back_to_root"] == ["SYMLINK_LOOP"]
+    assert main([str(root), "--no-generate", "--no-cache"]) == 1  # no traceback, exit 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root reads anything")
+def test_unreadable_file(tmp_path: Path) -> None:  # pragma: no cover - not run as root
+    root = project(tmp_path, {"secret.py": b"import pikku_typing\n"})
+    (root / "secret.py").chmod(0)
+    try:
+        assert by_file(run(root)) == {"secret.py": ["UNREADABLE_FILE"]}
+    finally:
+        (root / "secret.py").chmod(0o644)
+
+
+def test_fifo_is_not_read(tmp_path: Path) -> None:
+    root = project(tmp_path, {})
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(root / "pipe.txt")  # not .py: never opened
+    run(root)
+
+
+# --------------------------------------------------------------------------- hypothesis
+
+FRAGMENTS = [
+    "await wf.do({name}, {target})",
+    "await wf.do({name}, {target}, {expr})",
+    "await wf.sleep({name}, {expr})",
+    "await wf.do({name}, {target}, description={expr}, retries={expr}, retry_delay={expr})",
+    "for i in {expr}:\n    {inner}",
+    "if {expr}:\n    {inner}\nelse:\n    {inner}",
+    "while {expr}:\n    {inner}",
+    "try:\n    {inner}\nexcept Exception:\n    {inner}\nfinally:\n    {inner}",
+    "async def helper(x):\n    {inner}",
+    "match {expr}:\n    case 1:\n        {inner}\n    case _:\n        {inner}",
+    "x = [{inner_expr} for i in {expr}]",
+    "x = lambda: {inner_expr}",
+    "import time\nx = time.time()",
+    "await helper(wf)",
+]
+NAMES = ['"a"', '"b"', "f'x{i}'", "data", "NAME", "wf", "''", "None"]
+TARGETS = ['"svc.a"', "lambda: 1", "helper", "functools.partial(helper, 1)", "data", "RPC", "make()", "wf", "1"]
+EXPRS = ["1", "data", "'1s'", "[1, 2]", "time.time()", "wf.do('n', 'x', 1)", "None", "-1.5"]
+
+
+@st.composite
+def workflow_source(draw: st.DrawFn) -> str:
+    lines: list[str] = []
+    for _ in range(draw(st.integers(1, 8))):
+        fragment = draw(st.sampled_from(FRAGMENTS))
+        inner = draw(st.sampled_from(FRAGMENTS[:4])).format(
+            name=draw(st.sampled_from(NAMES)), target=draw(st.sampled_from(TARGETS)), expr=draw(st.sampled_from(EXPRS))
+        )
+        text = fragment.format(
+            name=draw(st.sampled_from(NAMES)),
+            target=draw(st.sampled_from(TARGETS)),
+            expr=draw(st.sampled_from(EXPRS)),
+            inner=inner.replace("\n", "\n    "),
+            inner_expr=inner.replace("await ", ""),
+        )
+        lines.append(text)
+    body = textwrap.indent("\n".join(lines), "    ")
+    wiring = draw(
+        st.sampled_from(
+            [
+                'wire_workflow(name="w", func=flow)',
+                "wire_workflow(name=NAME, func=flow, execution_mode=data)",
+                "wire_workflow(func=flow)",
+                "wire_workflow(name='w', func=helper, tags=data, docs={1: 2})",
+                "wire_workflow(**opts)",
+                "wire_workflow('w', flow)",
+            ]
+        )
+    )
+    noise = draw(st.text(alphabet=st.characters(codec="utf-8"), max_size=30))
+    source = (
+        "import functools\nfrom pikku_typing import wire_workflow, pikku_func\nNAME = 'n'\nRPC = 'svc.a'\n"
+        f"async def flow(wf, data):\n{body}\n\n{wiring}\n"
+    )
+    if draw(st.booleans()):
+        cut = draw(st.integers(0, len(source)))
+        source = source[:cut] + noise + source[cut:]
+    return source
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workflow_source())
+def test_generated_snippets_never_crash(source: str) -> None:
+    facts = extract_facts(source.encode("utf-8", "surrogatepass"), module="m", filename="m.py")
+    assert facts["internal_error"] is None, facts["internal_error"]
+    result = link([Unit("m.py", "m", facts)])
+    for workflow in result.workflows:
+        for step in workflow["steps"]:
+            assert step["type"] in ("rpc", "inline", "sleep")
+    for diag in result.diagnostics:
+        assert diag.line >= 1 and diag.column >= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    facts = extract_facts(b"import pikku_typing\n" + data, module="m")
+    assert facts["internal_error"] is None
+
+
+# --------------------------------------------------------------------------- sweep slice
+
+
+def _python_files(directory: Path) -> list[Path]:
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py"))
+    return out
+
+
+def _slice(files: list[Path], count: int) -> list[Path]:
+    if len(files) <= count:
+        return files
+    step = len(files) / count
+    return [files[int(i * step)] for i in range(count)]
+
+
+def _site_packages() -> list[Path]:
+    roots = {Path(p) for p in site.getsitepackages() if Path(p).is_dir()}
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    if purelib.is_dir():
+        roots.add(purelib)
+    files: list[Path] = []
+    for root in sorted(roots):
+        files.extend(_python_files(root))
+    return files
+
+
+def test_sweep_slice_of_stdlib_and_site_packages() -> None:
+    """300 stdlib + 300 site-packages files (every n-th of the sorted list), parsed and
+    detected with the pre-filter bypassed: zero crashes (the full sweep: benchmarks/sweep.py)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    stdlib_files = [p for p in _python_files(stdlib) if "site-packages" not in p.parts]
+    chosen = _slice(stdlib_files, 300) + _slice(_site_packages(), 300)
+    assert len(chosen) >= 300
+    units = []
+    for path in chosen:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        facts = extract_facts(data, module=path.stem, filename=str(path))
+        assert facts["internal_error"] is None, (path, facts["internal_error"])
+        units.append(Unit(str(path), path.stem, facts))
+    result = link(units)
+    assert all(d.code != "ANALYZER_ERROR" for d in result.diagnostics)
+    assert sys.version_info >= (3, 11)
