@@ -1,0 +1,28 @@
+"""The mypy plugin of pikku-workflows: enable it with ``plugins = ["pikku_typing.mypy"]``.
+
+On the plain ``pikku_typing`` API it checks, against the generated map (``workflow_meta.json``,
+found from ``[tool.pikku]``):
+
+* ``await workflow.do(step, "users.create", data)`` and ``await rpc.invoke("users.get", data)``:
+  the RPC exists (``pikku-unknown-rpc``), the data fits its input type (``pikku-rpc-data``); the
+  awaited value has the RPC's output type;
+* ``runtime.client("onboarding")``: the workflow exists (``pikku-unknown-workflow``) and the client
+  is ``WorkflowClient[Input, Output]``; ``client.start(input)`` gets the workflow's input type
+  (``pikku-workflow-input``).
+
+Without a map (``pikku-analyze`` not run yet) it notes it once (``pikku-no-map``) and checks nothing.
+Tested with mypy 1.18 to 2.4 (see ``pyproject.toml``). Bump ``__version__`` on every change.
+"""
+
+from __future__ import annotations
+
+from mypy.plugin import Plugin
+
+__version__ = "0.1.0"
+
+
+def plugin(version: str) -> type[Plugin]:
+    """mypy's entry point."""
+    from pikku_typing.mypy.plugin import PikkuPlugin
+
+    return PikkuPlugin

@@ -1,0 +1,81 @@
+"""Which modules the map's types live in, so that they are part of the build.
+
+A name looked up from a hook is found only if its module is in mypy's build. Modules named by
+the map are declared with ``get_additional_deps`` for the modules that use the pikku API, but
+only when they exist (mypy reports a missing dependency as an import error).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.machinery
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from mypy.nodes import Import, ImportAll, ImportFrom, MypyFile
+
+
+def imports_any(file: MypyFile, packages: Iterable[str]) -> bool:
+    """Whether ``file`` imports (absolutely) one of ``packages`` or a submodule of one."""
+    prefixes = tuple(packages)
+    for imp in file.imports:
+        if isinstance(imp, Import):
+            ids = [module for module, _ in imp.ids]
+        elif isinstance(imp, ImportFrom | ImportAll) and imp.relative == 0:
+            ids = [imp.id]
+        else:
+            continue
+        for module in ids:
+            if any(module == p or module.startswith(p + ".") for p in prefixes):
+                return True
+    return False
+
+
+def modules_of(names: Iterable[str], search_dirs: tuple[Path, ...]) -> list[str]:
+    """The existing modules that define ``names`` (``app.types`` for ``app.types.User``)."""
+    found: set[str] = set()
+    for name in names:
+        parts = name.split(".")
+        for n in range(len(parts) - 1, 0, -1):
+            module = ".".join(parts[:n])
+            if module_exists(module, search_dirs):
+                found.add(module)
+                break
+    return sorted(found)
+
+
+@functools.lru_cache(maxsize=1024)
+def module_exists(module: str, search_dirs: tuple[Path, ...]) -> bool:
+    parts = module.split(".")
+    top = parts[0]
+    if top in sys.stdlib_module_names and not top.startswith("_"):
+        return True
+    if any(_in_dir(base, parts) for base in search_dirs):
+        return True
+    return _installed_typed(parts)
+
+
+def _in_dir(base: Path, parts: list[str]) -> bool:
+    path = base.joinpath(*parts)
+    return (
+        path.with_suffix(".py").is_file()
+        or path.with_suffix(".pyi").is_file()
+        or (path / "__init__.py").is_file()
+        or (path / "__init__.pyi").is_file()
+    )
+
+
+def _installed_typed(parts: list[str]) -> bool:
+    """An installed package mypy can read: with a ``py.typed`` marker or a ``-stubs`` package."""
+    for top in (f"{parts[0]}-stubs", parts[0]):
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        for location in map(Path, locations):
+            typed = top.endswith("-stubs") or (location / "py.typed").is_file()
+            if typed and (len(parts) == 1 or _in_dir(location, parts[1:])):
+                return True
+    return False

@@ -1,0 +1,1 @@
+"""Fixture app for the mypy plugin's YAML suite."""
