@@ -1,0 +1,86 @@
+"""Writing the generated files: only what changed, atomically; staleness and leftovers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pikku_analyzer.codegen.render import HEADER, META_JSON
+
+if TYPE_CHECKING:
+    from pikku_analyzer.codegen import GeneratedFile
+
+
+def _current(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except UnicodeDecodeError:
+        return None
+
+
+def _atomic_write(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(OSError):
+            if path.exists():
+                os.chmod(tmp, path.stat().st_mode & 0o777)
+            else:
+                os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def stale_files(files: Sequence[GeneratedFile]) -> list[Path]:
+    return [f.path for f in files if _current(f.path) != f.content]
+
+
+def write_files(files: Sequence[GeneratedFile]) -> list[Path]:
+    written: list[Path] = []
+    for file in files:
+        if _current(file.path) == file.content:
+            continue
+        _atomic_write(file.path, file.content)
+        written.append(file.path)
+    return written
+
+
+def is_generated_file(path: Path) -> bool:
+    """A file this generator wrote: a ``.py``/``.pyi`` starting with its header, or the
+    metadata JSON."""
+    if path.name == META_JSON:
+        return True
+    if path.suffix not in (".py", ".pyi"):
+        return False
+    try:
+        with path.open(encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.rstrip("\n") == HEADER
+
+
+def leftover_files(directories: Iterable[Path], files: Sequence[GeneratedFile]) -> list[Path]:
+    """Generated files (by their header) in ``directories`` that are no longer produced."""
+    produced = {f.path for f in files}
+    leftovers: set[Path] = set()
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            if path.is_file() and path not in produced and is_generated_file(path):
+                leftovers.add(path)
+    return sorted(leftovers)
