@@ -17,15 +17,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pikku_analyzer.detect import extract
 from pikku_analyzer.detect.extract import FACTS_VERSION
 
 ANALYZER_VERSION = "0.1.0"
 PRUNE_AFTER_SECONDS = 14 * 24 * 3600
 
 
+def _code_salt() -> str:
+    """A digest of the extractor's own source: a changed analyzer never reuses old facts."""
+    try:
+        return hashlib.blake2b(Path(extract.__file__).read_bytes(), digest_size=8).hexdigest()
+    except OSError:
+        return "unknown"
+
+
+_CODE_SALT = _code_salt()
+
+
 def cache_key(source: bytes, *, module: str, rel: str, is_package: bool, package: str) -> str:
     digest = hashlib.blake2b(digest_size=20)
-    header = f"{ANALYZER_VERSION}\0{FACTS_VERSION}\0{package}\0{module}\0{rel}\0{int(is_package)}\0"
+    header = (
+        f"{ANALYZER_VERSION}\0{FACTS_VERSION}\0{_CODE_SALT}\0{package}\0{module}\0{rel}\0"
+        f"{int(is_package)}\0"
+    )
     digest.update(header.encode("utf-8", "surrogateescape"))
     digest.update(source)
     return digest.hexdigest()

@@ -608,3 +608,31 @@ def test_spec_codes_are_all_known() -> None:
 
     for code in SPEC_CODES:
         assert code in CODES
+
+
+def test_explicit_none_options(tmp_path: Path) -> None:
+    steps = steps_of(
+        tmp_path,
+        """
+        await wf.do("a", "svc.a", {}, description=None, retries=None, retry_delay=None)
+        await wf.do(f"b{data}", lambda: 1, description=None)
+        """,
+    )
+    assert steps[0]["description"] is None and steps[0]["retries"] is None
+    assert steps[0]["retry_delay"] is None
+    assert steps[1]["description"] is None
+
+
+def test_wiring_none_description(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {
+            "f.py": """
+                from pikku_typing import wire_workflow
+                async def flow(wf, data): ...
+                wire_workflow(name="f", func=flow, description=None, tags=None, middleware=None, docs=None)
+            """
+        },
+    )
+    wf = run(root).data["workflows"][0]
+    assert (wf["description"], wf["tags"], wf["middleware"], wf["docs"]) == (None, [], [], None)

@@ -318,6 +318,8 @@ class ModuleScope:
             return None
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return node.value
+        if isinstance(node, ast.Constant) and node.value is None:
+            return None
         if isinstance(node, ast.Name) and node.id not in shadow:
             value = self.constants.get(node.id)
             if isinstance(value, str):
@@ -332,7 +334,7 @@ class ModuleScope:
         return DYNAMIC
 
     def number(self, node: ast.expr | None, shadow: frozenset[str] | set[str] = frozenset()) -> JSON:
-        if node is None:
+        if node is None or (isinstance(node, ast.Constant) and node.value is None):
             return None
         value = self._literal_number(node, shadow)
         if value is None:
@@ -353,7 +355,7 @@ class ModuleScope:
 
     def duration(self, node: ast.expr | None, shadow: frozenset[str] | set[str] = frozenset()) -> JSON:
         """A duration: a string (``"1d"``), seconds as a float, or DYNAMIC."""
-        if node is None:
+        if node is None or (isinstance(node, ast.Constant) and node.value is None):
             return None
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return node.value
