@@ -60,14 +60,20 @@ def _compat(type_: Any) -> Any:
         if cached is not None:
             return cached
         try:
-            hints = get_type_hints(type_)
+            hints = get_type_hints(type_, include_extras=True)
         except Exception:
             hints = dict(getattr(type_, "__annotations__", {}))
         required = getattr(type_, "__required_keys__", frozenset(hints))
-        fields = {
-            name: (te.Required[_compat(hint)] if name in required else te.NotRequired[_compat(hint)])
-            for name, hint in hints.items()
-        }
+        fields: dict[str, Any] = {}
+        for name, hint in hints.items():
+            origin = typing.get_origin(hint)
+            is_required = name in required
+            if origin in (typing.NotRequired, te.NotRequired):
+                is_required, hint = False, typing.get_args(hint)[0]
+            elif origin in (typing.Required, te.Required):
+                is_required, hint = True, typing.get_args(hint)[0]
+            inner = _compat(hint)
+            fields[name] = te.Required[inner] if is_required else te.NotRequired[inner]
         rebuilt: Any = te.TypedDict(type_.__name__, fields)  # type: ignore[misc]
         rebuilt.__module__ = type_.__module__
         rebuilt.__qualname__ = type_.__qualname__

@@ -1,0 +1,222 @@
+"""Runtime benchmark: prints numbers (not a test).
+
+    pip install dbos            # the comparison: DBOS Transact on SQLite (optional)
+    python benchmarks/runtime.py [--reps 5] [--store sqlite|file|memory] [--quick]
+
+1. **Inline overhead**: a 1000-step inline workflow on SQLite (each step durable before the
+   next), per-step cost, against the same 1000-step workflow in DBOS on SQLite, in the same
+   run. Target: pikku <= 0.5x DBOS.
+2. **Remote growth**: a remote-mode workflow (every step an RPC on the step queue, one
+   orchestrator pass per step) at 200 and at 1000 steps: per-step cost at 1000 <= 1.5x the
+   cost at 200 (no quadratic replay).
+3. **Memory**: peak RSS of a process running one 10,000-step run: < 200 MB.
+
+Every measurement runs in a fresh child process (timed inside it, imports excluded) on a
+fresh database; the medians of ``--reps`` repetitions are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ children
+
+
+def _store_url(kind: str, directory: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:{directory / 'pikku.db'}"
+    if kind == "file":
+        return f"file:{directory / 'state'}"
+    return "memory:"
+
+
+def child_pikku(mode: str, steps: int, store: str, directory: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_workflow
+    from pikku_typing.state import open_store
+
+    @pikku_func(name="bench.echo")
+    def echo(data: int) -> int:
+        return data
+
+    async def inline_flow(workflow: Workflow, n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await workflow.do("step", lambda i=i: i)  # type: ignore[misc]
+        return total
+
+    async def remote_flow(workflow: Workflow, n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await workflow.do("step", "bench.echo", i)
+        return int(total)
+
+    wire_workflow(name="bench_inline", func=inline_flow, execution_mode="inline")
+    wire_workflow(name="bench_remote", func=remote_flow, execution_mode="remote")
+
+    async def main() -> dict[str, Any]:
+        state = open_store(_store_url(store, directory))
+        async with WorkflowRuntime(state) as runtime:
+            client = runtime.client(f"bench_{mode}")
+            # warm-up run (schemas, adapters, imports), not timed
+            warm = await client.start(3)
+            await runtime.drain()
+            assert await client.result(warm.run_id, timeout=60) == 3
+            t0 = time.perf_counter()
+            handle = await client.start(steps)
+            await runtime.drain()
+            output = await client.result(handle.run_id, timeout=600)
+            elapsed = time.perf_counter() - t0
+        await state.close()
+        assert output == steps * (steps - 1) // 2, output
+        return {"seconds": elapsed, "per_step_us": elapsed / steps * 1e6}
+
+    result = asyncio.run(main())
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def child_dbos(steps: int, directory: Path) -> dict[str, Any]:
+    import logging
+
+    from dbos import DBOS, DBOSConfig
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    config: DBOSConfig = {
+        "name": "pikku-bench",
+        "system_database_url": f"sqlite:///{directory / 'dbos.sqlite'}",
+        "run_admin_server": False,
+        "log_level": "WARNING",
+    }
+    DBOS(config=config)
+
+    @DBOS.step()
+    async def step(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    async def flow(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await step(i)
+        return total
+
+    async def main() -> dict[str, Any]:
+        DBOS.launch()
+        try:
+            assert await flow(3) == 3  # warm-up
+            t0 = time.perf_counter()
+            output = await flow(steps)
+            elapsed = time.perf_counter() - t0
+        finally:
+            DBOS.destroy()
+        assert output == steps * (steps - 1) // 2
+        return {"seconds": elapsed, "per_step_us": elapsed / steps * 1e6}
+
+    return asyncio.run(main())
+
+
+# ------------------------------------------------------------------- driver
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="pikku-bench-") as tmp:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", *args, tmp],
+            capture_output=True, text=True, cwd=tmp,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def median_of(reps: int, *args: str) -> tuple[float, list[float], dict[str, Any]]:
+    samples = []
+    last: dict[str, Any] = {}
+    for _ in range(reps):
+        last = run_child(*args)
+        samples.append(float(last["per_step_us"]))
+    return statistics.median(samples), samples, last
+
+
+def fmt(samples: list[float]) -> str:
+    return ", ".join(f"{s:.0f}" for s in samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--store", default="sqlite", choices=["sqlite", "file", "memory"])
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, skip the 10k run")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+
+    if ns.child:
+        kind, *rest = ns.child
+        if kind == "pikku":
+            mode, steps, store, directory = rest
+            out = child_pikku(mode, int(steps), store, Path(directory))
+        else:
+            steps, directory = rest
+            out = child_dbos(int(steps), Path(directory))
+        print(json.dumps(out))
+        return 0
+
+    reps = 3 if ns.quick else ns.reps
+    store = ns.store
+    print(f"pikku runtime benchmark: store={store}, {reps} repetitions each, medians "
+          f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)\n")
+
+    # 1. inline overhead vs DBOS
+    pikku_med, pikku_s, _ = median_of(reps, "pikku", "inline", "1000", store)
+    print(f"[1] inline, 1000 steps, pikku/{store}: {pikku_med:8.0f} us/step   ({fmt(pikku_s)})")
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        print("    DBOS not installed: `pip install dbos` to compare")
+        dbos_med = None
+    else:
+        dbos_med, dbos_s, _ = median_of(reps, "dbos", "1000")
+        print(f"    inline, 1000 steps, DBOS/sqlite:  {dbos_med:8.0f} us/step   ({fmt(dbos_s)})")
+        ratio = pikku_med / dbos_med
+        verdict = "meets" if ratio <= 0.5 else "MISSES"
+        print(f"    ratio pikku/DBOS = {ratio:.2f}x  (target <= 0.5x: {verdict})")
+
+    # 2. remote growth
+    r200, r200_s, _ = median_of(reps, "pikku", "remote", "200", store)
+    r1000, r1000_s, _ = median_of(reps, "pikku", "remote", "1000", store)
+    growth = r1000 / r200
+    print(f"\n[2] remote, 200 steps:  {r200:8.0f} us/step   ({fmt(r200_s)})")
+    print(f"    remote, 1000 steps: {r1000:8.0f} us/step   ({fmt(r1000_s)})")
+    print(f"    growth 1000/200 = {growth:.2f}x  (target <= 1.5x: {'meets' if growth <= 1.5 else 'MISSES'})")
+
+    # 3. memory of a 10,000-step run
+    if not ns.quick:
+        mem = run_child("pikku", "inline", "10000", store)
+        rss = float(mem["max_rss_mb"])
+        print(f"\n[3] one 10,000-step inline run: {mem['per_step_us']:.0f} us/step, "
+              f"peak RSS {rss:.0f} MB  (target < 200 MB: {'meets' if rss < 200 else 'MISSES'})")
+        mem_r = run_child("pikku", "remote", "10000", store)
+        rss_r = float(mem_r["max_rss_mb"])
+        print(f"    one 10,000-step remote run: {mem_r['per_step_us']:.0f} us/step, "
+              f"peak RSS {rss_r:.0f} MB  (target < 200 MB: {'meets' if rss_r < 200 else 'MISSES'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
