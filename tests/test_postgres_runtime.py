@@ -1,0 +1,110 @@
+"""The runtime suite (``tests/test_runtime.py``) again, on the PostgreSQL store AND the
+PostgreSQL queue (procrastinate): every test that takes a store runs here with
+``PostgresQueue`` in place of the in-process queue, in a fresh schema per test.
+
+(``tests/test_runtime.py`` itself already runs on the PostgreSQL store with the in-process
+queue, through the ``postgres`` store factory.) Skipped without ``PIKKU_TEST_POSTGRES_DSN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_runtime
+from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
+from stores import StoreSpec
+from test_runtime import *  # noqa: F403 - the runtime tests and their fixtures
+
+from pikku_typing import (
+    RunStatus,
+    StepStatus,
+    Workflow,
+    WorkflowRuntime,
+    WorkflowStateService,
+    wire_workflow,
+)
+from pikku_typing.runtime.queues.postgres import PostgresQueue
+
+pytestmark = [*POSTGRES_MARKS]
+
+# Keep only the tests that run on the store fixture (the others do not touch a queue).
+for _name, _obj in list(globals().items()):
+    if (
+        _name.startswith("test_")
+        and inspect.isfunction(_obj)
+        and "store" not in inspect.signature(_obj).parameters
+    ):
+        del globals()[_name]
+
+# Its 300 ms sleep must not end before a second runtime has started: too tight for a queue in
+# another server under load. test_durable_sleep_survives_a_new_queue (below) is the same
+# scenario with a longer sleep.
+del test_sleep_is_durable_and_drain_does_not_wait  # type: ignore[name-defined]  # noqa: F821
+
+
+@pytest.fixture
+def store_spec(tmp_path: Path) -> Iterator[StoreSpec]:  # overrides test_runtime's
+    dsn = create_schema_dsn()
+    yield StoreSpec(f"postgres:{dsn}")
+    drop_schema_dsn(dsn)
+
+
+@pytest.fixture(autouse=True)
+async def postgres_queues(
+    monkeypatch: pytest.MonkeyPatch, store: WorkflowStateService
+) -> AsyncIterator[list[PostgresQueue]]:
+    queues: list[PostgresQueue] = []
+    dsn: str = store.dsn  # type: ignore[attr-defined]
+
+    def new_runtime(made: list[WorkflowRuntime], store: WorkflowStateService, **kw: Any) -> WorkflowRuntime:
+        queue = PostgresQueue(dsn, poll_interval=0.05, shutdown_timeout=10)
+        queues.append(queue)
+        rt = WorkflowRuntime(store, queue, **kw)
+        made.append(rt)
+        return rt
+
+    monkeypatch.setattr(test_runtime, "new_runtime", new_runtime)
+    yield queues
+    for queue in queues:
+        await queue.close()
+
+
+@test_runtime.MODES
+async def test_durable_sleep_survives_a_new_queue(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+) -> None:
+    """A sleeping run is a delayed procrastinate job: a new runtime with a NEW queue object
+    (a restarted worker) runs it when the sleep ends, without recover(); drain() before that
+    leaves it suspended."""
+    after: list[int] = []
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        await workflow.do("before", lambda: 1)
+        await workflow.sleep("nap", timedelta(seconds=2))
+        after.append(1)
+        return "woke"
+
+    wire_workflow(name="pg_sleepy", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = test_runtime.new_runtime(runtimes, store)
+    handle = await rt.client("pg_sleepy").start(None)
+    await rt.drain()
+    nap = (await store.get_step_states(handle.run_id))["nap"]
+    assert nap.status is StepStatus.SCHEDULED and nap.next_attempt_at is not None
+    await rt.close()
+    await rt.queue.close()
+    rt2 = test_runtime.new_runtime(runtimes, store)
+    await rt2.drain()
+    if datetime.now(UTC) < nap.next_attempt_at:
+        assert (await store.get_run(handle.run_id)).status is RunStatus.SUSPENDED
+        assert after == []
+    while datetime.now(UTC) < nap.next_attempt_at + timedelta(milliseconds=50):
+        await asyncio.sleep(0.05)
+    await rt2.drain()
+    assert await rt2.client("pg_sleepy").result(handle.run_id, timeout=1) == "woke"
+    assert after == [1]
