@@ -202,6 +202,28 @@ def apply_schedule(step: StepState, at: datetime | None, now: datetime) -> bool:
     return True
 
 
+def apply_reset(step: StepState, attempts: int, at: datetime | None, now: datetime) -> bool:
+    """Give a failed step ``attempts`` more attempts, due at ``at`` (``pikku-runs resume``)."""
+    if step.status is not StepStatus.FAILED:
+        return False
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    step.status = StepStatus.SCHEDULED
+    step.error = None
+    step.next_attempt_at = aware(at) if at is not None else None
+    step.finished_at = None
+    step.max_attempts = step.attempt_count + attempts
+    step.updated_at = now
+    return True
+
+
+RESET_DOC = """Give a ``failed`` step ``attempts`` new attempts: it becomes ``scheduled`` (due at ``at``,
+or at once), its error is cleared and ``max_attempts`` is ``attempt_count + attempts``; the
+attempt history is kept. Returns the updated step, or ``None`` if the step is not failed.
+Raises StepNotFoundError / RunNotFoundError. (Not part of the abstract contract: an operator
+action used by ``pikku-runs resume``.)"""
+
+
 # ------------------------------------------------------------------------ file locks
 
 

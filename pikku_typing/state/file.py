@@ -391,6 +391,19 @@ class FileWorkflowStateService(WorkflowStateService):
         )
         return step if changed else None
 
+    async def reset_step(
+        self, run_id: str, key: str, *, attempts: int = 1, at: datetime | None = None
+    ) -> StepState | None:
+        now = c.now_utc()
+        changed, step = await self._mutate_step(
+            run_id, key, lambda s: c.apply_reset(s, attempts, at, now)
+        )
+        if step is None:
+            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        return step if changed else None
+
+    reset_step.__doc__ = c.RESET_DOC
+
     # ------------------------------------------------------------- locking
     def lock_run(
         self, run_id: str, *, timeout: float | None = None

@@ -1,8 +1,11 @@
 """An in-process state store: for tests and the in-process default.
 
-Every method works on copies: nothing handed out (or taken in) is the object the store keeps,
-so callers may mutate what they get. Each operation runs without awaiting, under a
-``threading.Lock``, so it is atomic for asyncio tasks and threads alike. ``lock_run`` is a
+Runs and steps are kept as JSON text (pydantic ``model_dump_json``), exactly what a durable
+store would keep: nothing handed out (or taken in) is an object the store holds, so callers
+may mutate what they get, and a value that is not JSON fails here as it would in the file or
+SQLite store (decoding JSON is also several times faster than ``copy.deepcopy``). Each
+operation runs without awaiting, under a ``threading.Lock``, so it is atomic for asyncio
+tasks and threads alike. ``lock_run`` is a
 per-run lock that works across tasks, event loops and threads of one process (a process is
 the whole world of this store).
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -24,19 +27,29 @@ from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_r
 
 
 class _Record:
-    __slots__ = ("run", "steps")
+    __slots__ = ("created_us", "run", "status", "steps", "workflow")
 
     def __init__(self, run: WorkflowRun[Any, Any]) -> None:
-        self.run = run
-        self.steps: dict[str, StepState] = {}
+        self.workflow = run.workflow
+        self.created_us = c.to_micros(run.created_at)
+        self.status = RunStatus(run.status)
+        self.run = run.model_dump_json()
+        """The run as JSON."""
+        self.steps: dict[str, str] = {}
+        """Step key -> the step as JSON, in creation order."""
+
+    def set_run(self, run: WorkflowRun[Any, Any]) -> str:
+        self.status = RunStatus(run.status)
+        self.run = run.model_dump_json()
+        return self.run
 
 
-def _copy_run(run: WorkflowRun[Any, Any]) -> WorkflowRun[Any, Any]:
-    return run.model_copy(deep=True)
+def _run(doc: str) -> WorkflowRun[Any, Any]:
+    return WorkflowRun.model_validate_json(doc)
 
 
-def _copy_step(step: StepState) -> StepState:
-    return step.model_copy(deep=True)
+def _step(doc: str) -> StepState:
+    return StepState.model_validate_json(doc)
 
 
 class InMemoryWorkflowStateService(WorkflowStateService):
@@ -58,12 +71,6 @@ class InMemoryWorkflowStateService(WorkflowStateService):
             raise RunNotFoundError(f"no run with id {run_id!r}")
         return record
 
-    def _step(self, run_id: str, key: str) -> StepState:
-        step = self._record(run_id).steps.get(key)
-        if step is None:
-            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
-        return step
-
     # ------------------------------------------------------------------ runs
     async def create_run(
         self, workflow: str, input: Any, *, run_id: str | None = None
@@ -78,16 +85,17 @@ class InMemoryWorkflowStateService(WorkflowStateService):
             created_at=now,
             updated_at=now,
         )
-        run = _copy_run(run)
+        record = _Record(run)
         with self._mutex:
             if run_id in self._records:
                 raise RunAlreadyExistsError(f"a run with id {run_id!r} already exists")
-            self._records[run_id] = _Record(run)
-            return _copy_run(run)
+            self._records[run_id] = record
+        return _run(record.run)
 
     async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:
         with self._mutex:
-            return _copy_run(self._record(run_id).run)
+            doc = self._record(run_id).run
+        return _run(doc)
 
     async def list_runs(
         self,
@@ -99,13 +107,16 @@ class InMemoryWorkflowStateService(WorkflowStateService):
         c.check_limit(limit)
         statuses = c.status_filter(status)
         with self._mutex:
-            runs = [
-                r.run
-                for r in self._records.values()
-                if (workflow is None or r.run.workflow == workflow)
-                and (statuses is None or r.run.status in statuses)
+            matches = [
+                (r.created_us, run_id, r.run)
+                for run_id, r in self._records.items()
+                if (workflow is None or r.workflow == workflow)
+                and (statuses is None or r.status in statuses)
             ]
-            return [_copy_run(r) for r in c.sort_and_limit(runs, limit)]
+        matches.sort(reverse=True)
+        if limit is not None:
+            matches = matches[:limit]
+        return [_run(doc) for _, _, doc in matches]
 
     async def _update_run(
         self,
@@ -116,42 +127,52 @@ class InMemoryWorkflowStateService(WorkflowStateService):
         expect = c.expect_filter(expect_status)
         with self._mutex:
             record = self._record(run_id)
-            if expect is not None and record.run.status not in expect:
+            if expect is not None and record.status not in expect:
                 return None
-            record.run = _copy_run(changes.apply(record.run, c.now_utc()))
-            return _copy_run(record.run)
+            doc = record.set_run(changes.apply(_run(record.run), c.now_utc()))
+        return _run(doc)
 
     # ----------------------------------------------------------------- steps
     async def get_step_states(self, run_id: str) -> dict[str, StepState]:
         with self._mutex:
-            steps = self._record(run_id).steps
-            return {key: _copy_step(step) for key, step in steps.items()}
+            docs = list(self._record(run_id).steps.items())
+        return {key: _step(doc) for key, doc in docs}
 
     async def get_step(self, run_id: str, key: str) -> StepState | None:
         with self._mutex:
-            step = self._record(run_id).steps.get(key)
-            return None if step is None else _copy_step(step)
+            doc = self._record(run_id).steps.get(key)
+        return None if doc is None else _step(doc)
 
     async def insert_step(self, run_id: str, step: StepState) -> StepState:
+        new = step.model_dump_json()
         with self._mutex:
-            record = self._record(run_id)
-            existing = record.steps.get(step.key)
-            if existing is None:
-                existing = record.steps[step.key] = _copy_step(step)
-            return _copy_step(existing)
+            steps = self._record(run_id).steps
+            doc = steps.setdefault(step.key, new)
+        return _step(doc)
+
+    def _transition(
+        self, run_id: str, key: str, change: Callable[[StepState], bool]
+    ) -> StepState | None:
+        """Apply ``change`` to the step atomically; the changed step, or ``None``."""
+        with self._mutex:
+            steps = self._record(run_id).steps
+            doc = steps.get(key)
+            if doc is None:
+                return None
+            step = _step(doc)
+            if not change(step):
+                return None
+            doc = steps[key] = step.model_dump_json()
+        return _step(doc)
 
     async def schedule_step(self, run_id: str, key: str, *, at: datetime | None) -> StepState:
-        with self._mutex:
-            step = self._step(run_id, key)
-            c.apply_schedule(step, at, c.now_utc())
-            return _copy_step(step)
-
-    def _mutate(self, run_id: str, key: str) -> tuple[_Record, StepState] | None:
-        record = self._record(run_id)
-        step = record.steps.get(key)
+        now = c.now_utc()
+        step = self._transition(run_id, key, lambda s: c.apply_schedule(s, at, now))
         if step is None:
-            return None
-        return record, _copy_step(step)
+            step = await self.get_step(run_id, key)
+            if step is None:
+                raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        return step
 
     async def claim_step(
         self,
@@ -163,42 +184,27 @@ class InMemoryWorkflowStateService(WorkflowStateService):
         now: datetime | None = None,
     ) -> StepState | None:
         when = c.now_utc() if now is None else c.aware(now)
-        with self._mutex:
-            found = self._mutate(run_id, key)
-            if found is None:
-                return None
-            record, step = found
-            if not c.apply_claim(step, owner, lease_seconds, when):
-                return None
-            record.steps[key] = step
-            return _copy_step(step)
+        return self._transition(
+            run_id, key, lambda s: c.apply_claim(s, owner, lease_seconds, when)
+        )
 
     async def heartbeat_step(
         self, run_id: str, key: str, *, token: str, lease_seconds: float
     ) -> bool:
-        with self._mutex:
-            found = self._mutate(run_id, key)
-            if found is None:
-                return False
-            record, step = found
-            if not c.apply_heartbeat(step, token, lease_seconds, c.now_utc()):
-                return False
-            record.steps[key] = step
-            return True
+        now = c.now_utc()
+        changed = self._transition(
+            run_id, key, lambda s: c.apply_heartbeat(s, token, lease_seconds, now)
+        )
+        return changed is not None
 
     async def complete_step(
         self, run_id: str, key: str, *, result: Any, token: str | None
     ) -> bool:
-        with self._mutex:
-            found = self._mutate(run_id, key)
-            if found is None:
-                return False
-            record, step = found
-            # Deep copy the result on the way in: the caller may mutate its own object later.
-            if not c.apply_complete(step, result, token, c.now_utc()):
-                return False
-            record.steps[key] = _copy_step(step)
-            return True
+        now = c.now_utc()
+        changed = self._transition(
+            run_id, key, lambda s: c.apply_complete(s, result, token, now)
+        )
+        return changed is not None
 
     async def fail_step_attempt(
         self,
@@ -209,15 +215,21 @@ class InMemoryWorkflowStateService(WorkflowStateService):
         error: ErrorInfo,
         retry_at: datetime | None,
     ) -> StepState | None:
-        with self._mutex:
-            found = self._mutate(run_id, key)
-            if found is None:
-                return None
-            record, step = found
-            if not c.apply_fail(step, token, error, retry_at, c.now_utc()):
-                return None
-            record.steps[key] = step
-            return _copy_step(step)
+        now = c.now_utc()
+        return self._transition(
+            run_id, key, lambda s: c.apply_fail(s, token, error, retry_at, now)
+        )
+
+    async def reset_step(
+        self, run_id: str, key: str, *, attempts: int = 1, at: datetime | None = None
+    ) -> StepState | None:
+        now = c.now_utc()
+        step = self._transition(run_id, key, lambda s: c.apply_reset(s, attempts, at, now))
+        if step is None and await self.get_step(run_id, key) is None:
+            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        return step
+
+    reset_step.__doc__ = c.RESET_DOC
 
     # ------------------------------------------------------------- locking
     def lock_run(

@@ -488,6 +488,19 @@ class SqliteWorkflowStateService(WorkflowStateService):
             run_id, key, condition, params, lambda s: c.apply_fail(s, token, error, retry_at, now)
         )
 
+    async def reset_step(
+        self, run_id: str, key: str, *, attempts: int = 1, at: datetime | None = None
+    ) -> StepState | None:
+        now = c.now_utc()
+        step = self._transition(
+            run_id, key, "status = 'failed'", (), lambda s: c.apply_reset(s, attempts, at, now)
+        )
+        if step is None and await self.get_step(run_id, key) is None:
+            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        return step
+
+    reset_step.__doc__ = c.RESET_DOC
+
     # ------------------------------------------------------------- locking
     def lock_run(
         self, run_id: str, *, timeout: float | None = None
