@@ -11,18 +11,22 @@ found from ``[tool.pikku]``):
   (``pikku-workflow-input``).
 
 Without a map (``pikku-analyze`` not run yet) it notes it once (``pikku-no-map``) and checks nothing.
-Tested with mypy 1.18 to 2.4 (see ``pyproject.toml``). Bump ``__version__`` on every change.
+Tested with mypy 1.18 to 2.4 (see ``pyproject.toml``). Bump ``__version__`` (``version.py``) on
+every change.
 """
 
 from __future__ import annotations
 
 from mypy.plugin import Plugin
 
-__version__ = "0.1.0"
+# Imported before ``plugin`` is defined: importing the submodule ``pikku_typing.mypy.plugin``
+# binds the package attribute ``plugin`` to it, and the function below must win.
+from pikku_typing.mypy.plugin import PikkuPlugin
+from pikku_typing.mypy.version import __version__
+
+__all__ = ["PikkuPlugin", "__version__", "plugin"]
 
 
 def plugin(version: str) -> type[Plugin]:
-    """mypy's entry point."""
-    from pikku_typing.mypy.plugin import PikkuPlugin
-
+    """mypy's entry point (``plugins = ["pikku_typing.mypy"]``)."""
     return PikkuPlugin

@@ -26,6 +26,7 @@ from pikku_typing.mypy.deps import imports_any, modules_of
 from pikku_typing.mypy.do import workflow_do_hook
 from pikku_typing.mypy.meta import MetaStore
 from pikku_typing.mypy.rpc_invoke import rpc_invoke_hook
+from pikku_typing.mypy.version import __version__ as PLUGIN_VERSION
 
 DEP_PRIORITY: Final = 10  # mypy.build.PRI_MED: an ordinary import
 _LIBRARY_MARKERS: Final = ("site-packages", "dist-packages", "typeshed")
@@ -83,9 +84,7 @@ class PikkuPlugin(Plugin):
         """The map's digest, so that cached modules are checked again when the map changes."""
         if self._is_own(ctx.id) or any(marker in ctx.path for marker in _LIBRARY_MARKERS):
             return None
-        from pikku_typing.mypy import __version__
-
-        return {"plugin": f"{__version__}:{SOURCE_DIGEST}", "map": self.store.get().digest}
+        return {"plugin": f"{PLUGIN_VERSION}:{SOURCE_DIGEST}", "map": self.store.get().digest}
 
     def _is_own(self, module: str) -> bool:
         return any(module == p or module.startswith(p + ".") for p in self._own_packages)
