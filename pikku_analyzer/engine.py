@@ -108,7 +108,7 @@ def analyze(
     for index, source_file in enumerate(files):
         if progress is not None and index % 64 == 0:
             progress(index, total)
-        data = read_source(source_file.path)
+        data = read_source(source_file.fspath)
         if isinstance(data, str):
             diags.append(make_diag("UNREADABLE_FILE", source_file.rel, 1, 1, data))
             continue
@@ -172,7 +172,7 @@ def analyze(
         source_file = others.get(module)
         if source_file is None:
             return None
-        data = read_source(source_file.path)
+        data = read_source(source_file.fspath)
         if isinstance(data, str) or len(data) > PARSE_LIMIT_BYTES:
             return None
         key = cache_key(

@@ -23,12 +23,17 @@ MAX_FILE_BYTES = 8 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    path: Path
-    """Absolute path."""
+    fspath: str
+    """Absolute path as a string (building thousands of ``Path`` objects is measurable)."""
     rel: str
     """Path relative to the project root, forward slashes (the report's ``file``)."""
     module: str
     is_package: bool
+
+    @property
+    def path(self) -> Path:
+        """Absolute path."""
+        return Path(self.fspath)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,23 +87,33 @@ def module_name(path: Path, base: Path) -> tuple[str, bool]:
     return ".".join(parts), is_package
 
 
+def _rel_str(path: str, root: str) -> str:
+    if path.startswith(root + os.sep):
+        rel = path[len(root) + 1 :]
+    elif path == root:
+        rel = "."
+    else:
+        rel = os.path.relpath(path, root)
+    return rel.replace(os.sep, "/") if os.sep != "/" else rel
+
+
 def discover(config: PikkuConfig) -> Discovery:
     """Every ``.py`` file under the ``src`` roots, minus excludes and the generated package."""
     out = Discovery()
-    root = config.root
-    generated = {config.package_dir.resolve(), config.stub_package_dir.resolve()}
-    seen_files: set[Path] = set()
+    root = str(config.root)
+    generated = {os.path.realpath(config.package_dir), os.path.realpath(config.stub_package_dir)}
+    seen_files: set[str] = set()
+    patterns = config.exclude
     for src in config.src:
-        base = _module_base(src)
+        base = str(_module_base(src))
         visited_dirs: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(src, followlinks=True, onerror=None):
-            directory = Path(dirpath)
+        for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
             try:
-                stat = directory.stat()
+                stat = os.stat(dirpath)
                 key = (stat.st_dev, stat.st_ino)
             except OSError as exc:
                 out.problems.append(
-                    Problem("UNREADABLE_FILE", relpath(directory, root), f"cannot read directory: {exc.strerror}")
+                    Problem("UNREADABLE_FILE", _rel_str(dirpath, root), f"cannot read directory: {exc.strerror}")
                 )
                 dirnames[:] = []
                 continue
@@ -106,49 +121,57 @@ def discover(config: PikkuConfig) -> Discovery:
                 out.problems.append(
                     Problem(
                         "SYMLINK_LOOP",
-                        relpath(directory, root),
+                        _rel_str(dirpath, root),
                         "directory symlink leads to a directory already analysed; skipped",
                     )
                 )
                 dirnames[:] = []
                 continue
             visited_dirs.add(key)
+            rel_dir = _rel_str(dirpath, root)
+            prefix = "" if rel_dir == "." else rel_dir + "/"
             keep: list[str] = []
             for name in sorted(dirnames):
                 if name in SKIP_DIRS or name.startswith("."):
                     continue
-                child = directory / name
-                rel = relpath(child, root)
-                if config.exclude and _excluded(rel, name, config.exclude):
+                if patterns and _excluded(prefix + name, name, patterns):
                     continue
-                if child.resolve() in generated:
+                if os.path.realpath(os.path.join(dirpath, name)) in generated:
                     continue
                 keep.append(name)
             dirnames[:] = keep
+            if dirpath.startswith(base + os.sep):
+                module_dir = dirpath[len(base) + 1 :].replace(os.sep, ".")
+            elif dirpath == base:
+                module_dir = ""
+            else:
+                module_dir = os.path.relpath(dirpath, base).replace(os.sep, ".")
             for name in sorted(filenames):
                 if not name.endswith(".py"):
                     continue
-                path = directory / name
-                rel = relpath(path, root)
-                if config.exclude and _excluded(rel, name, config.exclude):
+                rel = prefix + name
+                if patterns and _excluded(rel, name, patterns):
                     continue
+                path = os.path.join(dirpath, name)
                 if path in seen_files:
                     continue
                 seen_files.add(path)
-                try:
-                    module, is_package = module_name(path, base)
-                except ValueError:
-                    module, is_package = path.stem, False
+                stem = name[:-3]
+                is_package = stem == "__init__"
+                if is_package:
+                    module = module_dir
+                else:
+                    module = f"{module_dir}.{stem}" if module_dir else stem
                 out.files.append(SourceFile(path, rel, module, is_package))
     # a missing or unreadable src root
     for src in config.src:
         if not os.access(src, os.R_OK | os.X_OK):
-            out.problems.append(Problem("UNREADABLE_FILE", relpath(src, root), "cannot read directory"))
+            out.problems.append(Problem("UNREADABLE_FILE", relpath(src, config.root), "cannot read directory"))
     out.files.sort(key=lambda f: f.rel)
     return out
 
 
-def read_source(path: Path) -> bytes | str:
+def read_source(path: str | Path) -> bytes | str:
     """The file's bytes, or a one-line reason it cannot be read."""
     try:
         with open(path, "rb") as handle:

@@ -192,6 +192,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         [
             wf("pass", 'from ext import other\nwire_workflow(name="f", func=other)  # <-'),
             wf("pass", 'wire_workflow(name="f", func=lambda w, d: None)  # <-'),
+            wf("pass", 'def sync(w, d): ...\nwire_workflow(name="f", func=sync)  # <-'),
         ],
     ),
     "ANALYZER_ERROR": ([wf("pass")], []),

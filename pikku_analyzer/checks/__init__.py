@@ -8,7 +8,6 @@ diagnostics. Plain dicts keep ``pikku-analyze`` from importing pydantic on the f
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,7 +233,19 @@ def link(units: list[Unit], loader: Loader | None = None) -> LinkResult:
             meta, func_unit, func_name = workflow
             if func_unit is not None and func_name is not None:
                 function = func_unit.facts.get("functions", {}).get(func_name)
-                if function is not None:
+                if function is None:
+                    diags.append(
+                        make_diag(
+                            "UNRESOLVED_WORKFLOW_FUNC",
+                            unit.rel,
+                            wiring["line"],
+                            wiring["column"],
+                            f"workflow {meta['name']!r}: {meta['func']} is not an `async def` taking "
+                            "(workflow, data); its steps are unknown",
+                            "a workflow function is `async def flow(workflow: Workflow, data: In) -> Out`",
+                        )
+                    )
+                else:
                     key = (func_unit.rel, func_name)
                     steps = _steps(linker, func_unit, function, diags, rpc_names, key not in checked_functions)
                     checked_functions.add(key)
@@ -489,6 +500,8 @@ def _steps(
                 )
             )
         if kind == "rpc" and isinstance(rpc_name, str) and rpc_name != DYNAMIC and rpc_name not in rpc_names:
+            import difflib
+
             close = difflib.get_close_matches(rpc_name, rpc_names, n=3, cutoff=0.6)
             hint = (
                 f"did you mean {' or '.join(repr(c) for c in close)}?"

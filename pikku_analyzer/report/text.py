@@ -136,7 +136,7 @@ def render_text(result: AnalysisResult, *, color: bool = False) -> str:
         f"{len(workflows)} workflow{'s' if len(workflows) != 1 else ''}, {steps_total} "
         f"step{'s' if steps_total != 1 else ''}, {len(rpcs)} RPC{'s' if len(rpcs) != 1 else ''}; "
         f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''} "
-        f"({stats.files} files, {stats.candidates} analysed, {stats.seconds:.2f}s)"
+        f"({stats.files} files, {stats.candidates + stats.lazily_loaded} analysed, {stats.seconds:.2f}s)"
     )
     out.append("")
     out.append(style(summary, "error" if errors else ("warning" if warnings else "green")))
