@@ -1,0 +1,201 @@
+"""What only the PostgreSQL store has (the shared contract is tests/test_state_contract.py):
+versioned migrations, clear errors when the server is away, run locks on dedicated sessions
+that never go back to a pool while locked, locks scoped to the schema, lazy pools."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from postgres_support import PG_DSN, POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn, schema_of
+
+from pikku_typing.errors import StoreUnavailableError
+from pikku_typing.models import StepKind, StepState
+from pikku_typing.state.postgres import SCHEMA_VERSION, PostgresWorkflowStateService, describe_dsn
+
+UNREACHABLE = "postgresql://bob:sekret@127.0.0.1:9/nope?connect_timeout=2"
+
+
+def test_constructing_needs_no_event_loop_and_no_server() -> None:
+    store = PostgresWorkflowStateService(UNREACHABLE)
+    assert "sekret" not in repr(store) and "127.0.0.1:9/nope" in repr(store)
+    assert describe_dsn("host=db.example port=6543 dbname=app password=x") == "db.example:6543/app"
+    with pytest.raises(ValueError):
+        PostgresWorkflowStateService("")
+
+
+async def test_unreachable_server_is_store_unavailable_without_password() -> None:
+    store = PostgresWorkflowStateService(UNREACHABLE, connect_timeout=2)
+    with pytest.raises(StoreUnavailableError) as info:
+        await store.get_run("abc")
+    message = str(info.value)
+    assert "PostgreSQL at 127.0.0.1:9/nope is unavailable" in message
+    assert "sekret" not in message and "\n" not in message
+    with pytest.raises(StoreUnavailableError):
+        async with store.lock_run("abc", timeout=1):
+            pass
+    await store.close()
+
+
+@pytest.fixture
+def dsn() -> Iterator[str]:
+    value = create_schema_dsn()
+    yield value
+    drop_schema_dsn(value)
+
+
+@pytest.fixture
+async def store(dsn: str) -> AsyncIterator[PostgresWorkflowStateService]:
+    s = PostgresWorkflowStateService(dsn)
+    yield s
+    await s.close()
+
+
+async def _query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+        return await cur.fetchall() if cur.description else []
+
+
+async def _advisory_locks(
+    dsn: str, store: PostgresWorkflowStateService, run_id: str
+) -> list[tuple[Any, ...]]:
+    """``(pid, granted)`` of the sessions holding or waiting for ``run_id``'s lock."""
+    return await _query(
+        dsn,
+        "SELECT pid, granted FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, %s)",
+        run_id,
+        store._seed,
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(PG_DSN is None, reason="PIKKU_TEST_POSTGRES_DSN not set")
+class TestOnServer:
+    pytestmark = list(POSTGRES_MARKS)
+
+    async def test_schema_is_versioned_and_migration_idempotent(self, dsn: str) -> None:
+        stores = [PostgresWorkflowStateService(dsn) for _ in range(5)]
+        try:
+            # five first uses at once: one migration, no race
+            runs = await asyncio.gather(*(s.create_run("wf", i) for i, s in enumerate(stores)))
+            assert sorted(r.input for r in runs) == list(range(5))
+            assert await stores[0].migrate() == SCHEMA_VERSION
+        finally:
+            for s in stores:
+                await s.close()
+        rows = await _query(dsn, "SELECT version FROM pikku_schema_version ORDER BY version")
+        assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+        schema = schema_of(dsn)
+        tables = await _query(
+            dsn,
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename",
+            schema,
+        )
+        assert [t for (t,) in tables] == ["pikku_runs", "pikku_schema_version", "pikku_steps"]
+
+    async def test_newer_schema_is_refused_with_a_clear_error(self, dsn: str) -> None:
+        async with PostgresWorkflowStateService(dsn) as first:
+            await first.migrate()
+        await _query(dsn, "INSERT INTO pikku_schema_version (version) VALUES (%s)", 999)
+        store = PostgresWorkflowStateService(dsn)
+        with pytest.raises(StoreUnavailableError, match="schema version 999, newer than"):
+            await store.list_runs()
+        await store.close()
+
+    async def test_new_step_fields_round_trip(self, store: PostgresWorkflowStateService) -> None:
+        run = await store.create_run("wf", None)
+        step = StepState(key="s", step_name="s", kind=StepKind.RPC, rpc_name="x")
+        if "retry_delay" in StepState.model_fields:
+            step = step.model_copy(update={"retry_delay": 2.5})
+        await store.insert_step(run.id, step)
+        got = await store.get_step(run.id, "s")
+        assert got is not None and got.model_dump() == (await store.get_step_states(run.id))["s"].model_dump()
+        if "retry_delay" in StepState.model_fields:
+            assert got.retry_delay == 2.5  # type: ignore[attr-defined]
+
+    async def test_lock_is_held_by_a_dedicated_session_and_released(
+        self, store: PostgresWorkflowStateService, dsn: str
+    ) -> None:
+        run = await store.create_run("wf", None)
+        async with store.lock_run(run.id):
+            held = [row for row in await _advisory_locks(dsn, store, run.id) if row[1]]
+            assert len(held) == 1
+            # data operations go through the data pool, never the locked session
+            await store.get_run(run.id)
+            await store.list_runs()
+        assert [row for row in await _advisory_locks(dsn, store, run.id) if row[1]] == []
+        # the lock session went back to its pool unlocked: the next lock reuses it
+        async with store.lock_run(run.id, timeout=1):
+            assert len([row for row in await _advisory_locks(dsn, store, run.id) if row[1]]) == 1
+        assert await _advisory_locks(dsn, store, run.id) == []
+
+    async def test_cancelled_waiter_leaves_no_lock_behind(
+        self, store: PostgresWorkflowStateService, dsn: str
+    ) -> None:
+        run = await store.create_run("wf", None)
+        release = asyncio.Event()
+        holding = asyncio.Event()
+
+        async def holder() -> None:
+            async with store.lock_run(run.id):
+                holding.set()
+                await release.wait()
+
+        async def waiter() -> None:
+            async with store.lock_run(run.id):
+                pytest.fail("the waiter must not get the lock")
+
+        hold = asyncio.create_task(holder())
+        await holding.wait()
+        wait = asyncio.create_task(waiter())
+        for _ in range(200):  # until the waiter's session waits on the server
+            if any(not granted for _, granted in await _advisory_locks(dsn, store, run.id)):
+                break
+            await asyncio.sleep(0.01)
+        wait.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await wait
+        release.set()
+        await hold
+        for _ in range(200):  # the cancelled session is gone, or no longer waits
+            if await _advisory_locks(dsn, store, run.id) == []:
+                break
+            await asyncio.sleep(0.01)
+        assert await _advisory_locks(dsn, store, run.id) == []
+        async with store.lock_run(run.id, timeout=2):
+            pass
+
+    async def test_locks_are_scoped_to_the_schema(self) -> None:
+        a, b = create_schema_dsn(), create_schema_dsn()
+        try:
+            async with PostgresWorkflowStateService(a) as sa, PostgresWorkflowStateService(b) as sb:
+                await sa.create_run("wf", None, run_id="same-id")
+                await sb.create_run("wf", None, run_id="same-id")
+                async with sa.lock_run("same-id"), sb.lock_run("same-id", timeout=1):
+                    pass  # two apps in two schemas do not share run locks
+        finally:
+            drop_schema_dsn(a)
+            drop_schema_dsn(b)
+
+    def test_store_works_across_event_loops(self, dsn: str) -> None:
+        store = PostgresWorkflowStateService(dsn)
+
+        async def create() -> str:
+            return (await store.create_run("wf", {"a": 1})).id
+
+        run_id = asyncio.run(create())
+
+        async def read() -> Any:
+            try:
+                return (await store.get_run(run_id)).input
+            finally:
+                await store.close()
+
+        assert asyncio.run(read()) == {"a": 1}
