@@ -864,3 +864,45 @@ async def test_other_process_sees_committed_state(
     with ctx.Pool(1) as pool:
         seen = await asyncio.to_thread(pool.apply, read_run_worker, (spec, run.id))
     assert seen == ({"x": 1}, ["s"])
+
+
+# ------------------------------------------------------------------- open_store
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    from pikku_typing.state import (
+        FileWorkflowStateService,
+        InMemoryWorkflowStateService,
+        SqliteWorkflowStateService,
+        open_store,
+    )
+
+    assert isinstance(open_store("memory:"), InMemoryWorkflowStateService)
+    file_store = open_store(f"file:{tmp_path}/f?fsync=0")
+    assert isinstance(file_store, FileWorkflowStateService)
+    assert file_store.directory == tmp_path / "f"
+    sqlite_store = open_store(f"sqlite:{tmp_path}/s.db?synchronous=normal&busy_timeout=2.5")
+    assert isinstance(sqlite_store, SqliteWorkflowStateService)
+    assert sqlite_store.path == tmp_path / "s.db"
+    assert sqlite_store.synchronous == "NORMAL" and sqlite_store.busy_timeout == 2.5
+    default = open_store(f"sqlite:{tmp_path}/d.db")
+    assert isinstance(default, SqliteWorkflowStateService) and default.synchronous == "FULL"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost", "unknown state store scheme 'redis'"),
+        ("no-scheme-here", "has no scheme"),
+        ("file:", "has no path"),
+        ("sqlite:", "has no path"),
+        ("sqlite:/x.db?bogus=1", "unknown option"),
+        ("sqlite:/x.db?synchronous=OFF", "synchronous must be"),
+        ("file:/x?fsync=perhaps", "expected a boolean"),
+    ],
+)
+def test_open_store_rejects_bad_urls(url: str, message: str) -> None:
+    from pikku_typing.state import open_store
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        open_store(url)

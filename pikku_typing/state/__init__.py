@@ -7,12 +7,12 @@ an optional extra).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
 from pikku_typing.state.file import FileWorkflowStateService
 from pikku_typing.state.memory import InMemoryWorkflowStateService
-from pikku_typing.state.sqlite import SqliteWorkflowStateService
+from pikku_typing.state.sqlite import SqliteWorkflowStateService, Synchronous
 
 if TYPE_CHECKING:
     from pikku_typing.state.postgres import PostgresWorkflowStateService
@@ -41,6 +41,31 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _split_options(url: str) -> tuple[str, dict[str, str]]:
+    location, _, query = url.partition("?")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"store URL {url!r}: option {item!r} needs a value (name=value)")
+        options[name.strip().lower()] = value.strip()
+    return location, options
+
+
+def _no_more_options(url: str, options: dict[str, str]) -> None:
+    if options:
+        raise ValueError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(options))}")
+
+
+def _flag(url: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"store URL {url!r}: expected a boolean, got {value!r}")
+
+
 def _path_part(url: str, scheme: str) -> str:
     rest = url[len(scheme) + 1 :]
     if rest.startswith("//"):  # file:///abs/dir, sqlite:///abs/db
@@ -60,8 +85,10 @@ def open_store(url: str) -> WorkflowStateService:
     """Open the state store named by ``url``.
 
     * ``memory:`` — :class:`InMemoryWorkflowStateService`
-    * ``file:DIR`` (or ``file:///abs/dir``) — :class:`FileWorkflowStateService`
-    * ``sqlite:PATH`` (or ``sqlite:///abs/path.db``) — :class:`SqliteWorkflowStateService`
+    * ``file:DIR`` (or ``file:///abs/dir``) — :class:`FileWorkflowStateService`;
+      option ``?fsync=0`` skips fsyncs (tests only)
+    * ``sqlite:PATH`` (or ``sqlite:///abs/path.db``) — :class:`SqliteWorkflowStateService`;
+      options ``?synchronous=FULL|NORMAL|EXTRA`` (default FULL) and ``busy_timeout=SECONDS``
     * ``postgres:DSN``, ``postgresql:DSN``, ``postgres://...``, ``postgresql://...`` —
       ``PostgresWorkflowStateService`` (needs the ``postgres`` extra)
 
@@ -76,9 +103,25 @@ def open_store(url: str) -> WorkflowStateService:
     if scheme == "memory":
         return InMemoryWorkflowStateService()
     if scheme == "file":
-        return FileWorkflowStateService(_path_part(url, scheme))
+        location, options = _split_options(url)
+        fsync = options.pop("fsync", "1")
+        _no_more_options(url, options)
+        return FileWorkflowStateService(_path_part(location, scheme), fsync=_flag(url, fsync))
     if scheme in ("sqlite", "sqlite3"):
-        return SqliteWorkflowStateService(_path_part(url, scheme))
+        location, options = _split_options(url)
+        synchronous = options.pop("synchronous", "FULL").upper()
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"store URL {url!r}: synchronous must be FULL, NORMAL or EXTRA")
+        try:
+            busy = float(options.pop("busy_timeout", "30"))
+        except ValueError:
+            raise ValueError(f"store URL {url!r}: busy_timeout must be seconds") from None
+        _no_more_options(url, options)
+        return SqliteWorkflowStateService(
+            _path_part(location, scheme),
+            synchronous=cast(Synchronous, synchronous),
+            busy_timeout=busy,
+        )
     if scheme in ("postgres", "postgresql"):
         from pikku_typing.state.postgres import PostgresWorkflowStateService
 

@@ -73,7 +73,6 @@ CREATE TABLE IF NOT EXISTS steps (
     doc              TEXT NOT NULL,
     UNIQUE (run_id, key)
 );
-CREATE INDEX IF NOT EXISTS steps_by_status ON steps (status, next_attempt_us);
 """
 
 _CLAIMABLE_SQL: Final = (
