@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pikku_analyzer.config import PikkuConfig
@@ -131,3 +134,98 @@ def report_of_examples() -> AnalysisReport:
     if proc.returncode in (0, 1) and proc.stdout.lstrip().startswith("{"):
         return AnalysisReport.model_validate_json(proc.stdout)
     return example_report()
+
+
+# ------------------------------------------------------------------ running the real checkers
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnostic of pyright or mypy: ``kind`` is ``error`` or ``reveal`` (reveal_type)."""
+
+    file: Path
+    line: int
+    kind: str
+    message: str
+
+
+def start_pyright(project: Path) -> subprocess.Popen[str]:
+    """``pyright --outputjson -p project`` (started; see :func:`pyright_findings`)."""
+    return subprocess.Popen(
+        ["pyright", "--outputjson", "-p", str(project)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def pyright_findings(proc: subprocess.Popen[str]) -> list[Finding]:
+    out, err = proc.communicate(timeout=600)
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError:
+        raise AssertionError(f"pyright gave no JSON (exit {proc.returncode}): {err}{out}") from None
+    findings: list[Finding] = []
+    for diag in data["generalDiagnostics"]:
+        severity = diag["severity"]
+        message = diag["message"]
+        if severity == "information" and message.startswith("Type of "):
+            kind = "reveal"
+        elif severity in ("error", "warning"):
+            kind = "error"
+        else:
+            continue
+        line = diag["range"]["start"]["line"] + 1
+        findings.append(Finding(Path(diag["file"]).resolve(), line, kind, message))
+    return findings
+
+
+def start_mypy(
+    args: list[str], *, cwd: Path, cache_dir: Path, mypy_path: list[Path] | None = None
+) -> subprocess.Popen[str]:
+    """``mypy -O json ...`` (started; see :func:`mypy_findings`)."""
+    env = dict(os.environ)
+    env.pop("MYPYPATH", None)
+    if mypy_path is not None:
+        env["MYPYPATH"] = os.pathsep.join(str(p) for p in mypy_path)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "-O",
+            "json",
+            "--cache-dir",
+            str(cache_dir),
+            "--no-error-summary",
+            *args,
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def mypy_findings(proc: subprocess.Popen[str], cwd: Path) -> list[Finding]:
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode not in (0, 1):
+        raise AssertionError(f"mypy crashed (exit {proc.returncode}): {err}{out}")
+    findings: list[Finding] = []
+    for line in out.splitlines():
+        if not line.startswith("{"):
+            continue
+        diag = json.loads(line)
+        message = diag["message"]
+        if diag["severity"] == "note" and message.startswith("Revealed type is "):
+            kind = "reveal"
+        elif diag["severity"] == "error":
+            kind = "error"
+            if diag.get("hint"):
+                message += "\n" + diag["hint"]
+        else:
+            continue
+        findings.append(Finding((cwd / diag["file"]).resolve(), diag["line"], kind, message))
+    return findings
