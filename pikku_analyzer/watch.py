@@ -39,9 +39,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final, TextIO
 
-from pikku_analyzer.checks import Diag
+from pikku_analyzer import engine
+from pikku_analyzer.cache import FactsCache, cache_key
+from pikku_analyzer.checks import Diag, Unit, link, make_diag
 from pikku_analyzer.config import ConfigError, PikkuConfig, load_config
-from pikku_analyzer.engine import AnalysisResult, analyze
+from pikku_analyzer.detect.extract import extract_facts, passes_prefilter, prefilter_tokens
+from pikku_analyzer.engine import AnalysisResult, Stats
+from pikku_analyzer.files import SourceFile, discover, read_source
 
 DEBOUNCE_MS: Final = 400
 """Longest time changes are grouped before a batch is analysed."""
@@ -119,6 +123,172 @@ class Codegen:
             return f"code generation is not available ({exc}); analysing only"
 
 
+# ------------------------------------------------------------ incremental analysis
+
+
+@dataclass
+class _Entry:
+    """What one discovered file contributes: facts (a candidate), a diagnostic (unreadable,
+    too large), or nothing but a module other files may import from (``other``)."""
+
+    source: SourceFile
+    unit: Unit | None = None
+    problem: Diag | None = None
+    other: bool = False
+    lazy: Unit | None = None
+    """Facts of an ``other`` file, parsed on demand by the linker and kept until it changes."""
+
+
+class IncrementalAnalyzer:
+    """:func:`pikku_analyzer.engine.analyze`, kept in memory between batches.
+
+    The first :meth:`full` run discovers and reads every file, like ``analyze`` (same
+    pre-filter, same content-hashed cache in ``.pikku/cache``, same facts). After that,
+    :meth:`update` reads and re-extracts ONLY the files that changed (through the same
+    cache), re-discovers the tree only when files appeared or vanished, and links the facts
+    of the whole project again (linking is cheap: no file is read). Its result has the same
+    report data and diagnostics as a fresh ``analyze`` (``tests/test_watch.py`` checks it).
+    """
+
+    def __init__(self, config: PikkuConfig, *, use_cache: bool = True) -> None:
+        self.config = config
+        self.cache = FactsCache(config.root / ".pikku" / "cache" / "facts", enabled=use_cache)
+        self.tokens = prefilter_tokens(config.package)
+        self.entries: dict[str, _Entry] = {}
+        """By absolute path (a string, whatever type ``SourceFile.path`` has)."""
+        self.discovery_diags: list[Diag] = []
+        self.stats = Stats()
+
+    # ------------------------------------------------------------ reading
+    def _discover(self) -> None:
+        discovery = discover(self.config)
+        self.discovery_diags = [
+            make_diag(p.code, p.rel, 1, 1, p.message) for p in discovery.problems
+        ]
+        old = self.entries
+        self.entries = {}
+        for source in discovery.files:
+            key = os.fspath(source.path)
+            previous = old.get(key)
+            if previous is not None and previous.source == source:
+                self.entries[key] = previous
+            else:
+                self.entries[key] = self._read(source)
+        self.stats.files = len(self.entries)
+
+    def _read(self, source: SourceFile) -> _Entry:
+        entry = _Entry(source)
+        data = read_source(source.path)
+        if isinstance(data, str):
+            entry.problem = make_diag("UNREADABLE_FILE", source.rel, 1, 1, data)
+            return entry
+        if not passes_prefilter(data, self.tokens):
+            entry.other = True
+            return entry
+        if len(data) > engine.PARSE_LIMIT_BYTES:
+            entry.problem = make_diag(
+                "FILE_TOO_LARGE",
+                source.rel,
+                1,
+                1,
+                f"{source.rel} is {len(data) // 1024} KiB, over the 8 MiB limit: not analysed",
+            )
+            return entry
+        entry.unit = Unit(source.rel, source.module, self._facts(source, data))
+        return entry
+
+    def _facts(self, source: SourceFile, data: bytes) -> dict[str, Any]:
+        key = cache_key(
+            data,
+            module=source.module,
+            rel=source.rel,
+            is_package=source.is_package,
+            package=self.config.package,
+        )
+        facts = self.cache.get(key)
+        if facts is None:
+            facts = extract_facts(
+                data,
+                module=source.module,
+                is_package=source.is_package,
+                filename=source.rel,
+                package=self.config.package,
+            )
+            self.cache.put(key, facts)
+            self.stats.parsed += 1
+        else:
+            self.stats.cache_hits += 1
+        return facts
+
+    def _load_other(self, by_module: dict[str, _Entry]) -> Callable[[str], Unit | None]:
+        def load(module: str) -> Unit | None:
+            entry = by_module.get(module)
+            if entry is None:
+                return None
+            if entry.lazy is None:
+                data = read_source(entry.source.path)
+                if isinstance(data, str) or len(data) > engine.PARSE_LIMIT_BYTES:
+                    return None
+                entry.lazy = Unit(
+                    entry.source.rel, entry.source.module, self._facts(entry.source, data)
+                )
+                self.stats.lazily_loaded += 1
+            return entry.lazy
+
+        return load
+
+    # ------------------------------------------------------------ results
+    def full(self) -> AnalysisResult:
+        """Discover and read everything (the first batch, or after a configuration change)."""
+        self.entries = {}
+        return self._run(rediscover=True, changed=())
+
+    def update(self, changed: Iterable[str | os.PathLike[str]]) -> AnalysisResult:
+        """Re-read the ``changed`` files; re-discover when a file appeared or vanished."""
+        paths = [os.path.abspath(os.fspath(p)) for p in changed]
+        rediscover = False
+        for path in paths:
+            known = path in self.entries
+            if known != os.path.isfile(path) or (not known and not path.endswith(".py")):
+                rediscover = True  # a file (or a directory of files) appeared or vanished
+        return self._run(rediscover=rediscover, changed=paths)
+
+    def _run(self, *, rediscover: bool, changed: Sequence[str]) -> AnalysisResult:
+        started = time.perf_counter()
+        self.stats = Stats()
+        if rediscover:
+            self._discover()
+        for path in changed:
+            entry = self.entries.get(path)
+            if entry is not None and os.path.isfile(path):
+                self.entries[path] = self._read(entry.source)
+        self.stats.files = len(self.entries)
+        ordered = sorted(self.entries.values(), key=lambda e: e.source.rel)
+        units = [e.unit for e in ordered if e.unit is not None]
+        self.stats.candidates = len(units)
+        others: dict[str, _Entry] = {}
+        for entry in ordered:
+            if entry.other:
+                others.setdefault(entry.source.module, entry)
+        diags = list(self.discovery_diags)
+        diags.extend(e.problem for e in ordered if e.problem is not None)
+        linked = link(units, self._load_other(others))
+        diags.extend(linked.diagnostics)
+        suppressions = {
+            rel: unit.facts.get("suppressions") or {} for rel, unit in linked.units.items()
+        }
+        diags = engine._suppress(diags, suppressions)
+        diags = sorted(set(diags), key=Diag.sort_key)
+        self.stats.seconds = time.perf_counter() - started
+        return AnalysisResult(
+            config=self.config,
+            data=engine._report_data(linked, diags),
+            diagnostics=diags,
+            stats=self.stats,
+            suppressions=suppressions,
+        )
+
+
 # ------------------------------------------------------------------ session
 
 
@@ -149,6 +319,8 @@ class WatchSession:
             else:
                 self.codegen = loaded
         self.shown: set[DiagKey] = set()
+        self.analyzer = IncrementalAnalyzer(self.config, use_cache=options.use_cache)
+        self.needs_full = True
         self.pyproject = self.config.root / "pyproject.toml"
         self.pyproject_stamp = _stamp(self.pyproject)
 
@@ -188,9 +360,10 @@ class WatchSession:
         )
 
     # ---------------------------------------------------------- batches
-    def run_batch(self) -> BatchOutcome:
+    def run_batch(self, changed: Sequence[Path] | None = None) -> BatchOutcome:
+        """Analyse (everything when ``changed`` is None, else only those files) and generate."""
         started = time.perf_counter()
-        result = analyze(self.config, use_cache=self.options.use_cache, jobs=self.options.jobs)
+        result = self.analyzer.full() if changed is None else self.analyzer.update(changed)
         outcome = BatchOutcome(result)
         if result.has_syntax_errors:
             outcome.kept_last_good = True
@@ -218,7 +391,10 @@ class WatchSession:
         )
         if outcome.kept_last_good:
             broken = sorted({d.file for d in result.diagnostics if d.code == "SYNTAX_ERROR"})
-            counts = self.paint(f"SYNTAX_ERROR in {', '.join(broken)}", "error")
+            counts = self.paint(f"SYNTAX_ERROR in {', '.join(broken)}", "error") + (
+                f" ({_plural(len(data.get('workflows', [])), 'workflow')}, "
+                f"{_plural(len(data.get('rpcs', [])), 'RPC')} in the rest)"
+            )
             action = "kept the last good generated files"
         elif outcome.generated and outcome.written:
             names = ", ".join(self.rel(p) for p in outcome.written)
@@ -264,12 +440,14 @@ class WatchSession:
         try:
             config = load_config(self.options.root)
         except ConfigError as exc:
-            self.say(self.paint(f"config error: {exc} (keeping the previous configuration)",
-                                "error"))
+            self.say(
+                self.paint(f"config error: {exc} (keeping the previous configuration)", "error")
+            )
             return False
         if config == self.config:
             return False
         self.config = config
+        self.analyzer = IncrementalAnalyzer(config, use_cache=self.options.use_cache)
         self.say(self.paint("pyproject.toml changed: configuration reloaded", "dim"))
         return True
 
@@ -320,26 +498,47 @@ def _outermost(paths: Iterable[Path]) -> list[Path]:
 
 
 class SourceFilter:
-    """Python sources and ``pyproject.toml``; never the generated package, the stubs, the
-    cache, editors' swap and backup files, or the usual tool directories."""
+    """Python sources, ``pyproject.toml`` and directories (a directory of sources may be moved
+    in or out); never the generated package, the stubs, the cache, editors' swap and backup
+    files, or the usual tool directories."""
 
     SKIP_PARTS: Final = frozenset(
-        {"__pycache__", ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".mypy_cache",
-         ".pytest_cache", ".ruff_cache", ".hypothesis", "node_modules", ".pikku", ".idea"}
+        {
+            "__pycache__",
+            ".git",
+            ".hg",
+            ".svn",
+            ".venv",
+            "venv",
+            ".tox",
+            ".mypy_cache",
+            ".pytest_cache",
+            ".ruff_cache",
+            ".hypothesis",
+            "node_modules",
+            ".pikku",
+            ".idea",
+        }
     )
 
     def __init__(self, ignored: Sequence[Path]) -> None:
-        self.ignored = tuple(str(p) + os.sep for p in ignored)
+        self.ignored = tuple(ignored)
+        self.prefixes = tuple(str(p) + os.sep for p in ignored)
 
     def __call__(self, change: object, path: str) -> bool:
         name = os.path.basename(path)
-        if not (name.endswith(".py") or name == "pyproject.toml"):
+        if name.startswith("."):
             return False
-        if name.startswith(".#") or name.startswith("."):
+        is_source = name.endswith(".py") or name == "pyproject.toml"
+        if not is_source and "." in name:
+            return False  # another kind of file (a directory's name has no dot, usually)
+        if path.startswith(self.prefixes):
             return False
-        if any(part in self.SKIP_PARTS for part in Path(path).parts):
+        candidate = Path(path)
+        if any(part in self.SKIP_PARTS for part in candidate.parts):
             return False
-        return not path.startswith(self.ignored)
+        # the generated directories themselves, and the directories that hold them
+        return is_source or not any(d.is_relative_to(candidate) for d in self.ignored)
 
 
 # ------------------------------------------------------------------ the loop
@@ -379,6 +578,9 @@ def run_watch(
     with _sigterm_as_stop():
         try:
             return _loop(session, stop_event, on_batch)
+        except FileNotFoundError as exc:  # a watched directory vanished
+            err.write(f"pikku-analyze: cannot watch: {exc}\n")
+            return 2
         except (KeyboardInterrupt, _Stop):
             session.say("stopped")
             return 0
@@ -402,22 +604,38 @@ def _sigterm_as_stop() -> Iterator[None]:
 
 def _safe_batch(
     session: WatchSession,
-    changed: Sequence[str],
+    paths: Sequence[Path] | None,
     first: bool,
     on_batch: Callable[[BatchOutcome], None] | None,
 ) -> None:
+    """One batch (``paths=None``: a full analysis); never raises but for a stop."""
     try:
-        outcome = session.run_batch()
+        outcome = session.run_batch(paths)
     except (KeyboardInterrupt, _Stop):
         raise
     except Exception as exc:  # the watcher never dies: one line, keep watching
-        session.say(session.paint(
-            f"internal error: {type(exc).__name__}: {exc} (still watching; please report this)",
-            "error"))
+        session.say(
+            session.paint(
+                f"internal error: {type(exc).__name__}: {exc} (still watching; please report this)",
+                "error",
+            )
+        )
+        # start from scratch next time: the in-memory state may be half updated
+        session.analyzer = IncrementalAnalyzer(session.config, use_cache=session.options.use_cache)
+        session.needs_full = True
         return
+    session.needs_full = False
+    changed = [] if paths is None else sorted({session.rel(p) for p in paths})
     session.report(outcome, changed, first=first)
     if on_batch is not None:
         on_batch(outcome)
+
+
+def _force_polling(option: bool | None) -> bool:
+    if option is not None:
+        return option
+    value = os.environ.get("WATCHFILES_FORCE_POLLING", "")
+    return value.lower() not in ("", "0", "false", "disable", "no")
 
 
 def _loop(
@@ -425,39 +643,70 @@ def _loop(
     stop_event: threading.Event | None,
     on_batch: Callable[[BatchOutcome], None] | None,
 ) -> int:
-    import watchfiles
+    from watchfiles import Change
+    from watchfiles._rust_notify import RustNotify
 
-    _safe_batch(session, [], True, on_batch)
+    first = True
     while True:
         paths = session.watch_paths()
         poll_config = not session.config_is_watched()
-        shown = ", ".join(session.rel(p) or "." for p in paths)
-        session.say(f"watching {shown} for changes (Ctrl-C to stop)")
-        restart = False
-        for changes in watchfiles.watch(
-            *paths,
-            watch_filter=SourceFilter(session.ignored_dirs()),
-            debounce=session.options.debounce_ms,
-            step=session.options.step_ms,
-            stop_event=stop_event,
-            rust_timeout=CONFIG_POLL_MS if poll_config else 5000,
-            yield_on_timeout=poll_config,
-            raise_interrupt=True,
-            force_polling=session.options.force_polling,
-        ):
-            changed = sorted({session.rel(path) for _, path in changes})
-            config_changed = any(Path(p).name == "pyproject.toml" for _, p in changes)
-            if (config_changed or poll_config) and session.reload_config():
-                _safe_batch(session, ["pyproject.toml"], False, on_batch)
-                if session.watch_paths() != paths:
-                    restart = True
-                    break
-                continue
-            if not changes:
-                continue
-            _safe_batch(session, changed, False, on_batch)
-        if not restart:
-            return 0
+        source_filter = SourceFilter(session.ignored_dirs())
+        # The watch is armed BEFORE the first analysis: a file saved meanwhile is buffered
+        # by the notifier and analysed in the first batch, never lost.
+        with RustNotify(
+            [str(p) for p in paths],
+            False,
+            _force_polling(session.options.force_polling),
+            300,
+            True,
+            False,
+        ) as notify:
+            if first:
+                _safe_batch(session, None, True, on_batch)
+                first = False
+            shown = ", ".join(session.rel(p) or "." for p in paths)
+            session.say(f"watching {shown} for changes (Ctrl-C to stop)")
+            restart = False
+            while not restart:
+                raw = notify.watch(
+                    session.options.debounce_ms,
+                    session.options.step_ms,
+                    CONFIG_POLL_MS if poll_config else 5000,
+                    stop_event,
+                )
+                if raw == "signal":
+                    raise KeyboardInterrupt
+                if raw == "stop":
+                    return 0
+                changes: set[tuple[Change, str]] = set()
+                if raw != "timeout":
+                    changes = {
+                        (Change(code), path)
+                        for code, path in raw
+                        if source_filter(Change(code), path)
+                    }
+                    if not changes:
+                        continue
+                elif not poll_config:
+                    continue
+                config_changed = any(Path(p).name == "pyproject.toml" for _, p in changes)
+                if (config_changed or poll_config) and session.reload_config():
+                    _safe_batch(session, None, False, on_batch)
+                    restart = session.watch_paths() != paths
+                    continue
+                if changes:
+                    paths_changed = (
+                        None
+                        if session.needs_full
+                        else sorted(
+                            {
+                                Path(path)
+                                for _, path in changes
+                                if not path.endswith("pyproject.toml")
+                            }
+                        )
+                    )
+                    _safe_batch(session, paths_changed, False, on_batch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
 
 from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_workflow
 from pikku_typing.models import (
@@ -32,11 +33,18 @@ from pikku_typing.wiring import registry
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["file", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=["file", "sqlite", pytest.param("postgres", marks=POSTGRES_MARKS)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "file":
-        return f"file:{tmp_path / 'state'}"
-    return f"sqlite:{tmp_path / 'runs.db'}"
+        yield f"file:{tmp_path / 'state'}"
+    elif request.param == "sqlite":
+        yield f"sqlite:{tmp_path / 'runs.db'}"
+    else:
+        dsn = create_schema_dsn("pikku_runs_cli_")
+        try:
+            yield f"postgres:{dsn}"
+        finally:
+            drop_schema_dsn(dsn)
 
 
 def _open(url: str) -> WorkflowStateService:

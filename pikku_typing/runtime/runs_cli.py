@@ -357,41 +357,35 @@ async def _resume_failed(
 async def _reset_step(
     store: WorkflowStateService, run_id: str, step: StepState, *, attempts: int, now: datetime
 ) -> None:
-    """Give a failed step ``attempts`` new attempts.
+    """Give a failed step ``attempts`` new attempts: ``scheduled``, due ``now``, error cleared,
+    ``max_attempts = attempt_count + attempts``, its attempt history kept.
 
-    The store contract has no public operation that rewrites a settled step, so this uses, in
-    order: a ``reset_step(run_id, key, attempts=, at=)`` method if the store has one, else the
-    store's atomic read-modify-write of one step under its run lock (``_mutate_step``, which
-    the file and SQLite stores have). A store with neither is refused in one line."""
-    resetter = getattr(store, "reset_step", None)
-    if resetter is not None:
-        result = resetter(run_id, step.key, attempts=attempts, at=now)
-        if inspect.isawaitable(result):
-            await result
-        return
-    mutate = getattr(store, "_mutate_step", None)
-    if mutate is None:
+    Rewriting a settled step is not part of the abstract store contract: the memory, file and
+    SQLite stores offer it as ``reset_step(run_id, key, *, attempts, at)`` (guarded by
+    ``status == failed``, atomic). For a PostgreSQL store without it, the same guarded update
+    is one ``UPDATE ... WHERE status = 'failed'`` through the store's own single-step update.
+    Any other store is refused in one line."""
+    key = step.key
+    reset = getattr(store, "reset_step", None)
+    if reset is not None:
+        changed = await reset(run_id, key, attempts=attempts, at=now) is not None
+    elif hasattr(store, "_step_update"):  # PostgreSQL: one guarded UPDATE
+        updated = await store._step_update(
+            run_id,
+            key,
+            "UPDATE pikku_steps SET status = 'scheduled', error = NULL,"
+            " next_attempt_at = %(now)s, finished_at = NULL,"
+            " max_attempts = attempt_count + %(attempts)s, updated_at = %(now)s"
+            " WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'failed'",
+            {"now": now, "attempts": attempts},
+        )
+        changed = updated is not None
+    else:
         raise CliError(
             f"cannot resume run {run_id}: the {type(store).__name__} cannot reset a failed step"
         )
-
-    def change(current: StepState) -> bool:
-        if current.status is not StepStatus.FAILED:
-            return False
-        current.status = StepStatus.SCHEDULED
-        current.error = None
-        current.next_attempt_at = now
-        current.finished_at = None
-        current.max_attempts = current.attempt_count + attempts
-        current.updated_at = now
-        return True
-
-    outcome = mutate(run_id, step.key, change)
-    if inspect.isawaitable(outcome):
-        outcome = await outcome
-    changed = outcome[0] if isinstance(outcome, tuple) else bool(outcome)
     if not changed:
-        raise CliError(f"step {step.key} of run {run_id} changed while resuming; try again")
+        raise CliError(f"step {key} of run {run_id} changed while resuming; try again")
 
 
 def _aware(value: datetime) -> datetime:
