@@ -24,8 +24,7 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        raise _UsageError(message)
+        raise _UsageError(f"{message} (see pikku-analyze --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         _err(f"error: {exc}")
         return 2
+    except SystemExit as exc:  # --help / --version from argparse
+        return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

@@ -86,7 +86,15 @@ def test_usage_errors_exit_2(
     code, _, err = run(capsys, str(tmp_path), *args) if args[0] != "a" else run(capsys, *args)
     assert code == 2
     assert "Traceback" not in err
-    assert err.strip()
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for flag in ("--format", "--output", "--check", "--no-generate", "--fix", "--diff",
+                 "--add-ignore", "--no-cache", "--jobs"):
+        assert flag in out
 
 
 @pytest.mark.parametrize(

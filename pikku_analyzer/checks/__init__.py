@@ -280,7 +280,7 @@ def _workflow(
                     rel,
                     wiring["line"],
                     wiring["column"],
-                    "wire_workflow: the name is passed through **kwargs and cannot be read statically",
+                    "wire_workflow: the name is passed positionally or through **kwargs and cannot be read statically",
                 )
             )
         else:
@@ -329,7 +329,7 @@ def _workflow(
                     rel,
                     wiring["line"],
                     wiring["column"],
-                    "wire_workflow: func= is passed through **kwargs and cannot be read statically",
+                    "wire_workflow: func is passed positionally or through **kwargs and cannot be read statically",
                 )
             )
         return None
