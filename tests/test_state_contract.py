@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import queue
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from stores import (
     lock_holder_worker,
     make_owner,
     read_run_worker,
+    rewrite_loop_worker,
 )
 
 from pikku_typing.errors import (
@@ -728,6 +730,39 @@ async def _acquire_and_return(store: WorkflowStateService, run_id: str) -> str:
         return "acquired"
 
 
+async def test_lock_run_excludes_another_thread_and_event_loop(
+    store: WorkflowStateService,
+) -> None:
+    """One service used from two threads, each with its own event loop."""
+    run = await store.create_run("wf", None)
+    acquired, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        async def main() -> None:
+            async with store.lock_run(run.id, timeout=30):
+                acquired.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.005)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert await asyncio.to_thread(acquired.wait, 60)
+        with pytest.raises(TimeoutError):
+            async with store.lock_run(run.id, timeout=0.05):
+                pytest.fail("acquired a lock another thread holds")
+        waiter = asyncio.create_task(_acquire_and_return(store, run.id))
+        await asyncio.sleep(0.02)
+        assert not waiter.done()
+        release.set()
+        assert await asyncio.wait_for(waiter, 30) == "acquired"
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.join, 30)
+
+
 async def test_close_is_idempotent(spec: StoreSpec) -> None:
     async with spec.open() as store:
         run = await store.create_run("wf", None)
@@ -801,6 +836,42 @@ def _collect(results: Any, procs: list[Any], count: int) -> list[Any]:
             assert not dead, f"a child process failed (exit codes {dead})"
             assert time.monotonic() < deadline, "timed out waiting for the child processes"
     return outcomes
+
+
+@pytest.mark.usefixtures("cross_process")
+async def test_killed_writer_leaves_a_consistent_store(
+    store: WorkflowStateService, spec: StoreSpec
+) -> None:
+    """SIGKILL a process in the middle of rewriting big values (several times): every read
+    afterwards sees complete old or new values, and the store stays writable."""
+    await store.create_run("wf", None, run_id="victim")
+    ctx = _ctx()
+    for attempt in range(3):
+        started = ctx.Event()
+        proc = ctx.Process(target=rewrite_loop_worker, args=(spec, "victim", started))
+        proc.start()
+        try:
+            deadline = time.monotonic() + 180
+            while not await asyncio.to_thread(started.wait, 0.2):
+                assert proc.exitcode is None, f"writer failed (exit code {proc.exitcode})"
+                assert time.monotonic() < deadline, "the writer never started"
+            await asyncio.sleep(0.02 * (attempt + 1))
+        finally:
+            proc.kill()
+            await asyncio.to_thread(proc.join, 60)
+        async with spec.open() as fresh:
+            run = await fresh.get_run("victim")
+            assert run.output["n"] in (0, 1)
+            assert run.output["blob"] == "ab"[run.output["n"]] * 200_000
+            steps = await fresh.get_step_states("victim")
+            assert len(steps) >= 3
+            for s in steps.values():
+                if s.key.startswith("after-"):
+                    continue
+                assert s.data["blob"] == "ab"[s.data["n"]] * 200_000
+            assert [r.id for r in await fresh.list_runs()] == ["victim"]
+            await fresh.update_run("victim", RunChanges(output={"n": 0, "blob": "a" * 200_000}))
+            await fresh.insert_step("victim", step(f"after-{attempt}"))
 
 
 async def _start_lock_holder(spec: StoreSpec, run_id: str) -> tuple[Any, Any]:
