@@ -7,6 +7,7 @@ import builtins
 import json
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,19 @@ async def test_fsync_can_be_disabled(state_dir: Path) -> None:
         assert await store.complete_step(run.id, "s", result=2, token=owner.token)
     async with FileWorkflowStateService(state_dir) as again:
         assert (await again.get_step(run.id, "s")).status is StepStatus.SUCCEEDED  # type: ignore[union-attr]
+
+
+async def test_stale_temp_files_are_removed_on_first_use(state_dir: Path) -> None:
+    async with FileWorkflowStateService(state_dir) as store:
+        await store.create_run("wf", None, run_id="r1")
+    stale = state_dir / "runs" / ".r1.json.0123.tmp"
+    fresh = state_dir / "steps" / ".r1.json.4567.tmp"
+    stale.write_bytes(b'{"trunc')
+    fresh.write_bytes(b'{"trunc')
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    async with FileWorkflowStateService(state_dir) as store:
+        assert (await store.get_step_states("r1")) == {}
+        await store.insert_step("r1", inline("s"))  # first write: cleanup ran before it
+    assert not stale.exists()
+    assert fresh.exists()  # possibly a live writer's: left alone

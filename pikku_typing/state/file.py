@@ -14,7 +14,9 @@ Why two documents per run: the run header is small and read on its own by ``get_
 operation writes exactly one of the two files, so every write is a single atomic replace:
 the new content goes to a temp file in the same directory (named ``.<name>.<random>.tmp``;
 run ids cannot start with a dot, so temp files never look like documents), is fsynced, then
-``os.replace``-d over the document, and the directory is fsynced.
+``os.replace``-d over the document, and the directory is fsynced. Temp files a killed writer
+left behind are removed by the next service that opens the directory, once they are an hour
+old.
 
 Locking: each read-modify-write (create, update, insert, schedule, claim, heartbeat,
 complete, fail) runs under an exclusive ``fcntl.flock`` on ``locks/<run_id>.lock``, taken on
@@ -31,9 +33,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -59,6 +62,7 @@ from pikku_typing.state import _common as c
 from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
 
 FORMAT: Final = 1
+STALE_TEMP_SECONDS: Final = 3600.0
 _SUFFIX: Final = ".json"
 
 T = TypeVar("T")
@@ -105,7 +109,21 @@ class FileWorkflowStateService(WorkflowStateService):
         if not self._ready:
             for d in (self._runs, self._steps, self._locks, self._runlocks):
                 d.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temp_files()
             self._ready = True
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete temp files that a killed writer left behind. A live write keeps its temp
+        file for milliseconds, so only files older than ``STALE_TEMP_SECONDS`` go."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for d in (self._runs, self._steps):
+            with os.scandir(d) as entries:
+                for entry in entries:
+                    if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                        continue
+                    with suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry.path)
 
     def _run_path(self, run_id: str) -> Path:
         return self._runs / f"{run_id}{_SUFFIX}"
