@@ -59,7 +59,7 @@ async def test_rpc_invoke_sync_and_async() -> None:
 
     assert await rpc.invoke("a", 1) == 2
     assert await rpc.invoke("b", 1) == 3
-    with pytest.raises(RPCNotFoundError, match="'nope'.*registered: a, b"):
+    with pytest.raises(RPCNotFoundError, match=r"'nope'.*registered: a, b"):
         await rpc.invoke("nope", 1)
 
 
