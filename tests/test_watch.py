@@ -6,6 +6,7 @@ waits only bound how long a broken watcher can hang the suite."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import queue
 import shutil
@@ -237,7 +238,7 @@ def test_watch_rejects_incompatible_flags(app: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _needs_codegen(request: pytest.FixtureRequest) -> None:
-    if request.node.name.startswith("test_watch_updates_stubs"):
+    if request.node.name.startswith(("test_watch_updates_stubs", "test_pyright_sees")):
         try:
             codegen = importlib.import_module("pikku_analyzer.codegen")
         except ImportError:
@@ -300,3 +301,44 @@ def test_incremental_analysis_matches_a_fresh_analyze(app: Path) -> None:
     result = incremental.update([app / "app" / "names.py"])
     assert not any(d.code == "UNKNOWN_RPC" for d in result.diagnostics)
     same(result)
+
+
+# ------------------------------------------------ pyright sees the new RPC, unprompted
+
+USAGE = '''from app.types import GetUserInput, User
+from pikku_gen import Workflow
+
+
+async def remove(workflow: Workflow, data: GetUserInput) -> User:
+    return await workflow.do("remove", "users.delete", data)
+'''
+
+
+def pyright_errors(root: Path) -> list[str]:
+    proc = subprocess.run(
+        ["pyright", "--outputjson", "-p", str(root / "pyrightconfig.json")],
+        capture_output=True, text=True, timeout=300, cwd=root)
+    report = json.loads(proc.stdout)
+    return [d["message"] for d in report["generalDiagnostics"] if d["severity"] == "error"]
+
+
+@pytest.mark.skipif(shutil.which("pyright") is None, reason="pyright not installed")
+def test_pyright_sees_a_new_rpc_once_it_is_saved(app: Path, watcher: Watcher) -> None:
+    """The editor loop: the watcher runs; a usage of an RPC that does not exist yet is an
+    error for pyright; the RPC is saved; without any other command the stubs change and
+    pyright accepts the usage."""
+    (app / "usage.py").write_text(USAGE)
+    (app / "pyrightconfig.json").write_text(
+        '{"include": ["usage.py"], "stubPath": "stubs", "extraPaths": ["."],'
+        ' "pythonVersion": "3.11"}'
+    )
+    watcher.wait_line(lambda line: "watching" in line.lower(), "saying it is watching")
+    errors = pyright_errors(app)
+    assert any("users.delete" in message for message in errors), errors
+
+    rpcs = app / "app" / "rpcs.py"
+    rpcs.write_text(rpcs.read_text() + NEW_RPC)
+    watcher.wait_line(lambda line: "4 RPCs" in line and "updated" in line,
+                      "the batch that added users.delete")
+    assert pyright_errors(app) == []
+    assert watcher.stop() == 0

@@ -11,8 +11,8 @@ takes ``--format text|json`` (before or after the command). Exit codes: 0 done, 
 unknown or the action is refused (already settled, not safe to resume), 2 usage error,
 3 the store cannot be reached. Errors are one line on stderr, never a traceback.
 
-What ``cancel`` and ``resume`` do is the runtime's semantics applied on the store (see
-:func:`cancel_run_in_store` and :func:`resume_run_in_store`); neither imports user code.
+``cancel`` goes through ``WorkflowRuntime(state=store).cancel_run`` (:func:`cancel_run`);
+``resume`` is defined in :func:`resume_run_in_store`. Neither imports user code.
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ async def resume_run_in_store(
       that is not due keeps the run suspended; this only re-offers a run whose job was lost.
     * ``running``, ``completed``, ``cancelled``: refused.
 
-    A worker must then pick the run up: ``pikku-worker`` or ``runtime.recover()`` (the store
+    A worker must then pick the run up: ``pikku-worker --recover`` or ``runtime.recover()`` (the store
     has no queue of its own).
     """
     if attempts < 1:
@@ -286,7 +286,7 @@ async def resume_run_in_store(
             updated,
             True,
             "woken",
-            f"run {run_id} is due now; a worker (pikku-worker, or runtime.recover()) picks it up",
+            f"run {run_id} is due now; a worker picks it up (pikku-worker --recover, or runtime.recover())",
         )
     if run.status is not RunStatus.FAILED:
         raise CliError(_not_resumable(run))
@@ -348,8 +348,8 @@ async def _resume_failed(
         updated,
         True,
         "resumed",
-        f"run {run_id} resumed ({what}); a worker (pikku-worker, or runtime.recover()) must "
-        "pick it up",
+        f"run {run_id} resumed ({what}); a worker picks it up "
+        "(pikku-worker --recover, or runtime.recover())",
         reset,
     )
 
