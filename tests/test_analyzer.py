@@ -636,3 +636,51 @@ def test_wiring_none_description(tmp_path: Path) -> None:
     )
     wf = run(root).data["workflows"][0]
     assert (wf["description"], wf["tags"], wf["middleware"], wf["docs"]) == (None, [], [], None)
+
+
+def test_exclude_generated_and_hidden_directories(tmp_path: Path) -> None:
+    flow = """
+        from pikku_typing import wire_workflow
+        async def flow(wf, data): ...
+        wire_workflow(name="{name}", func=flow)
+    """
+    root = project(
+        tmp_path,
+        {
+            "app/keep.py": flow.format(name="keep"),
+            "app/legacy/old.py": flow.format(name="legacy"),
+            "app/thing_test.py": flow.format(name="test"),
+            "app/migrations/m1.py": flow.format(name="migration"),
+            "gen/pikku_gen/workflow_types.py": flow.format(name="generated"),
+            ".venv/lib.py": flow.format(name="venv"),
+            "app/__pycache__/x.py": flow.format(name="pycache"),
+            "node_modules/x.py": flow.format(name="node"),
+        },
+        table='src = ["."]\nexclude = ["app/legacy", "*_test.py", "**/migrations/**"]\nout_dir = "gen"',
+    )
+    assert [w["name"] for w in run(root).data["workflows"]] == ["keep"]
+
+
+def test_module_names_from_src_roots(tmp_path: Path) -> None:
+    flow = """
+        from pikku_typing import wire_workflow
+        async def flow(wf, data): ...
+        wire_workflow(name="{name}", func=flow)
+    """
+    root = project(
+        tmp_path,
+        {
+            "src/pkg/__init__.py": "",
+            "src/pkg/a.py": flow.format(name="a"),
+            "src/ns/b.py": flow.format(name="b"),  # namespace package
+            "lib/app/__init__.py": "",
+            "lib/app/c.py": flow.format(name="c"),
+        },
+        table='src = ["src", "lib/app"]',
+    )
+    funcs = {w["name"]: (w["func"], w["file"]) for w in run(root).data["workflows"]}
+    assert funcs == {
+        "a": ("pkg.a:flow", "src/pkg/a.py"),
+        "b": ("ns.b:flow", "src/ns/b.py"),
+        "c": ("app.c:flow", "lib/app/c.py"),  # src entry that is a package: named from its parent
+    }

@@ -19,6 +19,7 @@ from pikku_analyzer import AnalysisResult, analyze, load_config
 from pikku_analyzer.checks import Unit, link
 from pikku_analyzer.cli import main
 from pikku_analyzer.detect import extract_facts
+from pikku_typing.meta import AnalysisReport
 
 GOOD = textwrap.dedent(
     """
@@ -230,6 +231,14 @@ def test_generated_snippets_never_crash(source: str) -> None:
             assert step["type"] in ("rpc", "inline", "sleep")
     for diag in result.diagnostics:
         assert diag.line >= 1 and diag.column >= 1
+    # whatever was found is a valid report for codegen, the plugin and the runtime
+    AnalysisReport.model_validate(
+        {
+            "workflows": result.workflows,
+            "rpcs": result.rpcs,
+            "diagnostics": [d.to_dict() for d in result.diagnostics],
+        }
+    )
 
 
 @settings(max_examples=100, deadline=None)
