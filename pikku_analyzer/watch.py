@@ -113,12 +113,17 @@ class Codegen:
 
     render_package: Callable[..., Any]
     write_generated: Callable[..., Any]
+    remove_obsolete: Callable[..., Any] | None = None
 
     @classmethod
     def load(cls) -> Codegen | str:
         try:
             module = importlib.import_module("pikku_analyzer.codegen")
-            return cls(module.render_package, module.write_generated)
+            return cls(
+                module.render_package,
+                module.write_generated,
+                getattr(module, "remove_obsolete", None),
+            )
         except (ImportError, AttributeError) as exc:
             return f"code generation is not available ({exc}); analysing only"
 
@@ -298,6 +303,8 @@ class BatchOutcome:
 
     result: AnalysisResult | None
     written: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
+    """Generated files no longer produced (e.g. after the package was renamed), deleted."""
     generated: bool = False
     kept_last_good: bool = False
     seconds: float = 0.0
@@ -371,6 +378,9 @@ class WatchSession:
             files = self.codegen.render_package(result.report, result.config)
             written = self.codegen.write_generated(files)
             outcome.written = [Path(p) for p in (written or ())]
+            if self.codegen.remove_obsolete is not None:
+                removed = self.codegen.remove_obsolete(files, result.config)
+                outcome.removed = [Path(p) for p in (removed or ())]
             outcome.generated = True
         outcome.seconds = time.perf_counter() - started
         return outcome
@@ -396,9 +406,13 @@ class WatchSession:
                 f"{_plural(len(data.get('rpcs', [])), 'RPC')} in the rest)"
             )
             action = "kept the last good generated files"
-        elif outcome.generated and outcome.written:
-            names = ", ".join(self.rel(p) for p in outcome.written)
-            action = f"updated {names}"
+        elif outcome.generated and (outcome.written or outcome.removed):
+            parts = []
+            if outcome.written:
+                parts.append("updated " + ", ".join(self.rel(p) for p in outcome.written))
+            if outcome.removed:
+                parts.append("removed " + ", ".join(self.rel(p) for p in outcome.removed))
+            action = "; ".join(parts)
         elif outcome.generated:
             action = "generated files unchanged"
         else:

@@ -441,3 +441,16 @@ def test_runs_made_by_the_runtime(capsys: pytest.CaptureFixture[str], store_url:
     code, out, err = cli(capsys, "--store", store_url, "cancel", run_id)
     assert code == 1 and out == "" and err == (
         f"pikku-runs: nothing to cancel: run {run_id} is already cancelled\n")
+
+
+def test_colour_only_on_request_or_tty(capsys: pytest.CaptureFixture[str], store_url: str,
+                                       runs: dict[str, str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    code, out, _ = cli(capsys, "--store", store_url, "show", "run-failed")
+    assert code == 0 and "\x1b[31m" in out  # the failure in red
+    code, out, _ = cli(capsys, "--store", store_url, "--format", "json", "show", "run-failed")
+    assert "\x1b[" not in out and json.loads(out)["run"]["id"] == "run-failed"
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, out, _ = cli(capsys, "--store", store_url, "show", "run-failed")
+    assert code == 0 and "\x1b[" not in out

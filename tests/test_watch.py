@@ -238,7 +238,9 @@ def test_watch_rejects_incompatible_flags(app: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _needs_codegen(request: pytest.FixtureRequest) -> None:
-    if request.node.name.startswith(("test_watch_updates_stubs", "test_pyright_sees")):
+    if request.node.name.startswith(
+        ("test_watch_updates_stubs", "test_pyright_sees", "test_watch_follows_pyproject")
+    ):
         try:
             codegen = importlib.import_module("pikku_analyzer.codegen")
         except ImportError:
@@ -342,3 +344,15 @@ def test_pyright_sees_a_new_rpc_once_it_is_saved(app: Path, watcher: Watcher) ->
                       "the batch that added users.delete")
     assert pyright_errors(app) == []
     assert watcher.stop() == 0
+
+
+def test_watch_follows_pyproject_and_stops_on_sigterm(app: Path, watcher: Watcher) -> None:
+    watcher.wait_line(lambda line: "watching" in line.lower(), "saying it is watching")
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('package = "pikku_gen"',
+                                                       'package = "pikku_gen2"'))
+    watcher.wait_line(lambda line: "configuration reloaded" in line, "the configuration reload")
+    wait_for(lambda: (app / "stubs" / "pikku_gen2" / "workflow_map.pyi").is_file(),
+             "the package generated under its new name", watcher)
+    watcher.proc.send_signal(signal.SIGTERM)
+    assert watcher.proc.wait(timeout=WAIT) == 0
