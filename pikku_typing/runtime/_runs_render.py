@@ -310,10 +310,19 @@ def _step_note(step: StepState, now: datetime) -> str:
         if last is not None and last.error is not None:
             return f"{what} {fmt_clock(due)} ({rel}); last: {fmt_error(last.error)}"
         return f"{what} {fmt_clock(due)} ({rel})"
+    if step.status is StepStatus.SCHEDULED:
+        return "queued for a worker"
     if step.status is StepStatus.RUNNING and step.current_attempt is not None:
-        owner = step.current_attempt.owner
+        attempt = step.current_attempt
+        since = (
+            f"running for {fmt_duration(now - _utc(attempt.started_at))}"
+            if attempt.started_at is not None
+            else "running"
+        )
+        owner = attempt.owner
         if owner is not None:
-            return f"held by pid {owner.pid} on {owner.host}"
+            return f"{since}, held by pid {owner.pid} on {owner.host}"
+        return since
     return ""
 
 
