@@ -11,6 +11,7 @@ and its typed output. Imports the generated ``pikku_gen.workflow_wirings`` when
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -18,13 +19,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-try:  # the generated package registers every workflow and RPC
-    import pikku_gen.workflow_wirings  # type: ignore[import-not-found]  # noqa: F401
-except ImportError:
-    import app.onboarding
-    import app.rpcs  # noqa: F401
-
 from pikku_typing import WorkflowRuntime  # noqa: E402
+from pikku_typing.runtime.runtime import WorkerFunc  # noqa: E402
+
+
+def _register() -> dict[str, WorkerFunc]:
+    """Import the generated wirings and workers when present, else the app modules."""
+    try:  # the generated package registers every workflow and RPC
+        importlib.import_module("pikku_gen.workflow_wirings")
+    except ImportError:
+        importlib.import_module("app.onboarding")
+        importlib.import_module("app.rpcs")
+        return {}
+    try:
+        workers = importlib.import_module("pikku_gen.workflow_workers")
+    except ImportError:
+        return {}
+    return dict(getattr(workers, "WORKERS", {}))
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -37,13 +48,17 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 
 
 async def main() -> int:
-    async with WorkflowRuntime() as runtime:
+    workers = _register()
+    async with WorkflowRuntime(workers=workers) as runtime:
         await runtime.recover()  # finish runs an earlier, interrupted invocation left behind
         client = runtime.client("onboarding")
         handle = await client.start(
             {"email": "ada@example.com", "name": "Ada", "plan_price": Decimal("49.00")}
         )
-        print(f"started run {handle.run_id} of workflow 'onboarding'")
+        print(
+            f"started run {handle.run_id} of workflow 'onboarding' "
+            f"({'generated workers' if workers else 'workers from the registry'})"
+        )
         stop = asyncio.Event()
         server = asyncio.create_task(runtime.serve(stop=stop))
         try:
@@ -53,7 +68,7 @@ async def main() -> int:
             await server
         run = await client.get_run(handle.run_id)
         steps = await client.get_steps(handle.run_id)
-        rows = [("step", "kind", "rpc", "status", "attempts")]
+        rows: list[tuple[str, ...]] = [("step", "kind", "rpc", "status", "attempts")]
         for key, step in steps.items():
             rows.append(
                 (key, step.kind.value, step.rpc_name or "-", step.status.value, str(step.attempt_count))
