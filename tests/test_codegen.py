@@ -22,7 +22,7 @@ from pikku_analyzer.codegen import (
     stale_generated,
     write_generated,
 )
-from pikku_analyzer.codegen.render import fit, identifier, pystr, signature, wiring_modules
+from pikku_analyzer.codegen.render import identifier, layout, pystr, signature, wiring_modules
 from pikku_analyzer.codegen.types import TypeRenderer, split_module
 from pikku_analyzer.config import PikkuConfig
 from pikku_typing.meta import AnalysisReport, Diagnostic, RpcMeta, RpcStepMeta, WorkflowMeta
@@ -235,11 +235,13 @@ def test_type_rendering() -> None:
     assert types.render("app.types.User") == "app.types.User"
     assert types.render("list[app.models.Item] | None") == "list[app.models.Item] | None"
     assert types.render("dict[str,int]") == "dict[str, int]"
-    assert types.render("typing.Optional[decimal.Decimal]") == "Optional[decimal.Decimal]"
+    assert types.render("typing.Optional[decimal.Decimal]") == "decimal.Decimal | None"
+    assert types.render("Union[int, app.types.User]") == "int | app.types.User"
     assert types.render("Literal['a', 'b']") == 'Literal["a", "b"]'
     assert types.render("app.types.Outer.Inner") == "app.types.Outer.Inner"
-    assert types.modules == {"app.types", "app.models", "decimal"}
-    assert types.typing_names == {"Optional", "Literal"}
+    assert types.render("collections.abc.Sequence[int]") == "collections.abc.Sequence[int]"
+    assert types.modules == {"app.types", "app.models", "decimal", "collections.abc"}
+    assert types.typing_names == {"Literal"}
     for unknown in (None, "<dynamic>", "", "not valid[", "SomeLocalName", "f(x)", "lambda: 1"):
         assert types.render(unknown) == "Any"
     assert split_module(["datetime", "datetime"]) == ("datetime", "datetime")
@@ -253,9 +255,15 @@ def test_identifiers_and_literals() -> None:
     for text in ("plain", 'He said "hi"', "it's", "tab\tnew\nline", "back\\slash", "\x00é"):
         assert eval(pystr(text)) == text
     assert pystr("x") == '"x"'
-    assert fit("A = ", "Literal", ['"a"']) == 'A = Literal["a"]'
-    long = fit("A = ", "Literal", [f'"{"n" * 30}{i}"' for i in range(3)])
+    assert layout('Literal["a"]', "A = ") == 'A = Literal["a"]'
+    names = ", ".join(f'"{"n" * 30}{i}"' for i in range(3))
+    long = layout(f"Literal[{names}]", "A = ")
     assert long.startswith("A = Literal[\n    ") and long.endswith(",\n]")
+    nested = layout(f"X[dict[str, {'T' * 90}], int]", "    a: ", ",")
+    assert nested == (
+        f"    a: X[\n        dict[\n            str,\n            {'T' * 90},\n        ],\n"
+        "        int,\n    ],"
+    )
     assert signature("def f", ["a: int"], " -> None: ...") == "def f(a: int) -> None: ..."
 
 

@@ -116,6 +116,9 @@ class _Writer:
         if isinstance(node, ast.Name | ast.Attribute):
             return self._name(node)
         if isinstance(node, ast.Subscript):
+            union = self._union(node)
+            if union is not None:
+                return union
             base = self.write(node.value)
             inner = node.slice
             if isinstance(inner, ast.Tuple):
@@ -130,6 +133,21 @@ class _Writer:
         if isinstance(node, ast.Tuple) and not node.elts:
             return "()"
         raise _Unrenderable(ast.dump(node))
+
+    def _union(self, node: ast.Subscript) -> str | None:
+        """``Optional[X]`` -> ``X | None`` and ``Union[X, Y]`` -> ``X | Y`` (PEP 604)."""
+        parts = _dotted(node.value)
+        if parts is None or parts[-1] not in ("Optional", "Union"):
+            return None
+        if len(parts) > 1 and parts[:-1] not in (["typing"], ["typing_extensions"]):
+            return None
+        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if not items:
+            return None
+        written = [self.write(item) for item in items]
+        if parts[-1] == "Optional":
+            written.append("None")
+        return " | ".join(written)
 
     def _constant(self, value: object) -> str:
         if value is None:

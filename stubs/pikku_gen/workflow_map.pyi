@@ -7,14 +7,15 @@ from typing import (
     Literal,
     NoReturn,
     TypeAlias,
-    TypeVar,
     TypedDict,
+    TypeVar,
     final,
     overload,
 )
 
-import app.types
 from pikku_typing.runtime.runtime import WorkflowClient, WorkflowRuntime
+
+import app.types
 
 _InputT = TypeVar("_InputT")
 _OutputT = TypeVar("_OutputT")

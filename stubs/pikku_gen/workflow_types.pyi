@@ -4,10 +4,11 @@
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, NoReturn, Protocol, TypeVar, final, overload
 
-import app.types
 from pikku_typing.durations import Duration
 from pikku_typing.models import WorkflowRun
 from pikku_typing.wiring import StepMiddleware, WorkflowDefinition
+
+import app.types
 
 _T = TypeVar("_T")
 
@@ -97,7 +98,11 @@ class Workflow(Protocol):
         retry_delay: Duration | None = None,
     ) -> NoReturn: ...
     async def sleep(
-        self, step_name: str, duration: Duration, *, description: str | None = None
+        self,
+        step_name: str,
+        duration: Duration,
+        *,
+        description: str | None = None,
     ) -> None: ...
 
 def wire_workflow(

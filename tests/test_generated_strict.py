@@ -1,0 +1,265 @@
+"""The generated code itself passes ``mypy --strict``, ``pyright`` strict and ``ruff format``.
+
+Several packages are rendered side by side (the example's report, an empty report, and an
+awkward one: names with dots, dashes and keywords, ``Optional``/``Union``/``Literal`` and
+long types, unannotated RPCs, an inline-mode workflow, duplicates and ``<dynamic>`` names),
+then each checker runs once over all of them: the ``.py`` files (as the runtime imports them)
+and the ``.pyi`` files (as the type checkers read them). The committed example package is
+checked the same way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from codegen_fixture import (
+    REPO,
+    Finding,
+    example_report,
+    examples_config,
+    mypy_findings,
+    pyright_findings,
+    start_mypy,
+    start_pyright,
+)
+
+from pikku_analyzer.codegen import render_package, write_generated
+from pikku_analyzer.config import PikkuConfig
+from pikku_typing.meta import (
+    AnalysisReport,
+    InlineStepMeta,
+    RpcMeta,
+    RpcStepMeta,
+    SleepStepMeta,
+    WorkflowMeta,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("pyright") is None, reason="pyright not installed")
+
+EDGE_TYPES = """from typing import TypedDict
+
+
+class VeryLongTypeNameForTheBillingInputModelOfTheMonthAndTheYear(TypedDict):
+    amount: int
+
+
+class Outer:
+    class Inner(TypedDict):
+        x: int
+"""
+
+
+def awkward_report() -> AnalysisReport:
+    return AnalysisReport(
+        workflows=[
+            WorkflowMeta(
+                name="billing.monthly-close",
+                func="app.billing:close",
+                file="app/billing.py",
+                line=1,
+                execution_mode="inline",
+                input_type=(
+                    "dict[str, app.edge_types."
+                    "VeryLongTypeNameForTheBillingInputModelOfTheMonthAndTheYear]"
+                ),
+                output_type="typing.Optional[list[app.types.User]]",
+                description='He said "hi"\nand left \\ quietly',
+                steps=[
+                    RpcStepMeta(step_name="a", rpc_name="users.get", line=3),
+                    InlineStepMeta(step_name="b", line=4),
+                    SleepStepMeta(step_name="c", duration=5.0, line=5),
+                ],
+            ),
+            WorkflowMeta(
+                name="class",
+                func="app.other:wf",
+                file="app/other.py",
+                line=1,
+                output_type="<dynamic>",
+                steps=[
+                    RpcStepMeta(step_name="d", rpc_name="<dynamic>", line=2),
+                    RpcStepMeta(step_name="e", rpc_name="a-b.c", line=3),
+                ],
+            ),
+            WorkflowMeta(name="class", func="app.other:again", file="app/other.py", line=9),
+            WorkflowMeta(name="<dynamic>", func="app.other:dyn", file="app/other.py", line=12),
+        ],
+        rpcs=[
+            RpcMeta(
+                name="users.get",
+                func="app.rpcs:get_user",
+                input_type="app.types.GetUserInput",
+                output_type="Union[app.types.User, None]",
+            ),
+            RpcMeta(
+                name="a-b.c",
+                func="app.rpcs:get_user",
+                input_type="Literal['x', 'y']",
+                output_type="decimal.Decimal",
+            ),
+            RpcMeta(
+                name="nested",
+                func="app.rpcs:get_user",
+                input_type="app.edge_types.Outer.Inner",
+                output_type="collections.abc.Sequence[datetime.datetime]",
+            ),
+            RpcMeta(name="noann", func="app.rpcs:get_user"),
+            RpcMeta(name="lambda", func="app.rpcs:get_user", input_type="int", output_type="int"),
+        ],
+    )
+
+
+VARIANTS = {
+    "gen_example": example_report,
+    "gen_empty": AnalysisReport,
+    "gen_awkward": awkward_report,
+}
+
+
+@dataclass(frozen=True)
+class Tree:
+    py: Path
+    """``<py>/<package>/*.py`` and the user's ``app`` package."""
+    stubs: Path
+    """``<stubs>/<package>/*.pyi``."""
+    generated: list[Path]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    base = tmp_path_factory.mktemp("generated")
+    py, stubs = base / "py", base / "stubs"
+    shutil.copytree(
+        REPO / "examples" / "app", py / "app", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (py / "app" / "edge_types.py").write_text(EDGE_TYPES, encoding="utf-8")
+    for name in ("billing", "other"):
+        (py / "app" / f"{name}.py").write_text('"""A wiring module."""\n', encoding="utf-8")
+    generated: list[Path] = []
+    for package, report in VARIANTS.items():
+        config = PikkuConfig(root=py, package=package, out_dir=py, stub_dir=stubs)
+        generated += write_generated(render_package(report(), config))
+    return Tree(py=py, stubs=stubs, generated=generated)
+
+
+def committed() -> list[Path]:
+    config = examples_config()
+    return sorted(
+        [*config.package_dir.glob("*.py"), *config.stub_package_dir.glob("*.pyi")],
+    )
+
+
+@dataclass(frozen=True)
+class Results:
+    mypy_py: list[Finding]
+    mypy_pyi: list[Finding]
+    mypy_committed_py: list[Finding]
+    mypy_committed_pyi: list[Finding]
+    pyright: list[Finding]
+
+
+@pytest.fixture(scope="module")
+def results(tree: Tree, tmp_path_factory: pytest.TempPathFactory) -> Results:
+    """Every checker once, concurrently."""
+    work = tmp_path_factory.mktemp("checkers")
+    packages = [arg for name in VARIANTS for arg in ("-p", name)]
+    strict = ["--strict", "--config-file", str(work / "none.ini")]
+    (work / "none.ini").write_text("[mypy]\n", encoding="utf-8")
+    # .py: the stubs are not on the path, mypy reads the runtime modules
+    mypy_py = start_mypy([*strict, *packages], cwd=tree.py, cache_dir=work / "c1", mypy_path=[REPO])
+    # .pyi: the stub directory comes first on mypy's path
+    mypy_pyi = start_mypy(
+        [*strict, *packages], cwd=tree.py, cache_dir=work / "c2", mypy_path=[tree.stubs, REPO]
+    )
+    examples = REPO / "examples"
+    mypy_committed_py = start_mypy(
+        [*strict, "-p", "pikku_gen"], cwd=examples, cache_dir=work / "c3", mypy_path=[REPO]
+    )
+    mypy_committed_pyi = start_mypy(
+        [*strict, "-p", "pikku_gen"],
+        cwd=examples,
+        cache_dir=work / "c4",
+        mypy_path=[REPO / "stubs", REPO],
+    )
+    config = work / "pyrightconfig.json"
+    config.write_text(
+        "{\n"
+        f'  "include": ["{tree.py}", "{tree.stubs}"],\n'
+        '  "exclude": ["**/app"],\n'
+        f'  "stubPath": "{tree.stubs}",\n'
+        f'  "extraPaths": ["{tree.py}", "{REPO}"],\n'
+        '  "pythonVersion": "3.11",\n'
+        '  "typeCheckingMode": "strict"\n'
+        "}\n",
+        encoding="utf-8",
+    )
+    pyright = start_pyright(config)
+    return Results(
+        mypy_py=mypy_findings(mypy_py, tree.py),
+        mypy_pyi=mypy_findings(mypy_pyi, tree.py),
+        mypy_committed_py=mypy_findings(mypy_committed_py, examples),
+        mypy_committed_pyi=mypy_findings(mypy_committed_pyi, examples),
+        pyright=pyright_findings(pyright),
+    )
+
+
+def errors_in(findings: list[Finding], roots: list[Path]) -> Iterator[str]:
+    """Errors in generated files (mypy also reports on the modules it follows)."""
+    for f in findings:
+        if f.kind == "error" and any(f.file.is_relative_to(r) for r in roots):
+            yield f"{f.file}:{f.line}: {f.message}"
+
+
+def generated_roots(tree: Tree) -> list[Path]:
+    return [d / name for d in (tree.py, tree.stubs) for name in VARIANTS]
+
+
+def test_every_variant_has_every_file(tree: Tree) -> None:
+    for package in VARIANTS:
+        assert len(list((tree.py / package).glob("*.py"))) == 6
+        assert len(list((tree.stubs / package).glob("*.pyi"))) == 6
+        assert (tree.py / package / "workflow_meta.json").is_file()
+
+
+def test_mypy_strict_on_the_runtime_modules(tree: Tree, results: Results) -> None:
+    assert list(errors_in(results.mypy_py, generated_roots(tree))) == []
+
+
+def test_mypy_strict_on_the_stubs(tree: Tree, results: Results) -> None:
+    assert list(errors_in(results.mypy_pyi, generated_roots(tree))) == []
+
+
+def test_mypy_strict_on_the_committed_example(results: Results) -> None:
+    config = examples_config()
+    assert list(errors_in(results.mypy_committed_py, [config.package_dir])) == []
+    assert list(errors_in(results.mypy_committed_pyi, [config.stub_package_dir])) == []
+
+
+def test_pyright_strict(tree: Tree, results: Results) -> None:
+    assert list(errors_in(results.pyright, generated_roots(tree))) == []
+    checked = {f.file for f in results.pyright}
+    assert checked <= {p.resolve() for p in tree.generated} | set(checked)
+
+
+@pytest.mark.parametrize("line_length", [None, 100, 120])
+def test_ruff_format_accepts_the_output(tree: Tree, line_length: int | None) -> None:
+    """Already formatted: at ruff's default width and at wider ones (exploded constructs carry
+    a magic trailing comma, so a wider setting does not join them)."""
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff not installed")
+    files = [p for p in [*tree.generated, *committed()] if p.suffix in (".py", ".pyi")]
+    width = [] if line_length is None else ["--line-length", str(line_length)]
+    proc = subprocess.run(
+        [ruff, "format", "--isolated", *width, "--check", "--diff", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
