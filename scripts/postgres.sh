@@ -34,7 +34,7 @@ say() { echo "postgres.sh: $*" >&2; }
 find_bindir() {
   local d
   # Debian keeps the server binaries out of PATH, one directory per major version: newest wins.
-  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -n -r); do
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5 -n -r); do
     if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then
       echo "$d"
       return 0
