@@ -281,3 +281,48 @@ async def test_stale_temp_files_are_removed_on_first_use(state_dir: Path) -> Non
         await store.insert_step("r1", inline("s"))  # first write: cleanup ran before it
     assert not stale.exists()
     assert fresh.exists()  # possibly a live writer's: left alone
+
+
+async def test_two_services_see_each_others_writes(state_dir: Path) -> None:
+    """Each service caches parsed steps documents; a write by anyone else invalidates it
+    (even one that leaves the document the same size, like a heartbeat)."""
+    a = FileWorkflowStateService(state_dir)
+    b = FileWorkflowStateService(state_dir)
+    run = await a.create_run("wf", None)
+    await a.insert_step(run.id, inline("s1"))
+    assert list(await b.get_step_states(run.id)) == ["s1"]
+    await b.insert_step(run.id, inline("s2"))
+    assert list(await a.get_step_states(run.id)) == ["s1", "s2"]
+    owner = make_owner()
+    claimed = await a.claim_step(run.id, "s2", owner=owner, lease_seconds=10)
+    assert claimed is not None
+    assert await b.claim_step(run.id, "s2", owner=make_owner(), lease_seconds=10) is None
+    for lease in (1000, 2000, 3000):
+        writer = a if lease == 2000 else b
+        assert await writer.heartbeat_step(run.id, "s2", token=owner.token, lease_seconds=lease)
+        for reader in (a, b):
+            got = await reader.get_step(run.id, "s2")
+            assert got is not None
+            expiry = got.attempts[0].lease_expires_at
+            assert expiry is not None and claimed.attempts[0].started_at is not None
+            assert (expiry - claimed.attempts[0].started_at).total_seconds() >= lease - 5
+    assert await b.complete_step(run.id, "s2", result="b", token=owner.token)
+    assert not await a.complete_step(run.id, "s2", result="a", token=owner.token)
+    assert (await a.get_step(run.id, "s2")).result == "b"  # type: ignore[union-attr]
+
+
+async def test_document_damaged_after_caching_is_still_detected(
+    store: FileWorkflowStateService, state_dir: Path
+) -> None:
+    run = await store.create_run("wf", None, run_id="r1")
+    for key in ("a", "b", "c"):
+        await store.insert_step(run.id, inline(key))
+    assert len(await store.get_step_states("r1")) == 3  # cached now
+    path = state_dir / "steps" / "r1.json"
+    damaged = path.read_bytes()[:-40]  # truncated in place: same header, other size
+    path.write_bytes(damaged)
+    with pytest.raises(StateCorruptedError, match=r"r1\.json"):
+        await store.get_step_states("r1")
+    with pytest.raises(StateCorruptedError, match=r"r1\.json"):
+        await store.insert_step("r1", inline("d"))
+    assert path.read_bytes() == damaged

@@ -4,7 +4,7 @@ Layout under ``directory`` (created on first use)::
 
     runs/<run_id>.json       the run: {"format": 1, "run": {...}}
     steps/<run_id>.json      every step of the run, in creation order:
-                             {"format": 1, "run_id": ..., "steps": [{...}, ...]}
+                             {"format":1,"gen":"<hex>","run_id":...,"steps":[{...},...]}
     locks/<run_id>.lock      short exclusive lock around each read-modify-write of the run
     runlocks/<run_id>.lock   the lock of ``lock_run`` (held for a whole orchestrator pass)
 
@@ -17,6 +17,13 @@ run ids cannot start with a dot, so temp files never look like documents), is fs
 ``os.replace``-d over the document, and the directory is fsynced. Temp files a killed writer
 left behind are removed by the next service that opens the directory, once they are an hour
 old.
+
+The steps document starts with ``{"format":1,"gen":"<random hex>"``; every write draws a new
+generation. A service keeps the parsed documents of recently used runs (each step as its JSON
+bytes): when a document's first bytes and size still match what it last wrote or read, only
+those first bytes are read and nothing is re-parsed or re-serialised, so a write costs one
+byte copy of the document instead of a JSON decode and encode of every step. Anything written
+by another process or service has another generation and is read in full.
 
 Locking: each read-modify-write (create, update, insert, schedule, claim, heartbeat,
 complete, fail) runs under an exclusive ``fcntl.flock`` on ``locks/<run_id>.lock``, taken on
@@ -33,10 +40,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -88,6 +99,28 @@ def _looks_like_step(raw: object) -> bool:
     )
 
 
+_GEN: Final = re.compile(r"[0-9a-f]{32}")
+_HEAD_BYTES: Final = 64
+CACHED_RUNS: Final = 256
+"""Steps documents whose parsed fragments a service keeps (most recently used runs)."""
+
+
+def _header(gen: str) -> bytes:
+    return b'{"format":%d,"gen":"%s"' % (FORMAT, gen.encode("ascii"))
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """A parsed steps document: each step's JSON bytes in creation order, and key -> position.
+    Never mutated once built (a write builds a new one)."""
+
+    header: bytes | None
+    """``{"format":1,"gen":"<32 hex>"``: how the document starts (None: no usable gen)."""
+    size: int
+    frags: list[bytes]
+    index: dict[str, int]
+
+
 class FileWorkflowStateService(WorkflowStateService):
     """Runs and steps as JSON documents under ``directory``."""
 
@@ -100,6 +133,8 @@ class FileWorkflowStateService(WorkflowStateService):
         self._locks = self.directory / "locks"
         self._runlocks = self.directory / "runlocks"
         self._ready = False
+        self._cache: OrderedDict[str, _Steps] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.directory)!r})"
@@ -208,15 +243,39 @@ class FileWorkflowStateService(WorkflowStateService):
         )
 
     # ------------------------------------------------------- steps documents
-    def _read_steps(self, run_id: str) -> list[dict[str, Any]]:
-        """The raw step dicts of the run. Their shape is checked, so a read-modify-write never
-        rewrites a document holding a damaged step; full validation happens on reads."""
+    def _load_steps(self, run_id: str) -> _Steps | None:
+        """The run's steps document (``None`` if it has none yet): ONE open of the file.
+
+        When the document's header carries the generation this process last wrote or read
+        (and the size matches), the cached fragments are used and only the header is read;
+        otherwise the whole file is read and parsed. Every write gets a new random
+        generation, so a document changed by another process is always re-read."""
         path = self._steps_path(run_id)
-        doc = self._read(path)
-        if doc is None:
-            if not self._run_path(run_id).exists():
-                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.directory)!r}")
-            return []
+        try:
+            with open(path, "rb") as f:
+                head = f.read(_HEAD_BYTES)
+                cached = self._cache_get(run_id)
+                if (
+                    cached is not None
+                    and cached.header is not None
+                    and head.startswith(cached.header)
+                    and os.fstat(f.fileno()).st_size == cached.size
+                ):
+                    return cached
+                raw = head + f.read()
+        except FileNotFoundError:
+            return None
+        steps = self._parse_steps(path, raw)
+        self._cache_put(run_id, steps)
+        return steps
+
+    def _parse_steps(self, path: Path, raw: bytes) -> _Steps:
+        """Parse a steps document. Each step's shape is checked, so a read-modify-write never
+        rewrites a document holding a damaged step; full validation happens on reads."""
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self._corrupt(path, exc) from exc
         steps = doc.get("steps") if isinstance(doc, dict) else None
         if (
             not isinstance(doc, dict)
@@ -225,18 +284,57 @@ class FileWorkflowStateService(WorkflowStateService):
             or not all(_looks_like_step(s) for s in steps)
         ):
             raise self._corrupt(path, f"not a format-{FORMAT} steps document")
+        gen = doc.get("gen")
+        return _Steps(
+            header=_header(gen) if isinstance(gen, str) and _GEN.fullmatch(gen) else None,
+            size=len(raw),
+            frags=[_dumps(s) for s in steps],
+            index={s["key"]: i for i, s in enumerate(steps)},
+        )
+
+    def _steps_or_raise(self, run_id: str) -> _Steps:
+        steps = self._load_steps(run_id)
+        if steps is None:
+            if not self._run_path(run_id).exists():
+                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.directory)!r}")
+            return _Steps(header=None, size=-1, frags=[], index={})
         return steps
 
-    def _load_step(self, run_id: str, raw: dict[str, Any]) -> StepState:
+    def _load_step(self, run_id: str, frag: bytes) -> StepState:
         try:
-            return StepState.model_validate(raw)
+            return StepState.model_validate_json(frag)
         except ValidationError as exc:
             raise self._corrupt(self._steps_path(run_id), exc) from exc
 
-    def _write_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:
-        self._write(
-            self._steps_path(run_id), _dumps({"format": FORMAT, "run_id": run_id, "steps": steps})
+    def _write_steps(self, run_id: str, frags: list[bytes], index: dict[str, int]) -> None:
+        gen = uuid.uuid4().hex
+        header = _header(gen)
+        data = b"".join(
+            (header, b',"run_id":', _dumps(run_id), b',"steps":[', b",".join(frags), b"]}")
         )
+        self._cache_drop(run_id)
+        self._write(self._steps_path(run_id), data)
+        self._cache_put(run_id, _Steps(header=header, size=len(data), frags=frags, index=index))
+
+    def _cache_get(self, run_id: str) -> _Steps | None:
+        with self._cache_lock:
+            steps = self._cache.get(run_id)
+            if steps is not None:
+                self._cache.move_to_end(run_id)
+            return steps
+
+    def _cache_put(self, run_id: str, steps: _Steps) -> None:
+        if steps.header is None:
+            return
+        with self._cache_lock:
+            self._cache[run_id] = steps
+            self._cache.move_to_end(run_id)
+            while len(self._cache) > CACHED_RUNS:
+                self._cache.popitem(last=False)
+
+    def _cache_drop(self, run_id: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(run_id, None)
 
     async def _mutate_step(
         self, run_id: str, key: str, change: Callable[[StepState], bool]
@@ -244,16 +342,17 @@ class FileWorkflowStateService(WorkflowStateService):
         """Read-modify-write one step under the run's lock. Returns (changed, step)."""
         validate_run_id(run_id)
         async with self._locked(run_id):
-            steps = self._read_steps(run_id)
-            for index, raw in enumerate(steps):
-                if raw["key"] == key:
-                    step = self._load_step(run_id, raw)
-                    if not change(step):
-                        return False, step
-                    steps[index] = step.model_dump(mode="json")
-                    self._write_steps(run_id, steps)
-                    return True, step
-            return False, None
+            steps = self._steps_or_raise(run_id)
+            position = steps.index.get(key)
+            if position is None:
+                return False, None
+            step = self._load_step(run_id, steps.frags[position])
+            if not change(step):
+                return False, step
+            frags = list(steps.frags)
+            frags[position] = step.model_dump_json().encode()
+            self._write_steps(run_id, frags, steps.index)
+            return True, step
 
     # ------------------------------------------------------------------ runs
     async def create_run(
@@ -332,27 +431,30 @@ class FileWorkflowStateService(WorkflowStateService):
     # ----------------------------------------------------------------- steps
     async def get_step_states(self, run_id: str) -> dict[str, StepState]:
         validate_run_id(run_id)
-        steps = self._read_steps(run_id)
-        return {raw["key"]: self._load_step(run_id, raw) for raw in steps}
+        steps = self._steps_or_raise(run_id)
+        loaded = [self._load_step(run_id, frag) for frag in steps.frags]
+        return {step.key: step for step in loaded}
 
     async def get_step(self, run_id: str, key: str) -> StepState | None:
         validate_run_id(run_id)
-        for raw in self._read_steps(run_id):
-            if raw["key"] == key:
-                return self._load_step(run_id, raw)
-        return None
+        steps = self._steps_or_raise(run_id)
+        position = steps.index.get(key)
+        if position is None or position >= len(steps.frags):
+            return None
+        return self._load_step(run_id, steps.frags[position])
 
     async def insert_step(self, run_id: str, step: StepState) -> StepState:
         validate_run_id(run_id)
-        new = step.model_dump(mode="json")
+        frag = step.model_dump_json().encode()
         async with self._locked(run_id):
-            steps = self._read_steps(run_id)
-            for raw in steps:
-                if raw["key"] == step.key:
-                    return self._load_step(run_id, raw)
-            steps.append(new)
-            self._write_steps(run_id, steps)
-        return StepState.model_validate(new)
+            steps = self._steps_or_raise(run_id)
+            position = steps.index.get(step.key)
+            if position is not None:
+                return self._load_step(run_id, steps.frags[position])
+            index = dict(steps.index)
+            index[step.key] = len(steps.frags)
+            self._write_steps(run_id, [*steps.frags, frag], index)
+        return self._load_step(run_id, frag)
 
     async def schedule_step(self, run_id: str, key: str, *, at: datetime | None) -> StepState:
         now = c.now_utc()
