@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +114,8 @@ class FactsCache:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    import tempfile  # only when writing: keeps a warm run's imports small
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

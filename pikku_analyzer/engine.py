@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,6 +147,8 @@ def analyze(
     jobs_args = [(data, sf.module, sf.is_package, sf.rel, config.package) for sf, data, _ in misses]
     results: list[dict[str, Any]]
     if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor  # imported only when needed: ~50 ms
+
         try:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 chunk = max(1, len(jobs_args) // (workers * 4))
