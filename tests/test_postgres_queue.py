@@ -214,3 +214,35 @@ class TestOnServer:
             )
         assert await queue.drain(rec) == 1  # drain rescues, then runs it
         assert [j.run_id for j in rec.jobs] == ["orphan"]
+
+    async def test_cancelling_a_stopping_serve_releases_in_flight_jobs_at_once(
+        self, dsn: str
+    ) -> None:
+        """stop waits for in-flight jobs (no grace limit here); cancelling serve() meanwhile
+        (pikku-worker's second Ctrl-C) releases them to the queue at once."""
+        q = PostgresQueue(dsn, poll_interval=0.05, shutdown_timeout=None)
+        started = asyncio.Event()
+        try:
+            async def stuck(j: Job) -> None:
+                started.set()
+                await asyncio.Event().wait()
+
+            await q.enqueue(job("stuck"))
+            stop = asyncio.Event()
+            server = asyncio.create_task(q.serve(stuck, stop=stop))
+            await asyncio.wait_for(started.wait(), 30)
+            stop.set()
+            await asyncio.sleep(0.3)
+            assert not server.done()  # waiting for the in-flight job
+            server.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(server, 30)
+            assert await q.pending_jobs() == 1  # back in the queue (with a short backoff)
+            rec = Recorder()
+            for _ in range(200):
+                if await q.drain(rec):
+                    break
+                await asyncio.sleep(0.05)
+            assert [j.run_id for j in rec.jobs] == ["stuck"]
+        finally:
+            await q.close()

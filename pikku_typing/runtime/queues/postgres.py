@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final
 
@@ -83,6 +83,12 @@ class _Dispatch:
 
     handler: JobHandler
     count: int = 0
+    running: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def release_all(self) -> None:
+        """Cancel every in-flight job: procrastinate puts each back in its queue."""
+        for task in list(self.running):
+            task.cancel()
 
 
 class PostgresQueue(WorkflowQueue):
@@ -304,12 +310,7 @@ class PostgresQueue(WorkflowQueue):
                 try:
                     await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    if not worker.done():
-                        # Graceful: procrastinate stops fetching, waits for in-flight jobs
-                        # (up to shutdown_timeout), then cancels and re-queues them.
-                        worker.cancel()
-                        with suppress(asyncio.CancelledError):
-                            await worker
+                    await self._stop_worker(worker, dispatch)
                 if stop.is_set():
                     break
                 # The worker ended by itself: the database went away (or a side task died).
@@ -326,6 +327,24 @@ class PostgresQueue(WorkflowQueue):
             rescuer.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await rescuer
+
+    @staticmethod
+    async def _stop_worker(worker: asyncio.Future[None], dispatch: _Dispatch) -> None:
+        """Graceful stop: procrastinate stops fetching and waits for the in-flight jobs (up to
+        ``shutdown_timeout``, then cancels them; cancelled jobs go back to their queue). If
+        our own task is cancelled meanwhile (a second Ctrl-C), release the jobs at once."""
+        if worker.done():
+            return
+        worker.cancel()
+        try:
+            await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            if worker.done():
+                return  # the worker's own cancellation, after its graceful stop
+            dispatch.release_all()
+            with suppress(BaseException):
+                await worker
+            raise
 
     async def _rescue_loop(self) -> None:
         interval = max(min(self._heartbeat_interval, self._stalled_after / 2), 0.1)
@@ -418,6 +437,9 @@ async def _run_job(context: JobContext, job: dict[str, Any]) -> None:
         return
     started = time.perf_counter()
     status = "ok"
+    current = asyncio.current_task()
+    if current is not None:
+        dispatch.running.add(current)
     try:
         await dispatch.handler(parsed)
     except asyncio.CancelledError:
@@ -427,6 +449,8 @@ async def _run_job(context: JobContext, job: dict[str, Any]) -> None:
         status = f"error {type(exc).__name__}: {exc}"
         raise
     finally:
+        if current is not None:
+            dispatch.running.discard(current)
         dispatch.count += 1
         elapsed = (time.perf_counter() - started) * 1000
         target = f" step={parsed.step_key}" if parsed.step_key else ""
