@@ -1,14 +1,17 @@
 """Which modules the map's types live in, so that they are part of the build.
 
-A name looked up from a hook is found only if its module is in mypy's build. Modules named by
-the map are declared with ``get_additional_deps`` for the modules that use the pikku API, but
-only when they exist (mypy reports a missing dependency as an import error).
+A name looked up from a hook is found only if its module is in mypy's build. A module that uses
+the pikku API gets, with ``get_additional_deps``, the modules of the types of the RPCs and
+workflows whose names appear in it as string literals (not of the whole map: that would tie
+every workflow module to every other one in one import cycle), and only modules that exist
+(mypy reports a missing dependency as an import error).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.machinery
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,6 +33,19 @@ def imports_any(file: MypyFile, packages: Iterable[str]) -> bool:
             if any(module == p or module.startswith(p + ".") for p in prefixes):
                 return True
     return False
+
+
+_STRING = re.compile(r"""(?P<q>["'])(?P<s>[^"'\\\n]{1,200})(?P=q)""")
+
+
+def string_literals(path: str) -> set[str]:
+    """The short one-line string literals of a source file (empty if it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return set()
+    return {m.group("s") for m in _STRING.finditer(text)}
 
 
 def modules_of(names: Iterable[str], search_dirs: tuple[Path, ...]) -> list[str]:

@@ -38,8 +38,8 @@ class WorkflowMap:
     workflows: Mapping[str, Signature]
     digest: str
     """Hash of the part of the map that type checking depends on (not of line numbers)."""
-    type_names: frozenset[str] = field(default_factory=frozenset)
-    """Every dotted name used in the map's type expressions."""
+    type_names: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """RPC or workflow name -> the dotted names used in its type expressions."""
 
     def workflows_with_input(self, type_name: str) -> list[str]:
         return sorted(w.name for w in self.workflows.values() if w.input_type == type_name)
@@ -128,12 +128,14 @@ def _parse(path: Path, raw: bytes) -> WorkflowMap:
         "workflows": [[s.name, s.input_type, s.output_type] for s in workflows.values()],
     }
     digest = hashlib.sha256(json.dumps(projection, sort_keys=True).encode()).hexdigest()[:32]
-    names: set[str] = set()
+    type_names: dict[str, frozenset[str]] = {}
     for sig in (*rpcs.values(), *workflows.values()):
+        names: set[str] = set(type_names.get(sig.name, ()))
         for type_str in (sig.input_type, sig.output_type):
             if type_str is not None:
                 names.update(typestrings.dotted_names(type_str))
-    return WorkflowMap(path, rpcs, workflows, digest, frozenset(names))
+        type_names[sig.name] = frozenset(names)
+    return WorkflowMap(path, rpcs, workflows, digest, type_names)
 
 
 def _signatures(items: object, what: str) -> dict[str, Signature]:

@@ -22,7 +22,7 @@ from pikku_typing.mypy import names
 from pikku_typing.mypy.client import runtime_client_hook, start_hook, start_signature_hook
 from pikku_typing.mypy.common import PikkuContext
 from pikku_typing.mypy.config import load_config
-from pikku_typing.mypy.deps import imports_any, modules_of
+from pikku_typing.mypy.deps import imports_any, modules_of, string_literals
 from pikku_typing.mypy.do import workflow_do_hook
 from pikku_typing.mypy.meta import MetaStore
 from pikku_typing.mypy.rpc_invoke import rpc_invoke_hook
@@ -71,13 +71,15 @@ class PikkuPlugin(Plugin):
         return self._signature_hooks.get(fullname)
 
     def get_additional_deps(self, file: MypyFile) -> list[tuple[int, str, int]]:
-        """Modules using the pikku API depend on the modules of the map's types."""
+        """A module using the pikku API depends on the modules of the types it may look up."""
         if self._is_own(file.fullname) or not imports_any(file, self._own_packages):
             return []
         wmap = self.store.get().map
         if wmap is None:
             return []
-        modules = modules_of(wmap.type_names, self.config.search_dirs)
+        used = string_literals(file.path).intersection(wmap.type_names)
+        names = {name for key in used for name in wmap.type_names[key]}
+        modules = modules_of(names, self.config.search_dirs)
         return [(DEP_PRIORITY, m, -1) for m in modules if m != file.fullname]
 
     def report_config_data(self, ctx: ReportConfigContext) -> Any:

@@ -1,0 +1,249 @@
+"""Benchmark mypy with and without the pikku mypy plugin, in the same run.
+
+    python benchmarks/typecheck.py [--modules 300] [--workflows 30] [--runs 5] [--keep DIR]
+
+Two targets, each first given its generated map by ``pikku-analyze``:
+
+* the example app (a copy of ``examples/``, ``mypy --strict app``);
+* the synthetic tree of ``benchmarks/analyzer.py`` (``--modules`` modules, ``--workflows`` of
+  them with a workflow of 8 steps and an RPC; ``mypy benchapp``).
+
+Each is checked with two mypy configurations that differ only in ``plugins =
+pikku_typing.mypy``, alternating plain/plugin run by run, ``--runs`` times:
+
+* cold: an empty incremental cache every run;
+* warm: the cache of the previous run of the same configuration, nothing changed (the usual
+  "run mypy again" in an editor or a pre-commit hook): mostly start-up, so the plugin's import
+  cost (``pikku_typing`` and what it imports) shows most there.
+
+Medians and overhead are printed; the cost of importing the plugin in a fresh interpreter is
+measured apart so that the warm numbers can be read. Target (issue 4): cold overhead <= 10%.
+Exit code 1 when a cold target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_OVERHEAD = 0.10
+
+CONFIG = """\
+[mypy]
+python_version = 3.11
+{strict}
+{plugins}
+
+# pikku_typing is reached through MYPYPATH (mypy does not see editable installs); for users it
+# is an installed library, whose own errors mypy does not show.
+[mypy-pikku_typing.*]
+follow_imports = silent
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    root: Path
+    sources: tuple[str, ...]
+    strict: bool
+
+
+def _load_analyzer_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "_analyzer_bench", REPO / "benchmarks" / "analyzer.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _analyze(root: Path) -> None:
+    """Generate the package (and its workflow_meta.json) of ``root``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pikku_analyzer.cli", "--no-progress", "--no-cache", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    meta = list(root.rglob("workflow_meta.json"))
+    if not meta:
+        raise SystemExit(
+            f"pikku-analyze wrote no workflow_meta.json under {root}:\n{done.stderr[-2000:]}"
+        )
+
+
+def _write_configs(target: Target) -> dict[str, Path]:
+    strict = "strict = True" if target.strict else ""
+    configs = {}
+    for label, plugins in (("plain", ""), ("plugin", "plugins = pikku_typing.mypy")):
+        path = target.root / f"mypy-{label}.ini"
+        path.write_text(CONFIG.format(strict=strict, plugins=plugins), encoding="utf-8")
+        configs[label] = path
+    return configs
+
+
+def _mypy(target: Target, config: Path, cache: Path, env: dict[str, str]) -> tuple[float, int, str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(config),
+        "--cache-dir",
+        str(cache),
+        "--no-error-summary",
+        *target.sources,
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(
+        cmd, cwd=target.root, env=env, capture_output=True, text=True, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"mypy failed ({done.returncode}): {done.stderr[-2000:]}")
+    return elapsed, done.returncode, done.stdout
+
+
+def _import_cost(env: dict[str, str], runs: int) -> tuple[float, float]:
+    """Median seconds to import mypy's plugin API, then ``pikku_typing.mypy``, in a fresh process."""
+    code = (
+        "import time; t0 = time.perf_counter(); import mypy.plugin, mypy.checker, mypy.build; "
+        "t1 = time.perf_counter(); import pikku_typing; t2 = time.perf_counter(); "
+        "import pikku_typing.mypy; t3 = time.perf_counter(); print(t2 - t1, t3 - t2)"
+    )
+    lib: list[float] = []
+    plugin: list[float] = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        a, b = (float(x) for x in out.stdout.split())
+        lib.append(a)
+        plugin.append(b)
+    return statistics.median(lib), statistics.median(plugin)
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def bench(target: Target, runs: int, env: dict[str, str], workdir: Path) -> dict[str, float]:
+    configs = _write_configs(target)
+    results: dict[str, float] = {}
+    # Same verdicts with and without the plugin on code it has nothing to object to.
+    outputs = {}
+    for label, config in configs.items():
+        _t, code, stdout = _mypy(target, config, workdir / f"{target.name}-{label}-warm", env)
+        outputs[label] = (code, stdout.count("error:"))
+    print(
+        f"  first run (fills the warm caches): exit/errors plain {outputs['plain']}, "
+        f"plugin {outputs['plugin']}"
+    )
+    for mode in ("cold", "warm"):
+        times: dict[str, list[float]] = {"plain": [], "plugin": []}
+        for i in range(runs):
+            for label, config in configs.items():
+                if mode == "cold":
+                    cache = workdir / f"{target.name}-{label}-cold-{i}"
+                    shutil.rmtree(cache, ignore_errors=True)
+                else:
+                    cache = workdir / f"{target.name}-{label}-warm"
+                elapsed, _code, _out = _mypy(target, config, cache, env)
+                times[label].append(elapsed)
+                if mode == "cold":
+                    shutil.rmtree(cache, ignore_errors=True)
+        plain, plugin = (statistics.median(times[k]) for k in ("plain", "plugin"))
+        overhead = plugin / plain - 1
+        results[mode] = overhead
+        print(
+            f"  {mode}: plain median {plain:.2f}s ({_fmt(times['plain'])}); "
+            f"plugin median {plugin:.2f}s ({_fmt(times['plugin'])}); overhead {overhead:+.1%}"
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", type=int, default=300)
+    parser.add_argument("--workflows", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, default=None, help="work in DIR and keep it")
+    args = parser.parse_args(argv)
+
+    tmp = None
+    if args.keep is not None:
+        base = args.keep.resolve()
+        base.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.mkdtemp(prefix="pikku-typecheck-bench-")
+        base = Path(tmp)
+    try:
+        # mypy does not see editable installs: MYPYPATH holds a link to pikku_typing only.
+        path_dir = base / "path"
+        path_dir.mkdir(exist_ok=True)
+        link = path_dir / "pikku_typing"
+        if not link.exists():
+            link.symlink_to(REPO / "pikku_typing")
+        env = {**os.environ, "MYPYPATH": str(path_dir)}
+        workdir = base / "caches"
+        workdir.mkdir(exist_ok=True)
+
+        example = base / "example"
+        shutil.rmtree(example, ignore_errors=True)
+        shutil.copytree(
+            REPO / "examples",
+            example,
+            ignore=shutil.ignore_patterns("__pycache__", ".mypy_cache", ".pikku", "pikku_gen"),
+        )
+        _analyze(example)
+        synthetic = base / "synthetic"
+        shutil.rmtree(synthetic, ignore_errors=True)
+        synthetic.mkdir()
+        lines = _load_analyzer_benchmark().generate(synthetic, args.modules, args.workflows)
+        _analyze(synthetic)
+
+        targets = [
+            Target("example", example, ("app",), strict=True),
+            Target("synthetic", synthetic, ("benchapp",), strict=False),
+        ]
+        lib, plugin = _import_cost(env, args.runs)
+        print(
+            f"import cost in a fresh interpreter (after mypy): pikku_typing {lib:.3f}s, "
+            f"pikku_typing.mypy on top {plugin:.3f}s"
+        )
+        failed = False
+        for target in targets:
+            extra = (
+                f", {args.modules} modules, {args.workflows} workflows, {lines} lines"
+                if target.name == "synthetic"
+                else ""
+            )
+            print(f"{target.name} ({target.root}{extra}):")
+            results = bench(target, args.runs, env, workdir)
+            ok = results["cold"] <= TARGET_OVERHEAD
+            failed |= not ok
+            print(
+                f"  cold overhead {results['cold']:+.1%} (target <= {TARGET_OVERHEAD:.0%}: "
+                f"{'met' if ok else 'MISSED'}); warm overhead {results['warm']:+.1%}"
+            )
+        return 1 if failed else 0
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
