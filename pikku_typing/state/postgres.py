@@ -64,7 +64,12 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["SCHEMA_VERSION", "PostgresWorkflowStateService", "describe_dsn"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "PostgresWorkflowStateService",
+    "describe_dsn",
+    "require_postgres_extra",
+]
 
 SCHEMA_VERSION: Final = 1
 """Latest schema version this code knows (``pikku_schema_version``)."""
@@ -136,6 +141,19 @@ _STEP_FIELDS: Final = frozenset(
 )
 """StepState fields kept in their own columns; any other field (added to the model later, e.g.
 ``retry_delay``) is kept in the ``extra`` jsonb column, written at insert and never changed."""
+
+
+def require_postgres_extra(what: str, *modules: str) -> None:
+    """Import ``modules`` or raise an ImportError that says which extra to install."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(
+                f"{what} needs {name}: pip install 'pikku-workflows[postgres]' ({exc})"
+            ) from exc
 
 
 def describe_dsn(dsn: str) -> str:
@@ -338,6 +356,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         async with self._open_lock:
             if self._pool is not None:
                 return self._pool
+            require_postgres_extra("PostgresWorkflowStateService", "psycopg", "psycopg_pool")
             from psycopg_pool import AsyncConnectionPool
 
             await self.migrate()

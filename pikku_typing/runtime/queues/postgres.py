@@ -187,6 +187,9 @@ class PostgresQueue(WorkflowQueue):
         async with self._open_lock:
             if self._app is not None:
                 return self._app
+            from pikku_typing.state.postgres import require_postgres_extra
+
+            require_postgres_extra("PostgresQueue", "psycopg", "psycopg_pool", "procrastinate")
             import procrastinate
             from psycopg_pool import AsyncConnectionPool
 
