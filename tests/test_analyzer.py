@@ -684,3 +684,27 @@ def test_module_names_from_src_roots(tmp_path: Path) -> None:
         "b": ("ns.b:flow", "src/ns/b.py"),
         "c": ("app.c:flow", "lib/app/c.py"),  # src entry that is a package: named from its parent
     }
+
+
+def test_star_import(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {
+            "f.py": """
+                from os.path import *
+                from pikku_typing import *
+
+                @pikku_func(name="r")
+                def r(data): ...
+
+                async def flow(wf, data):
+                    await wf.do("a", "r", data)
+
+                wire_workflow(name="star", func=flow)
+            """
+        },
+    )
+    result = run(root)
+    assert [w["name"] for w in result.data["workflows"]] == ["star"]
+    assert [r["name"] for r in result.data["rpcs"]] == ["r"]
+    assert result.diagnostics == []

@@ -125,6 +125,9 @@ def wire_targets(package: str) -> frozenset[str]:
     )
 
 
+_STAR_NAMES: Final = frozenset({"wire_workflow", "pikku_func", "rpc", "Workflow"})
+"""Names taken from the first ``from <module> import *`` when nothing else binds them."""
+
 _PIKKU_FUNC: Final = frozenset({"pikku_typing.pikku_func", "pikku_typing.wiring.pikku_func"})
 _PARTIAL: Final = frozenset({"functools.partial"})
 _TIMEDELTA: Final = frozenset({"datetime.timedelta"})
@@ -215,7 +218,10 @@ class ModuleScope:
                     continue
                 for alias in stmt.names:
                     if alias.name == "*":
-                        self.star_imports.append(base)
+                        if base.startswith("pikku_typing"):
+                            self.star_imports.insert(0, base)
+                        else:
+                            self.star_imports.append(base)
                     else:
                         self.imports[alias.asname or alias.name] = f"{base}.{alias.name}"
             elif isinstance(stmt, _FUNCS):
@@ -282,6 +288,8 @@ class ModuleScope:
             head = f"{self.module}.{base}" if self.module else base
         elif base in _BUILTINS:
             head = f"builtins.{base}"
+        elif base in _STAR_NAMES and self.star_imports:
+            head = f"{self.star_imports[0]}.{base}"
         else:
             return None
         parts.append(head)
@@ -307,6 +315,8 @@ class ModuleScope:
             head = self.imports[base]
         elif base in _BUILTINS and base not in self.bound:
             head = f"builtins.{base}"
+        elif base in _STAR_NAMES and self.star_imports and base not in self.bound:
+            head = f"{self.star_imports[0]}.{base}"
         else:
             return None
         parts.append(head)
