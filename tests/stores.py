@@ -168,3 +168,18 @@ def rewrite_loop_worker(spec: StoreSpec, run_id: str, started: Any) -> None:
                 started.set()
 
     asyncio.run(main())
+
+
+def fresh_store_worker(spec: StoreSpec, index: int, barrier: Any, results: Any) -> None:
+    """Open a store that may not exist yet, at the same moment as other processes."""
+
+    async def main() -> None:
+        barrier.wait(120)
+        store = spec.open()
+        try:
+            run = await store.create_run("wf", index, run_id=f"fresh-{index}")
+            results.put(run.id)
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -24,6 +24,7 @@ from stores import (
     StoreFactory,
     StoreSpec,
     claim_race_worker,
+    fresh_store_worker,
     lock_holder_worker,
     make_owner,
     read_run_worker,
@@ -872,6 +873,32 @@ async def test_killed_writer_leaves_a_consistent_store(
             assert [r.id for r in await fresh.list_runs()] == ["victim"]
             await fresh.update_run("victim", RunChanges(output={"n": 0, "blob": "a" * 200_000}))
             await fresh.insert_step("victim", step(f"after-{attempt}"))
+
+
+@pytest.mark.usefixtures("cross_process")
+async def test_processes_create_a_fresh_store_at_once(spec: StoreSpec) -> None:
+    """Several processes open a store nobody has used yet (directory / schema creation)."""
+    ctx = _ctx()
+    count = 4
+    barrier, results = ctx.Barrier(count), ctx.Queue()
+    procs = [
+        ctx.Process(target=fresh_store_worker, args=(spec, i, barrier, results))
+        for i in range(count)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        ids = await asyncio.to_thread(_collect, results, procs, count)
+        for p in procs:
+            await asyncio.to_thread(p.join, 120)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    assert sorted(ids) == [f"fresh-{i}" for i in range(count)]
+    async with spec.open() as store:
+        assert sorted(r.id for r in await store.list_runs()) == sorted(ids)
 
 
 async def _start_lock_holder(spec: StoreSpec, run_id: str) -> tuple[Any, Any]:
