@@ -1,0 +1,3 @@
+from pikku_typing import wire_workflow
+
+wire_workflow(name="excluded", func=print)

@@ -1,0 +1,1 @@
+raise RuntimeError("the analyzer must never import this module")

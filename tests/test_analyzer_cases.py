@@ -1,0 +1,49 @@
+"""Fixture projects under ``tests/analyzer_cases/``: each one's JSON report is compared with
+its ``expected.json`` (regenerate with ``PIKKU_UPDATE_EXPECTED=1`` and review the diff)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from pikku_analyzer import analyze, load_config, render
+
+CASES = Path(__file__).resolve().parent / "analyzer_cases"
+PROJECTS = sorted(p.parent.name for p in CASES.glob("*/pyproject.toml"))
+
+
+@pytest.mark.parametrize("name", PROJECTS)
+def test_case_report(name: str) -> None:
+    root = CASES / name
+    result = analyze(load_config(root), use_cache=False)
+    actual = json.loads(render(result, "json"))
+    expected_path = root / "expected.json"
+    if os.environ.get("PIKKU_UPDATE_EXPECTED"):
+        expected_path.write_text(json.dumps(actual, indent=2) + "\n", encoding="utf-8")
+    expected = json.loads(expected_path.read_text(encoding="utf-8"))
+    assert actual == expected
+    assert not any(m == "shop" or m.startswith("shop.") for m in sys.modules)  # never imported
+
+
+def test_shop_highlights() -> None:
+    result = analyze(load_config(CASES / "shop"), use_cache=False)
+    data = result.data
+    assert [w["name"] for w in data["workflows"]] == ["broken-mode", "checkout"]
+    checkout = data["workflows"][1]
+    assert checkout["func"] == "shop.flows.checkout:checkout"
+    assert checkout["middleware"] == ["shop.flows.checkout.audit"]
+    assert checkout["input_type"] == "shop.types.Order"
+    steps = {(s["step_name"], s["line"]): s for s in checkout["steps"]}
+    assert steps[("charge", 22)]["rpc_name"] == "payments.charge"  # constant from another module
+    assert steps[("refund", 36)]["type"] == "inline"  # step name constant from another module
+    assert steps[("review", 25)]["duration"] == 3600.0
+    assert steps[("<dynamic>", 18)]["in_loop"] is True  # from a helper receiving the workflow
+    codes = [(d.code, d.file) for d in result.diagnostics]
+    assert ("SYNTAX_ERROR", "src/shop/broken.py") in codes
+    assert ("DYNAMIC_STEP_NAME", "src/shop/flows/checkout.py") not in codes  # suppressed
+    assert all("legacy" not in f for _, f in codes)  # excluded
+    assert result.exit_code == 1
