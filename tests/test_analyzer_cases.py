@@ -1,10 +1,15 @@
 """Fixture projects under ``tests/analyzer_cases/``: each one's JSON report is compared with
-its ``expected.json`` (regenerate with ``PIKKU_UPDATE_EXPECTED=1`` and review the diff)."""
+its ``expected.json`` (regenerate with ``PIKKU_UPDATE_EXPECTED=1`` and review the diff).
+
+A project is copied to a temporary directory first; there ``*.py.txt`` files become ``*.py``
+(files that must not parse are kept as ``.py.txt`` so that linters of this repository skip
+them)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,12 +21,20 @@ CASES = Path(__file__).resolve().parent / "analyzer_cases"
 PROJECTS = sorted(p.parent.name for p in CASES.glob("*/pyproject.toml"))
 
 
+def copy_case(name: str, tmp_path: Path) -> Path:
+    root = tmp_path / name
+    shutil.copytree(CASES / name, root, ignore=shutil.ignore_patterns("expected.json", "__pycache__"))
+    for path in root.rglob("*.py.txt"):
+        path.rename(path.with_suffix(""))
+    return root
+
+
 @pytest.mark.parametrize("name", PROJECTS)
-def test_case_report(name: str) -> None:
-    root = CASES / name
+def test_case_report(name: str, tmp_path: Path) -> None:
+    root = copy_case(name, tmp_path)
     result = analyze(load_config(root), use_cache=False)
     actual = json.loads(render(result, "json"))
-    expected_path = root / "expected.json"
+    expected_path = CASES / name / "expected.json"
     if os.environ.get("PIKKU_UPDATE_EXPECTED"):
         expected_path.write_text(json.dumps(actual, indent=2) + "\n", encoding="utf-8")
     expected = json.loads(expected_path.read_text(encoding="utf-8"))
@@ -29,8 +42,8 @@ def test_case_report(name: str) -> None:
     assert not any(m == "shop" or m.startswith("shop.") for m in sys.modules)  # never imported
 
 
-def test_shop_highlights() -> None:
-    result = analyze(load_config(CASES / "shop"), use_cache=False)
+def test_shop_highlights(tmp_path: Path) -> None:
+    result = analyze(load_config(copy_case("shop", tmp_path)), use_cache=False)
     data = result.data
     assert [w["name"] for w in data["workflows"]] == ["broken-mode", "checkout"]
     checkout = data["workflows"][1]

@@ -1,5 +1,4 @@
 import pikku_typing as pk
-
 from shop.types import Order, Receipt
 
 

@@ -1,5 +1,4 @@
 from pikku_typing import wire_workflow as ww
-
 from shop.flows import checkout as flows
 
 ww(
