@@ -167,7 +167,14 @@ def _main(argv: list[str]) -> int:
 
     code = result.exit_code
     if not args.no_generate:
-        stale = _generate(result, check=args.check)
+        try:
+            stale = _generate(result, check=args.check)
+        except OSError as exc:
+            _err(f"error: cannot write the generated files: {exc}")
+            return 2
+        except Exception as exc:  # a codegen bug must not hide the report above
+            _err(f"error: code generation failed: {type(exc).__name__}: {exc}")
+            return 2
         if stale:
             code = 1
     return code

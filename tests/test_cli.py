@@ -282,3 +282,35 @@ def test_console_script_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stderr
     assert json.loads(done.stdout)["diagnostics"][0]["code"] == "UNKNOWN_RPC"
+
+
+def test_codegen_failure_is_one_line_after_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = types.ModuleType("pikku_analyzer.codegen")
+
+    def render_package(report: Any, config: Any) -> list[FakeFile]:
+        raise ValueError("template exploded")
+
+    module.render_package = render_package  # type: ignore[attr-defined]
+    module.write_generated = lambda files: []  # type: ignore[attr-defined]
+    module.stale_generated = lambda files: []  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pikku_analyzer.codegen", module)
+    code, out, err = run(capsys, str(project(tmp_path)))
+    assert code == 2 and "Workflows (1)" in out
+    assert "code generation failed: ValueError: template exploded" in err and "Traceback" not in err
+
+
+def test_real_codegen_on_a_project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the real pikku_analyzer.codegen (when it is there): generate, then --check is clean."""
+    pytest.importorskip("pikku_analyzer.codegen")
+    import pikku_analyzer.codegen as codegen
+
+    if not hasattr(codegen, "render_package"):
+        pytest.skip("codegen not available yet")
+    root = project(tmp_path)
+    code, _, err = run(capsys, str(root))
+    assert code == 0, err
+    assert (root / "pikku_gen").is_dir()
+    code, _, err = run(capsys, str(root), "--check")
+    assert code == 0, err
