@@ -648,7 +648,11 @@ class Orchestrator:
                 await self._discard(live)
                 await self._settle(run_id, RunStatus.CANCELLED)
                 return
-            definition = self.s.registry.get_workflow(run.workflow)
+            try:
+                definition = self.s.registry.get_workflow(run.workflow)
+            except BaseException:
+                await self._discard(live)
+                raise
             if live is not None and not (
                 run.status is RunStatus.SUSPENDED
                 and run.owner is not None
