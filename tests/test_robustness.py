@@ -296,3 +296,18 @@ def test_sweep_slice_of_stdlib_and_site_packages() -> None:
     result = link(units)
     assert all(d.code != "ANALYZER_ERROR" for d in result.diagnostics)
     assert sys.version_info >= (3, 11)
+
+
+def test_followed_module_with_syntax_error_is_reported(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {
+            "wiring.py": b"from pikku_typing import wire_workflow\nfrom impl import other\n"
+            b"wire_workflow(name='other', func=other)\n",
+            "impl.py": b"async def other(wf, data)\n    pass\n",  # no pikku mention: parsed when followed
+        },
+    )
+    result = analyze(load_config(root), use_cache=False)
+    codes = by_file(result)
+    assert codes["impl.py"] == ["SYNTAX_ERROR"]
+    assert codes["wiring.py"] == ["UNRESOLVED_WORKFLOW_FUNC"]

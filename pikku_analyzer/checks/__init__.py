@@ -162,24 +162,39 @@ def link(units: list[Unit], loader: Loader | None = None) -> LinkResult:
     ordered = sorted(units, key=lambda u: u.rel)
     for unit in ordered:
         result.units[unit.rel] = unit
-        facts = unit.facts
-        if facts.get("syntax_error"):
-            err = facts["syntax_error"]
-            diags.append(
-                make_diag(
-                    "SYNTAX_ERROR",
-                    unit.rel,
-                    err["line"],
-                    err["column"],
-                    f"cannot parse {unit.rel}: {err['message']}",
-                    "fix the syntax error; the other files are still analysed",
-                )
-            )
-        if facts.get("internal_error"):
-            diags.append(
-                make_diag("ANALYZER_ERROR", unit.rel, 1, 1, f"analysis failed: {facts['internal_error']}")
-            )
+        _file_errors(unit, diags)
+    _link_rest(linker, ordered, result)
+    for rel, unit in sorted(linker.loaded.items()):
+        if rel not in result.units:
+            _file_errors(unit, diags)  # a module parsed on demand (followed from func=)
+            result.units[rel] = unit
+    result.workflows.sort(key=lambda w: w["name"])
+    result.rpcs.sort(key=lambda r: r["name"])
+    return result
 
+
+def _file_errors(unit: Unit, diags: list[Diag]) -> None:
+    facts = unit.facts
+    if facts.get("syntax_error"):
+        err = facts["syntax_error"]
+        diags.append(
+            make_diag(
+                "SYNTAX_ERROR",
+                unit.rel,
+                err["line"],
+                err["column"],
+                f"cannot parse {unit.rel}: {err['message']}",
+                "fix the syntax error; the other files are still analysed",
+            )
+        )
+    if facts.get("internal_error"):
+        diags.append(
+            make_diag("ANALYZER_ERROR", unit.rel, 1, 1, f"analysis failed: {facts['internal_error']}")
+        )
+
+
+def _link_rest(linker: Linker, ordered: list[Unit], result: LinkResult) -> None:
+    diags = result.diagnostics
     # ---- RPCs
     rpc_seen: dict[str, tuple[str, int]] = {}
     for unit in ordered:
@@ -255,10 +270,6 @@ def link(units: list[Unit], loader: Loader | None = None) -> LinkResult:
                     meta["line"] = function["line"]
                     meta["file"] = func_unit.rel
             result.workflows.append(meta)
-    result.units.update(linker.loaded)
-    result.workflows.sort(key=lambda w: w["name"])
-    result.rpcs.sort(key=lambda r: r["name"])
-    return result
 
 
 def _workflow(
