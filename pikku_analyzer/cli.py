@@ -143,7 +143,7 @@ def _main(argv: list[str]) -> int:
             return 1 if diff else 0
         changed = apply_edits(edits, dry_run=False)
         if changed:
-            count = len(edits)
+            count = sum(1 for line in changed.splitlines() if line.startswith("--- a/"))
             print(f"pikku-analyze: fixed {count} file{'s' if count != 1 else ''}", file=sys.stderr)
             result = analyze(
                 config, use_cache=use_cache, jobs=args.jobs, prefilter=not args.all_files

@@ -67,7 +67,9 @@ def test_fix_rewrites_only_the_literal(tmp_path: Path, capsys: pytest.CaptureFix
     after = path.read_text(encoding="utf-8")
     assert changed_lines(SOURCE, after) == [18]
     assert "    await workflow.do(\"a\", 'users.create',   data)   # odd spacing, kept" in after
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "fixed 1 file" in captured.err
     assert out.count("UNKNOWN_RPC") == 2
     result = analyze(load_config(tmp_path), use_cache=False)
     assert sorted(d.line for d in result.diagnostics if d.code == "UNKNOWN_RPC") == [21, 24]
