@@ -271,7 +271,8 @@ class RunContext(Workflow):
     def _exit(self) -> None:
         self.active -= 1
         self.version += 1
-        self.changed.set()
+        if self.parked:  # only then can the function have become blocked on parked steps
+            self.changed.set()
 
     async def _park(self, key: str, wake_at: datetime | None) -> StepState | None:
         future: asyncio.Future[StepState | None] = asyncio.get_running_loop().create_future()
