@@ -293,3 +293,27 @@ def test_entry_point_survives_importing_the_plugin_module() -> None:
     module = importlib.import_module("pikku_typing.mypy")
     assert callable(module.plugin)
     assert module.plugin("1.18.2") is module.plugin("2.4.1") is PikkuPlugin
+
+
+def test_fixture_map_is_what_pikku_analyze_generates(tmp_path: Path) -> None:
+    """The YAML suite's map is the real analyzer's output for the fixture app (kept fresh)."""
+    shutil.copytree(FIXTURE_APP, tmp_path / "app_copy", ignore=shutil.ignore_patterns("pikku_gen"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pikku_analyzer.cli",
+            "--no-progress",
+            "--no-cache",
+            "--format",
+            "json",
+            str(tmp_path / "app_copy"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    generated = (tmp_path / "app_copy" / META).read_text()
+    assert json.loads(generated) == json.loads((FIXTURE_APP / META).read_text())
