@@ -84,6 +84,14 @@ _CODES: Final = (
         "use execution_mode=\"remote\" (default) or execution_mode=\"inline\"",
     ),
     Code(
+        "NON_LITERAL_EXECUTION_MODE",
+        "warning",
+        "execution_mode is not a literal",
+        "execution_mode is computed at run time; the report records \"<dynamic>\" and the "
+        "generated workers cover both modes.",
+        "use execution_mode=\"remote\" or execution_mode=\"inline\" (or a module-level constant)",
+    ),
+    Code(
         "UNRESOLVED_STEP_KIND",
         "warning",
         "Step kind cannot be decided",

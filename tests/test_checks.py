@@ -123,10 +123,21 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             wf("pass", 'wire_workflow(name="f", func=flow, execution_mode="inline")'),
             wf("pass", 'wire_workflow(name="f", func=flow, execution_mode="remote")'),
             wf("pass", 'wire_workflow(name="f", func=flow)'),
+            wf("pass", 'wire_workflow(name="f", func=flow, execution_mode=mode())'),  # a warning instead
         ],
         [
             wf("pass", 'wire_workflow(name="f", func=flow, execution_mode="local")  # <-'),
+            wf("pass", 'wire_workflow(name="f", func=flow, execution_mode="REMOTE")  # <-'),
+        ],
+    ),
+    "NON_LITERAL_EXECUTION_MODE": (
+        [
+            wf("pass", 'wire_workflow(name="f", func=flow, execution_mode="inline")'),
+            wf("pass", "wire_workflow(name='f', func=flow, execution_mode=MODE)", header='MODE = "inline"\n'),
+        ],
+        [
             wf("pass", 'wire_workflow(name="f", func=flow, execution_mode=mode())  # <-'),
+            wf("pass", "import os\nwire_workflow(name='f', func=flow, execution_mode=os.environ['M'])  # <-"),
         ],
     ),
     "UNRESOLVED_STEP_KIND": (

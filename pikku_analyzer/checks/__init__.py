@@ -364,8 +364,19 @@ def _workflow(
     mode = linker.string(wiring["execution_mode"])
     if mode is None:
         mode = "remote"
+    elif mode == DYNAMIC or not isinstance(mode, str):
+        mode = DYNAMIC
+        diags.append(
+            make_diag(
+                "NON_LITERAL_EXECUTION_MODE",
+                rel,
+                wiring["mode_line"],
+                wiring["mode_column"],
+                f"workflow {name!r}: execution_mode is not a string literal; recorded as {DYNAMIC!r}",
+            )
+        )
     elif mode not in ("inline", "remote"):
-        shown = "not a string literal" if mode == DYNAMIC else repr(mode)
+        shown = repr(mode)
         diags.append(
             make_diag(
                 "INVALID_EXECUTION_MODE",
