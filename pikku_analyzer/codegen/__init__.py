@@ -7,7 +7,9 @@ The analyzer CLI calls :func:`render_package`, then :func:`write_generated` (or,
   (``<out_dir>/<package>/``); every ``.py`` module has a ``.pyi`` twin in
   ``config.stub_package_dir`` (``<stub_dir>/<package>/``; the same directory by default).
 * Output is deterministic, starts with a "generated" header, is already in ``ruff format``
-  style and passes ``mypy --strict`` and ``pyright --strict``.
+  style and passes ``mypy --strict`` and ``pyright --strict``. The two stubs with one
+  overload per RPC / workflow carry ``# mypy: ignore-errors`` (:data:`MYPY_SKIP`) so that
+  users' mypy runs skip the quadratic overload-overlap check of them.
 * Generated files that are no longer produced (a module dropped by a newer version of this
   generator, a package renamed in place) are found by :func:`obsolete_generated` and removed by
   :func:`remove_obsolete`: only files in the package directories that start with the generated
@@ -20,7 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pikku_analyzer.codegen.render import HEADER, META_JSON, PY_MODULES, is_stub, render_files
+from pikku_analyzer.codegen.render import (
+    HEADER,
+    META_JSON,
+    MYPY_SKIP,
+    PY_MODULES,
+    is_stub,
+    render_files,
+)
 from pikku_analyzer.codegen.write import leftover_files, stale_files, write_files
 from pikku_analyzer.config import PikkuConfig
 from pikku_typing.meta import AnalysisReport
@@ -72,6 +81,7 @@ def remove_obsolete(files: Sequence[GeneratedFile], config: PikkuConfig) -> list
 __all__ = [
     "HEADER",
     "META_JSON",
+    "MYPY_SKIP",
     "PY_MODULES",
     "GeneratedFile",
     "obsolete_generated",

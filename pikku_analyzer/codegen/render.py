@@ -36,6 +36,12 @@ PY_MODULES: Final = (
 
 META_JSON: Final = "workflow_meta.json"
 
+MYPY_SKIP: Final = "# mypy: ignore-errors"
+"""Second line of the stubs with one overload per RPC or workflow: mypy's pairwise check of
+overlapping overloads is quadratic (about 20 s of a cold run at 1000 RPCs); like an installed
+library's stubs, the generated ones are not re-checked in the user's runs. pikku's own tests
+check them with ``mypy --strict`` (without this line) and pyright strict."""
+
 
 @dataclass(frozen=True)
 class RpcView:
@@ -416,6 +422,7 @@ def render_files(report: AnalysisReport, package: str) -> dict[str, str]:
         "wired_modules": wiring_modules(report),
         "imports": imports,
         "typing_import": typing_import,
+        "mypy_skip": MYPY_SKIP,
     }
     context["layout"] = layout
     context["subscript"] = subscript
