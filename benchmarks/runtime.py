@@ -99,7 +99,6 @@ def child_dbos(steps: int, directory: Path) -> dict[str, Any]:
     config: DBOSConfig = {
         "name": "pikku-bench",
         "system_database_url": f"sqlite:///{directory / 'dbos.sqlite'}",
-        "run_admin_server": False,
         "log_level": "WARNING",
     }
     DBOS(config=config)
@@ -145,15 +144,6 @@ def run_child(*args: str) -> dict[str, Any]:
         return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def median_of(reps: int, *args: str) -> tuple[float, list[float], dict[str, Any]]:
-    samples = []
-    last: dict[str, Any] = {}
-    for _ in range(reps):
-        last = run_child(*args)
-        samples.append(float(last["per_step_us"]))
-    return statistics.median(samples), samples, last
-
-
 def fmt(samples: list[float]) -> str:
     return ", ".join(f"{s:.0f}" for s in samples)
 
@@ -182,24 +172,37 @@ def main() -> int:
     print(f"pikku runtime benchmark: store={store}, {reps} repetitions each, medians "
           f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)\n")
 
-    # 1. inline overhead vs DBOS
-    pikku_med, pikku_s, _ = median_of(reps, "pikku", "inline", "1000", store)
-    print(f"[1] inline, 1000 steps, pikku/{store}: {pikku_med:8.0f} us/step   ({fmt(pikku_s)})")
+    # 1. inline overhead vs DBOS, interleaved so both see the same machine load
     try:
         import dbos  # noqa: F401
+
+        have_dbos = True
     except ImportError:
+        have_dbos = False
+    pikku_s: list[float] = []
+    dbos_s: list[float] = []
+    for _ in range(reps):
+        pikku_s.append(float(run_child("pikku", "inline", "1000", store)["per_step_us"]))
+        if have_dbos:
+            dbos_s.append(float(run_child("dbos", "1000")["per_step_us"]))
+    pikku_med = statistics.median(pikku_s)
+    print(f"[1] inline, 1000 steps, pikku/{store}: {pikku_med:8.0f} us/step   ({fmt(pikku_s)})")
+    if not have_dbos:
         print("    DBOS not installed: `pip install dbos` to compare")
-        dbos_med = None
     else:
-        dbos_med, dbos_s, _ = median_of(reps, "dbos", "1000")
+        dbos_med = statistics.median(dbos_s)
         print(f"    inline, 1000 steps, DBOS/sqlite:  {dbos_med:8.0f} us/step   ({fmt(dbos_s)})")
         ratio = pikku_med / dbos_med
         verdict = "meets" if ratio <= 0.5 else "MISSES"
         print(f"    ratio pikku/DBOS = {ratio:.2f}x  (target <= 0.5x: {verdict})")
 
     # 2. remote growth
-    r200, r200_s, _ = median_of(reps, "pikku", "remote", "200", store)
-    r1000, r1000_s, _ = median_of(reps, "pikku", "remote", "1000", store)
+    r200_s: list[float] = []
+    r1000_s: list[float] = []
+    for _ in range(reps):  # interleaved too
+        r200_s.append(float(run_child("pikku", "remote", "200", store)["per_step_us"]))
+        r1000_s.append(float(run_child("pikku", "remote", "1000", store)["per_step_us"]))
+    r200, r1000 = statistics.median(r200_s), statistics.median(r1000_s)
     growth = r1000 / r200
     print(f"\n[2] remote, 200 steps:  {r200:8.0f} us/step   ({fmt(r200_s)})")
     print(f"    remote, 1000 steps: {r1000:8.0f} us/step   ({fmt(r1000_s)})")

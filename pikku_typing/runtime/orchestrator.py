@@ -641,6 +641,10 @@ class Orchestrator:
         async with state.lock_run(run_id):
             run = await state.get_run(run_id)
             live = self._live.pop(run_id, None)
+            if live is not None and (
+                live.task.done() or live.task.get_loop() is not asyncio.get_running_loop()
+            ):
+                live = None  # its event loop is gone (another asyncio.run): replay instead
             if run.status.is_settled:
                 await self._discard(live)
                 self.s.on_settled(run_id)
@@ -890,5 +894,7 @@ class Orchestrator:
         """Unwind every live continuation (they are replayed from the store if needed)."""
         lives = list(self._live.values())
         self._live.clear()
+        loop = asyncio.get_running_loop()
         for live in lives:
-            await self._discard(live)
+            if live.task.get_loop() is loop:
+                await self._discard(live)
