@@ -942,3 +942,28 @@ async def test_a_running_attempt_keeps_its_lease_alive(
         assert await handle.result(timeout=1) == 2
         step = (await store.get_step_states(handle.run_id))["long"]
         assert step.attempt_count == 2 and step.attempts[0].status is StepStatus.FAILED
+
+
+def test_one_runtime_across_several_event_loops() -> None:
+    """``asyncio.run`` per call: a continuation left on a closed loop is replayed instead."""
+    ran: list[str] = []
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        await workflow.do("a", lambda: ran.append("a"))
+        await workflow.sleep("nap", "50ms")
+        await workflow.do("b", lambda: ran.append("b"))
+        return "ok"
+
+    wire_workflow(name="loops", func=wf)
+    rt = WorkflowRuntime(InMemoryWorkflowStateService())
+    handle = asyncio.run(rt.client("loops").start(None))
+    asyncio.run(rt.drain())
+    assert ran == ["a"]
+
+    async def finish() -> str:
+        await asyncio.sleep(0.06)
+        await settle(rt, handle.run_id)
+        return str(await handle.result(timeout=1))
+
+    assert asyncio.run(finish()) == "ok"
+    assert ran == ["a", "b"]
