@@ -291,6 +291,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=500, help="steps of the overhead workflow")
     parser.add_argument("--runs", type=int, default=60, help="runs (x5 remote steps) for throughput")
     parser.add_argument("--quick", action="store_true", help="3 repetitions, fewer steps")
+    parser.add_argument("--only", choices=["overhead", "throughput"], help="run one section")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = parser.parse_args()
 
@@ -325,7 +326,15 @@ def main() -> int:
     except ImportError:
         have_dbos = False
 
-    # 1. per-step overhead, pikku and DBOS alternating
+    if ns.only != "throughput":
+        overhead(dsn, reps, steps, have_dbos)
+    if ns.only != "overhead":
+        throughput(dsn, reps, runs)
+    return 0
+
+
+def overhead(dsn: str, reps: int, steps: int, have_dbos: bool) -> None:
+    """[1] per-step overhead, pikku and DBOS alternating."""
     pikku_s: list[float] = []
     dbos_s: list[float] = []
     for _ in range(reps):
@@ -362,7 +371,10 @@ def main() -> int:
     print(f"    remote, {steps // 2} steps, one process on PostgresQueue: "
           f"{statistics.median(remote_s):8.0f} us/step   ({fmt(remote_s)})")
 
-    # 2. throughput of remote steps with 1, 2, 4 worker processes
+
+
+def throughput(dsn: str, reps: int, runs: int) -> None:
+    """[2] throughput of remote steps with 1, 2, 4 worker processes."""
     print(f"\n[2] throughput: {runs} runs x 5 remote steps, pikku-worker --concurrency 4")
     base: float | None = None
     for workers in (1, 2, 4):
@@ -378,7 +390,6 @@ def main() -> int:
         base = base or med
         print(f"    {workers} worker(s): {med:7.1f} steps/s  (x{med / base:.2f} vs 1 worker)   "
               f"({', '.join(f'{s:.1f}' for s in samples)})")
-    return 0
 
 
 if __name__ == "__main__":
