@@ -8,8 +8,10 @@ Directory symlinks are followed once (a loop is reported, never followed again).
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,8 +111,8 @@ def discover(config: PikkuConfig) -> Discovery:
         visited_dirs: set[tuple[int, int]] = set()
         for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
             try:
-                stat = os.stat(dirpath)
-                key = (stat.st_dev, stat.st_ino)
+                info = os.stat(dirpath)
+                key = (info.st_dev, info.st_ino)
             except OSError as exc:
                 out.problems.append(
                     Problem("UNREADABLE_FILE", _rel_str(dirpath, root), f"cannot read directory: {exc.strerror}")
@@ -172,14 +174,29 @@ def discover(config: PikkuConfig) -> Discovery:
 
 
 def read_source(path: str | Path) -> bytes | str:
-    """The file's bytes, or a one-line reason it cannot be read."""
+    """The file's bytes, or a one-line reason it cannot be read (never blocks on a FIFO)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        fd = os.open(path, flags)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        if exc.errno == 40:  # ELOOP
+        if exc.errno == errno.ELOOP:
             reason = "symlink loop"
         return f"cannot read the file: {reason}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return "cannot read the file: not a regular file"
+        chunks: list[bytes] = []
+        while True:
+            chunk = os.read(fd, max(info.st_size + 1, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or type(exc).__name__}"
     except MemoryError:
         return "cannot read the file: out of memory"
+    finally:
+        os.close(fd)

@@ -150,11 +150,13 @@ def test_unreadable_file(tmp_path: Path) -> None:  # pragma: no cover - not run 
         (root / "secret.py").chmod(0o644)
 
 
-def test_fifo_is_not_read(tmp_path: Path) -> None:
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_fifo_named_py_is_reported_not_read(tmp_path: Path) -> None:
     root = project(tmp_path, {})
-    if hasattr(os, "mkfifo"):
-        os.mkfifo(root / "pipe.txt")  # not .py: never opened
-    run(root)
+    os.mkfifo(root / "pipe.py")  # opening it for reading would block forever
+    result = run(root)
+    assert by_file(result) == {"pipe.py": ["UNREADABLE_FILE"]}
+    assert "not a regular file" in result.diagnostics[0].message
 
 
 # --------------------------------------------------------------------------- hypothesis
