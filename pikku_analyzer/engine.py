@@ -264,7 +264,7 @@ def print_progress_factory(stream: Any = None, *, delay: float = 1.0) -> Progres
 
 def source_lines(path: Path) -> list[str]:
     """The lines of a file for excerpts (never raises)."""
-    try:
-        return path.read_bytes().decode("utf-8", "replace").splitlines()
-    except OSError:
+    data = read_source(path)
+    if isinstance(data, str):
         return []
+    return data.decode("utf-8", "replace").splitlines()

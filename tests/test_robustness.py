@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pikku_analyzer import AnalysisResult, analyze, load_config
+from pikku_analyzer import AnalysisResult, analyze, load_config, render
 from pikku_analyzer.checks import Unit, link
 from pikku_analyzer.cli import main
 from pikku_analyzer.detect import extract_facts
@@ -157,6 +157,7 @@ def test_fifo_named_py_is_reported_not_read(tmp_path: Path) -> None:
     result = run(root)
     assert by_file(result) == {"pipe.py": ["UNREADABLE_FILE"]}
     assert "not a regular file" in result.diagnostics[0].message
+    assert "pipe.py:1:1: error UNREADABLE_FILE" in render(result, "text")  # excerpt: no read
 
 
 # --------------------------------------------------------------------------- hypothesis
