@@ -25,6 +25,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from pikku_analyzer.engine import AnalysisResult
+from pikku_analyzer.files import read_source
 
 _IGNORE_RE = re.compile(r"#\s*pikku:\s*ignore\[([^\]]*)\]", re.IGNORECASE)
 
@@ -138,10 +139,12 @@ def apply_edits(edits: list[FileEdit], *, dry_run: bool) -> str:
     """Apply ``edits``; returns the unified diff of what changed (or would change)."""
     chunks: list[str] = []
     for edit in edits:
+        raw = read_source(edit.path)
+        if isinstance(raw, str):
+            continue
         try:
-            raw = edit.path.read_bytes()
             source = raw.decode("utf-8")
-        except (OSError, UnicodeDecodeError):
+        except UnicodeDecodeError:
             continue
         try:
             new = rewrite(source, edit)
