@@ -15,8 +15,39 @@ import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from mypy.nodes import Import, ImportAll, ImportFrom, MypyFile
+
+if TYPE_CHECKING:
+    from pikku_typing.mypy.config import PluginConfig
+    from pikku_typing.mypy.meta import WorkflowMap
+
+DEP_PRIORITY: Final = 10
+"""mypy.build.PRI_MED: the priority of an ordinary import."""
+_LIBRARY_MARKERS: Final = ("site-packages", "dist-packages", "typeshed")
+
+
+def is_own(module: str, packages: Iterable[str]) -> bool:
+    """``pikku_typing`` itself or the generated package: never given the map's modules."""
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def is_library(path: str) -> bool:
+    """An installed module (or typeshed's): it cannot use the project's map."""
+    return any(marker in path for marker in _LIBRARY_MARKERS)
+
+
+def additional_deps(
+    file: MypyFile, wmap: WorkflowMap | None, packages: tuple[str, ...], config: PluginConfig
+) -> list[tuple[int, str, int]]:
+    """The modules ``file`` may need for the types of the RPCs and workflows it names."""
+    if wmap is None or not imports_any(file, packages):
+        return []
+    used = string_literals(file.path).intersection(wmap.type_names)
+    names = {name for key in used for name in wmap.type_names[key]}
+    modules = modules_of(names, config.search_dirs)
+    return [(DEP_PRIORITY, m, -1) for m in modules if m != file.fullname]
 
 
 def imports_any(file: MypyFile, packages: Iterable[str]) -> bool:

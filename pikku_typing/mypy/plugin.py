@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Final, final
+from typing import Any, final
 
 from mypy.nodes import MypyFile
 from mypy.options import Options
@@ -22,30 +20,17 @@ from pikku_typing.mypy import names
 from pikku_typing.mypy.client import runtime_client_hook, start_hook, start_signature_hook
 from pikku_typing.mypy.common import PikkuContext
 from pikku_typing.mypy.config import load_config
-from pikku_typing.mypy.deps import imports_any, modules_of, string_literals
+from pikku_typing.mypy.deps import additional_deps, is_library, is_own
 from pikku_typing.mypy.do import workflow_do_hook
 from pikku_typing.mypy.meta import MetaStore
 from pikku_typing.mypy.rpc_invoke import rpc_invoke_hook
-from pikku_typing.mypy.version import __version__ as PLUGIN_VERSION
-
-DEP_PRIORITY: Final = 10  # mypy.build.PRI_MED: an ordinary import
-_LIBRARY_MARKERS: Final = ("site-packages", "dist-packages", "typeshed")
-
-
-def _source_digest() -> str:
-    """Hash of the plugin's own sources: caches refresh even if ``__version__`` was not bumped."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-SOURCE_DIGEST: Final = _source_digest()
+from pikku_typing.mypy.version import PLUGIN_FINGERPRINT
 
 
 @final
 class PikkuPlugin(Plugin):
+    """Dispatches mypy's hooks by fullname (``names``) to the check modules."""
+
     def __init__(self, options: Options) -> None:
         super().__init__(options)
         self.config = load_config(options)
@@ -72,21 +57,12 @@ class PikkuPlugin(Plugin):
 
     def get_additional_deps(self, file: MypyFile) -> list[tuple[int, str, int]]:
         """A module using the pikku API depends on the modules of the types it may look up."""
-        if self._is_own(file.fullname) or not imports_any(file, self._own_packages):
+        if is_own(file.fullname, self._own_packages):
             return []
-        wmap = self.store.get().map
-        if wmap is None:
-            return []
-        used = string_literals(file.path).intersection(wmap.type_names)
-        names = {name for key in used for name in wmap.type_names[key]}
-        modules = modules_of(names, self.config.search_dirs)
-        return [(DEP_PRIORITY, m, -1) for m in modules if m != file.fullname]
+        return additional_deps(file, self.store.get().map, self._own_packages, self.config)
 
     def report_config_data(self, ctx: ReportConfigContext) -> Any:
         """The map's digest, so that cached modules are checked again when the map changes."""
-        if self._is_own(ctx.id) or any(marker in ctx.path for marker in _LIBRARY_MARKERS):
+        if is_own(ctx.id, self._own_packages) or is_library(ctx.path):
             return None
-        return {"plugin": f"{PLUGIN_VERSION}:{SOURCE_DIGEST}", "map": self.store.get().digest}
-
-    def _is_own(self, module: str) -> bool:
-        return any(module == p or module.startswith(p + ".") for p in self._own_packages)
+        return {"plugin": PLUGIN_FINGERPRINT, "map": self.store.get().digest}
