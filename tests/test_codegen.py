@@ -98,11 +98,19 @@ def test_do_is_overloaded_per_rpc_with_a_catch_all_last(tmp_path: Path) -> None:
         assert block in stub
         after = stub.split(block, 1)[1]
         assert after.split("-> ", 1)[1].startswith(f"{out}: ...")
-    assert stub.count("@overload") == 3 + 2 + 1
-    overloads = stub.split("@overload")
+    do = stub.split("class RPCInvoker:", 1)[0]
+    assert do.count("@overload") == 3 + 2 + 1
+    overloads = do.split("@overload")
     assert "rpc_name: KnownRPCName," in overloads[-1]
     assert "-> NoReturn" in overloads[-1]
     assert "import app.types\n" in stub
+    invoker = stub.split("class RPCInvoker:", 1)[1]
+    assert invoker.count("@overload") == 3 + 1
+    assert (
+        '        rpc_name: Literal["users.get"],\n        data: app.types.GetUserInput,\n'
+        "    ) -> app.types.User: ..." in invoker
+    )
+    assert "def invoke(self, rpc_name: KnownRPCName, data: object) -> NoReturn: ..." in invoker
 
 
 def test_workflow_client_overloads_and_maps(tmp_path: Path) -> None:
@@ -127,7 +135,14 @@ def test_workflow_client_overloads_and_maps(tmp_path: Path) -> None:
 def test_init_exports(tmp_path: Path) -> None:
     files = by_name(render_package(example_report(), config(tmp_path)))
     for name in ("__init__.py", "__init__.pyi"):
-        for export in ("Workflow", "wire_workflow", "WorkflowMap", "RPCMap", "workflow_client"):
+        for export in (
+            "Workflow",
+            "wire_workflow",
+            "WorkflowMap",
+            "RPCMap",
+            "workflow_client",
+            "rpc",
+        ):
             assert f'"{export}",' in files[name], (name, export)
         assert "workflow_wirings" not in files[name].split('"""', 2)[2]  # no import cycle
 
@@ -207,7 +222,7 @@ def test_duplicate_and_dynamic_names_are_skipped(tmp_path: Path) -> None:
         ],
     )
     files = by_name(render_package(report, config(tmp_path)))
-    assert files["workflow_types.pyi"].count('Literal["r"]') == 1
+    assert files["workflow_types.pyi"].count('Literal["r"]') == 2  # do and rpc.invoke
     assert files["workflow_map.pyi"].count('name: Literal["w"]') == 1
     assert "<dynamic>" not in files["workflow_map.pyi"]
 
@@ -346,12 +361,14 @@ def test_generated_package_imports_and_registers() -> None:
         "print(sorted(registry.workflows), sorted(registry.rpcs))\n"
         "print(pikku_gen.load_meta().workflows[0].name, sorted(pikku_gen.RPCS))\n"
         "print(pikku_gen.Workflow.__module__, pikku_gen.wire_workflow.__module__)\n"
+        "import pikku_typing; print(pikku_gen.rpc is pikku_typing.rpc)\n"
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "['onboarding'] ['emails.send', 'users.create', 'users.get']",
         "onboarding ['emails.send', 'users.create', 'users.get']",
         "pikku_typing.interaction pikku_typing.wiring",
+        "True",
     ]
 
 

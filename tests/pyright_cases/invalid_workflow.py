@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.types import OnboardingInput, OnboardingOutput
-from pikku_gen import Workflow, wire_workflow
+from pikku_gen import Workflow, rpc, wire_workflow
 
 
 async def bad_steps(workflow: Workflow, data: OnboardingInput) -> OnboardingOutput:
@@ -35,6 +35,11 @@ async def bad_steps(workflow: Workflow, data: OnboardingInput) -> OnboardingOutp
     # an inline step keeps its callable's type
     # expect-error pyright: "Decimal" is not assignable to "str" | mypy: Argument 2 to "do" of "Workflow" has incompatible type "Callable[[], Decimal]"
     tax: str = await workflow.do("i", lambda: data["plan_price"])
+    # rpc.invoke is typed like the RPC form of do
+    # expect-error pyright: "Literal['users.fetch']" is not assignable to "KnownRPCName" | mypy: No overload variant of "invoke" of "RPCInvoker" matches argument types "str", "dict[str, str]"
+    await rpc.invoke("users.fetch", {"user_id": "u1"})
+    # expect-error pyright: "user" is an undefined item in type "GetUserInput" | mypy: No overload variant of "invoke" of "RPCInvoker"
+    await rpc.invoke("users.get", {"user": "u1"})
     return {"user_id": user.id, "tax": data["plan_price"], "emails_sent": count + len(tax)}
 
 

@@ -6,9 +6,7 @@ from decimal import Decimal
 from typing import Final, reveal_type
 
 from app.types import OnboardingInput, OnboardingOutput, User
-from pikku_gen import Workflow, wire_workflow
-
-from pikku_typing import rpc
+from pikku_gen import Workflow, rpc, wire_workflow
 
 TAX_RATE = Decimal("0.08")
 GET_USER: Final = "users.get"  # a module-level constant names an RPC when it is Final
@@ -37,12 +35,15 @@ async def onboarding(workflow: Workflow, data: OnboardingInput) -> OnboardingOut
     await workflow.sleep("coolOff", "1s", description="Let the welcome email land")
 
     async def load_profile() -> User:
-        profile: User = await rpc.invoke("users.get", {"user_id": user.id})
-        return profile
+        return await rpc.invoke("users.get", {"user_id": user.id})
 
     profile = await workflow.do("loadProfile", load_profile)
     # expect-type pyright: User | mypy: app.types.User
     reveal_type(profile)
+    # an inline step calling an RPC through the typed rpc: its result type is the RPC's output
+    fresh = await workflow.do("reload", lambda: rpc.invoke("users.get", {"user_id": user.id}))
+    # expect-type pyright: User | mypy: app.types.User
+    reveal_type(fresh)
     again = await workflow.do("getUser", GET_USER, {"user_id": profile.id}, retries=0)
     reveal_type(again)  # expect-type pyright: User | mypy: app.types.User
     sent = 1 if accepted else 0
