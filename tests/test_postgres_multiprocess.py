@@ -64,7 +64,8 @@ APP = textwrap.dedent(
     @pikku_func(name="mp.work")
     async def work(data: dict) -> int:
         _log(f"start {data['run']} {data['i']} {os.getpid()}")
-        await asyncio.sleep(0.15)
+        # the worker to be killed is slow, so the kill surely lands inside a step
+        await asyncio.sleep(1.0 if _host == "host-0" else 0.15)
         _log(f"end {data['run']} {data['i']} {os.getpid()}")
         return int(data["i"]) * 10
 
