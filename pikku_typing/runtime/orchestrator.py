@@ -476,11 +476,10 @@ class RunContext(Workflow):
                         return value
                 else:
                     t = steps.now()
+                    # scheduled: the loop below queues its step job and parks
                     step = await state.insert_step(
                         self._run_id, self._new_state(spec, t, status=StepStatus.SCHEDULED)
                     )
-                    if step.status is StepStatus.SCHEDULED:
-                        await enqueue_step(self._s.queue, self.name, self._run_id, step)
                 continue
             if step.status is StepStatus.SUCCEEDED:
                 return self._decode(spec, step)
