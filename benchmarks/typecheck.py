@@ -19,6 +19,11 @@ pikku_typing.mypy``, alternating plain/plugin run by run, ``--runs`` times:
 Medians and overhead are printed; the cost of importing the plugin in a fresh interpreter is
 measured apart so that the warm numbers can be read. Target (issue 4): cold overhead <= 10%.
 Exit code 1 when a cold target is missed.
+
+The generated stubs (no plugin) are measured the same way, cold: a copy of each target whose
+workflow modules import ``Workflow``/``wire_workflow``/``rpc`` from the generated package
+instead of ``pikku_typing`` (what a pyright user writes), checked by plain mypy with the stubs
+on its path, against the plain run of the original (reported, no target).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -175,6 +181,70 @@ def bench(target: Target, runs: int, env: dict[str, str], workdir: Path) -> dict
     return results
 
 
+STUB_IMPORTS = (
+    (
+        "from pikku_typing import Workflow, rpc, wire_workflow\n",
+        "from pikku_gen import Workflow, rpc, wire_workflow\n",
+    ),
+    (
+        "from pikku_typing import Workflow, pikku_func, wire_workflow\n",
+        "from pikku_gen import Workflow, wire_workflow\nfrom pikku_typing import pikku_func\n",
+    ),
+)
+
+
+def _stubs_variant(target: Target, base: Path) -> tuple[Target, Path]:
+    """A copy of ``target`` written against the generated package, and its mypy config."""
+    root = base / f"{target.name}-stubs"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(target.root, root, ignore=shutil.ignore_patterns("__pycache__"))
+    rewritten = 0
+    for source in target.sources:
+        for path in (root / source).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            for old, new in STUB_IMPORTS:
+                if old in text:
+                    text = text.replace(old, new)
+                    rewritten += 1
+            path.write_text(text, encoding="utf-8")
+    if not rewritten:
+        raise SystemExit(f"{target.name}: no workflow module to rewrite against the stubs")
+    pikku = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["pikku"]
+    stub_dir = (root / pikku.get("stub_dir", pikku.get("out_dir", "."))).resolve()
+    config = root / "mypy-stubs.ini"
+    text = CONFIG.format(strict="strict = True" if target.strict else "", plugins="")
+    config.write_text(
+        text.replace("[mypy]\n", f"[mypy]\nmypy_path = {stub_dir}\n", 1), encoding="utf-8"
+    )
+    return Target(target.name, root, target.sources, target.strict), config
+
+
+def bench_stubs(target: Target, runs: int, env: dict[str, str], workdir: Path) -> float:
+    """Cold runs: plain mypy on the original vs plain mypy on the copy using the stubs."""
+    plain_config = _write_configs(target)["plain"]
+    stubs_target, stubs_config = _stubs_variant(target, workdir.parent)
+    _t, code, out = _mypy(stubs_target, stubs_config, workdir / f"{target.name}-stubs-0", env)
+    print(f"  generated stubs: first run exit {code}, {out.count('error:')} errors")
+    times: dict[str, list[float]] = {"plain": [], "stubs": []}
+    for i in range(runs):
+        for label, tgt, config in (
+            ("plain", target, plain_config),
+            ("stubs", stubs_target, stubs_config),
+        ):
+            cache = workdir / f"{target.name}-{label}-stubs-cold-{i}"
+            shutil.rmtree(cache, ignore_errors=True)
+            elapsed, _code, _out = _mypy(tgt, config, cache, env)
+            times[label].append(elapsed)
+            shutil.rmtree(cache, ignore_errors=True)
+    plain, stubs = (statistics.median(times[k]) for k in ("plain", "stubs"))
+    overhead = stubs / plain - 1
+    print(
+        f"  cold, generated stubs (no plugin): plain median {plain:.2f}s; stubs median "
+        f"{stubs:.2f}s ({_fmt(times['stubs'])}); overhead {overhead:+.1%}"
+    )
+    return overhead
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=300)
@@ -239,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  cold overhead {results['cold']:+.1%} (target <= {TARGET_OVERHEAD:.0%}: "
                 f"{'met' if ok else 'MISSED'}); warm overhead {results['warm']:+.1%}"
             )
+            bench_stubs(target, args.runs, env, workdir)
         return 1 if failed else 0
     finally:
         if tmp is not None:
