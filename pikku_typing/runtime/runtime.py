@@ -106,7 +106,7 @@ class WorkflowClient(Generic[InputT, OutputT]):
         await enqueue_orchestrator(rt.queue, self.name, run.id)
         return RunHandle(self, run.id)
 
-    async def get_run(self, run_id: str) -> WorkflowRun[Any, OutputT]:
+    async def get_run(self, run_id: str) -> WorkflowRun[InputT, OutputT]:
         """The stored run, with ``input`` and ``output`` rebuilt to the workflow's types."""
         run = await self._runtime.state.get_run(run_id)
         definition = self._definition if run.workflow == self.name else None
