@@ -840,8 +840,7 @@ class Orchestrator:
             if claimed is None:
                 return False  # another worker won, or a duplicate delivery
             assert claimed.rpc_name is not None
-            definition = self.s.registry.get_workflow(workflow)
-            rpc = self.s.registry.get_rpc(claimed.rpc_name)
+            rpc_name = claimed.rpc_name
             call = StepCall(
                 workflow=workflow, run_id=run_id, step_key=claimed.key,
                 step_name=claimed.step_name, kind=claimed.kind.value, rpc_name=claimed.rpc_name,
@@ -849,14 +848,17 @@ class Orchestrator:
             )
             what = f"workflow {workflow!r} run {run_id!r} step {claimed.key!r}"
 
-            async def execute() -> Any:
-                data = codec.decode(claimed.data, rpc.input_type, what=f"{what} data")
-                result = rpc.func(data)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
-
             try:
+                definition = self.s.registry.get_workflow(workflow)
+                rpc = self.s.registry.get_rpc(rpc_name)
+
+                async def execute() -> Any:
+                    data = codec.decode(claimed.data, rpc.input_type, what=f"{what} data")
+                    result = rpc.func(data)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
+
                 async with steps.heartbeat(
                     state, run_id, claimed.key, owner.token, self.s.lease_seconds
                 ):
