@@ -11,8 +11,9 @@ found from ``[tool.pikku]``):
   (``pikku-workflow-input``).
 
 Without a map (``pikku-analyze`` not run yet) it notes it once (``pikku-no-map``) and checks nothing.
-Tested with mypy 1.18 to 2.4 (see ``pyproject.toml``). Bump ``__version__`` (``version.py``) on
-every change.
+Tested with mypy 1.19.1, 2.0.0 and 2.4.1 (``pyproject.toml`` pins ``>=1.19,<2.5``: mypy 1.18
+validates ``--disable-error-code`` before it loads plugins, so it rejects the plugin's codes).
+Bump ``__version__`` (``version.py``) on every change.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Final
 
-__version__: Final = "0.1.3"
+__version__: Final = "0.1.4"
 
 
 def _source_digest() -> str:
