@@ -1,7 +1,7 @@
 """Render the generated package from an :class:`AnalysisReport` with the jinja2 templates.
 
 Pure: no file is read or written here (see ``write.py``). The same report and configuration
-always give the same bytes: workflows, RPCs, steps and imports are sorted, nothing depends on
+always give the same bytes: workflows, RPCs and imports are sorted, nothing depends on
 the clock, the machine or dict order.
 """
 
