@@ -708,3 +708,36 @@ def test_star_import(tmp_path: Path) -> None:
     assert [w["name"] for w in result.data["workflows"]] == ["star"]
     assert [r["name"] for r in result.data["rpcs"]] == ["r"]
     assert result.diagnostics == []
+
+
+def test_local_lambda_and_partial_variables_are_inline_steps(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {
+            "f.py": """
+                import functools
+                import time
+                from pikku_typing import wire_workflow
+
+                def work(x): return x
+
+                async def flow(wf, data):
+                    now = lambda: time.time()
+                    later: object = lambda: time.monotonic()
+                    job = functools.partial(work, 1)
+                    await wf.do("now", now)
+                    await wf.do("job", job)
+                    stray = lambda: time.time()
+                    return stray
+
+                wire_workflow(name="f", func=flow)
+            """
+        },
+    )
+    result = run(root)
+    steps = result.data["workflows"][0]["steps"]
+    assert [(s["step_name"], s["type"]) for s in steps] == [("now", "inline"), ("job", "inline")]
+    # the body of `now` runs inside a step; `later` and `stray` are not step callables
+    lines = sorted(d.line for d in result.diagnostics)
+    assert [d.code for d in result.diagnostics] == ["NON_DETERMINISTIC_CALL"] * 2
+    assert lines == [9, 13]

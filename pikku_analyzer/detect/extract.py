@@ -529,6 +529,10 @@ class StepWalker:
         self._walked: set[int] = set()
         self._pending: dict[int, tuple[ast.FunctionDef | ast.AsyncFunctionDef, _Ctx]] = {}
         self._local_funcs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+        self._pending_lambdas: dict[str, tuple[ast.Lambda, _Ctx]] = {}
+        """``fn = lambda: ...`` in the workflow: its body is visited where ``fn`` is used."""
+        self._local_callables: set[str] = set()
+        """Local names bound to a lambda or a ``functools.partial(...)``."""
 
     def run(self) -> None:
         params = _positional_params(self.func)
@@ -536,7 +540,11 @@ class StepWalker:
             return
         ctx = _Ctx(aliases=frozenset({params[0].arg}), shadow=frozenset())
         self._walk_function(self.func, ctx, {params[0].arg})
-        while self._pending:
+        while self._pending or self._pending_lambdas:
+            if self._pending_lambdas:
+                _, (lam, lam_ctx) = self._pending_lambdas.popitem()
+                self._visit_lambda(lam, lam_ctx)
+                continue
             key = next(iter(self._pending))
             node, def_ctx = self._pending.pop(key)
             if key not in self._walked:
@@ -604,13 +612,12 @@ class StepWalker:
             if id(fn) not in self._walked:
                 self._pending[id(fn)] = (fn, ctx)
         elif kind is ast.Lambda:
-            lam: ast.Lambda = node  # type: ignore[assignment]
-            params = _param_names(lam)
-            self._visit(
-                lam.body, ctx.replace(aliases=ctx.aliases - params, shadow=ctx.shadow | params)
-            )
-        elif kind is ast.ClassDef:
-            return
+            self._visit_lambda(node, ctx)  # type: ignore[arg-type]
+        elif kind is ast.ClassDef or (
+            (kind is ast.Assign or kind is ast.AnnAssign)
+            and self._bind_callable(node, ctx)  # type: ignore[arg-type]
+        ):
+            return  # classes are skipped; `fn = lambda: ...` is visited where fn is used
         elif kind is ast.For or kind is ast.AsyncFor:
             loop: ast.For | ast.AsyncFor = node  # type: ignore[assignment]
             self._visit(loop.iter, ctx)
@@ -680,6 +687,31 @@ class StepWalker:
         else:
             for sub in ast.iter_child_nodes(node):
                 self._visit(sub, ctx)
+
+    def _visit_lambda(self, lam: ast.Lambda, ctx: _Ctx) -> None:
+        params = _param_names(lam)
+        for default in (*lam.args.defaults, *lam.args.kw_defaults):
+            if default is not None:
+                self._visit(default, ctx)
+        self._visit(lam.body, ctx.replace(aliases=ctx.aliases - params, shadow=ctx.shadow | params))
+
+    def _bind_callable(self, node: ast.Assign | ast.AnnAssign, ctx: _Ctx) -> bool:
+        """``fn = lambda: ...`` / ``fn = functools.partial(...)``: remember ``fn`` as a callable
+        (the lambda's body is visited where it is used). True when ``node`` was handled."""
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        value = node.value
+        if len(targets) != 1 or not isinstance(targets[0], ast.Name) or value is None:
+            return False
+        name = targets[0].id
+        self._pending_lambdas.pop(name, None)
+        self._local_callables.discard(name)
+        if isinstance(value, ast.Lambda):
+            self._pending_lambdas[name] = (value, ctx)
+            self._local_callables.add(name)
+            return True
+        if isinstance(value, ast.Call) and self.scope.imported(value.func, ctx.shadow, ctx.imports) in _PARTIAL:
+            self._local_callables.add(name)
+        return False
 
     def _check_nondet(self, node: ast.expr, ctx: _Ctx) -> bool:
         dotted = self.scope.imported(node, ctx.shadow, ctx.imports)
@@ -798,11 +830,7 @@ class StepWalker:
             return
         if isinstance(target, ast.Lambda):
             step["type"] = "inline"
-            params = _param_names(target)
-            self._visit(
-                target.body,
-                in_step.replace(aliases=ctx.aliases - params, shadow=ctx.shadow | params),
-            )
+            self._visit_lambda(target, in_step)
             return
         if isinstance(target, ast.Call):
             if scope.imported(target.func, ctx.shadow, ctx.imports) in _PARTIAL:
@@ -834,6 +862,14 @@ class StepWalker:
                 step.setdefault("type", "inline")
                 if id(local) not in self._walked:
                     self._walk_function(local, in_step, set())
+                return
+            pending = self._pending_lambdas.pop(target.id, None)
+            if pending is not None:
+                step.setdefault("type", "inline")
+                self._visit_lambda(pending[0], pending[1].replace(in_step=True))
+                return
+            if target.id in self._local_callables:
+                step.setdefault("type", "inline")
                 return
             if target.id in ctx.shadow or target.id in ctx.aliases:
                 if step.get("type") == "inline":
