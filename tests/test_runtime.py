@@ -577,19 +577,27 @@ async def test_cancel_stops_a_running_run_at_the_next_step_boundary(
     assert list(await store.get_step_states(handle.run_id)) == ["first"]
 
 
-async def test_result_times_out_when_nothing_runs_the_jobs(
+async def test_result_runs_the_in_process_jobs_itself_and_times_out(
     store: WorkflowStateService, runtimes: list[WorkflowRuntime]
 ) -> None:
-    async def wf(workflow: Workflow, data: None) -> int:
+    async def quick(workflow: Workflow, data: None) -> int:
+        await workflow.sleep("short", "30ms")
         return 1
 
-    wire_workflow(name="idle", func=wf)
+    async def slow(workflow: Workflow, data: None) -> int:
+        await workflow.sleep("long", "1h")
+        return 2
+
+    wire_workflow(name="quick", func=quick)
+    wire_workflow(name="slow", func=slow)
     rt = new_runtime(runtimes, store)
-    handle = await rt.client("idle").start(None)
-    with pytest.raises(TimeoutError):
-        await handle.result(timeout=0.05)
-    await rt.drain()
-    assert await handle.result(timeout=1) == 1
+    # No drain, no serve: with the in-process queue, result() runs the due jobs itself.
+    handle = await rt.client("quick").start(None)
+    assert await handle.result(timeout=30) == 1
+    sleeper = await rt.client("slow").start(None)
+    with pytest.raises(TimeoutError, match="did not settle"):
+        await sleeper.result(timeout=0.05)
+    assert (await store.get_run(sleeper.run_id)).status is RunStatus.SUSPENDED
 
 
 # -------------------------------------------------------------- middleware

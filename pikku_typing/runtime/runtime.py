@@ -123,10 +123,15 @@ class WorkflowClient(Generic[InputT, OutputT]):
     async def result(self, run_id: str, timeout: float | None = None) -> OutputT:
         """Wait for the run to settle and return its output. Raises
         :class:`WorkflowFailedError`, :class:`WorkflowCancelledError` or ``TimeoutError``.
-        Something must run the jobs meanwhile (``serve()`` in a task, or other workers)."""
+
+        Something must run the jobs meanwhile: ``serve()`` in a task, or other workers. With
+        the in-process queue and no ``serve()`` running in this runtime, ``result`` runs the
+        due jobs itself (``drain()``) while it waits."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         while True:
+            if self._runtime._self_driving():
+                await self._runtime.drain()
             run = await self.get_run(run_id)
             if run.status is RunStatus.COMPLETED:
                 return run.output  # type: ignore[return-value]
@@ -191,6 +196,7 @@ class WorkflowRuntime:
         self.concurrency = concurrency
         self.workers: dict[str, WorkerFunc] = dict(workers or {})
         self._settled: dict[str, list[asyncio.Event]] = {}
+        self._serving = 0
         self.services = Services(
             state=self.state,
             queue=self.queue,
@@ -269,12 +275,20 @@ class WorkflowRuntime:
         queues: Sequence[str] | None = None,
     ) -> None:
         """Run the workers until ``stop`` is set or the task is cancelled."""
-        await self.queue.serve(
-            self.handle_job,
-            queues=queues,
-            concurrency=concurrency or self.concurrency,
-            stop=stop,
-        )
+        self._serving += 1
+        try:
+            await self.queue.serve(
+                self.handle_job,
+                queues=queues,
+                concurrency=concurrency or self.concurrency,
+                stop=stop,
+            )
+        finally:
+            self._serving -= 1
+
+    def _self_driving(self) -> bool:
+        """Nobody else can run this runtime's jobs: an in-process queue, not being served."""
+        return isinstance(self.queue, InProcessQueue) and self._serving == 0
 
     async def recover(self) -> int:
         """Rebuild the queue from the store after a restart; return how many runs were
