@@ -741,3 +741,60 @@ def test_local_lambda_and_partial_variables_are_inline_steps(tmp_path: Path) -> 
     lines = sorted(d.line for d in result.diagnostics)
     assert [d.code for d in result.diagnostics] == ["NON_DETERMINISTIC_CALL"] * 2
     assert lines == [9, 13]
+
+
+def test_helpers_from_other_modules_receiving_the_workflow(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/helpers.py": """
+                import random
+
+                async def send_all(w, items):
+                    for item in items:
+                        await w.do(f"send-{item}", "mail.send", item, description="send")
+                    x = random.random()  # line 6: in the workflow body, through the helper
+                    await audit(w)
+
+                async def audit(w2):
+                    await w2.do("audit", lambda: 1)
+
+                async def once(w):
+                    await w.sleep("pause", "1m")
+                    await w.do("flow-step", lambda: 2)  # line 14: same name as a workflow step
+            """,
+            "app/flow.py": """
+                from pikku_typing import wire_workflow, pikku_func
+                from app import helpers
+                from app.helpers import once
+
+                @pikku_func(name="mail.send")
+                def send(data): ...
+
+                async def flow(workflow, data):
+                    await workflow.do("flow-step", lambda: 1)
+                    await helpers.send_all(workflow, data)
+                    if data:
+                        await once(workflow)
+
+                wire_workflow(name="flow", func=flow)
+            """,
+        },
+    )
+    result = run(root)
+    steps = result.data["workflows"][0]["steps"]
+    got = [(s["step_name"], s["type"], s["line"], s["in_loop"]) for s in steps]
+    assert got == [
+        ("flow-step", "inline", 9, False),
+        (DYNAMIC, "rpc", 10, True),  # reported at the call site in the workflow's file
+        ("audit", "inline", 10, False),
+        ("pause", "sleep", 12, False),
+        ("flow-step", "inline", 12, False),
+    ]
+    diags = [(d.code, d.file, d.line) for d in result.diagnostics]
+    assert diags == [
+        ("NON_DETERMINISTIC_CALL", "app/helpers.py", 6),
+        ("DUPLICATE_STEP_NAME", "app/helpers.py", 14),
+    ]
+    assert "app/flow.py:9" in result.diagnostics[1].message

@@ -262,7 +262,9 @@ def _link_rest(linker: Linker, ordered: list[Unit], result: LinkResult) -> None:
                     )
                 else:
                     key = (func_unit.rel, func_name)
-                    steps = _steps(linker, func_unit, function, diags, rpc_names, key not in checked_functions)
+                    steps = _steps(
+                        linker, func_unit, func_name, function, diags, rpc_names, key not in checked_functions
+                    )
                     checked_functions.add(key)
                     meta["steps"] = steps
                     meta["input_type"] = function["input_type"]
@@ -443,20 +445,119 @@ def _workflow(
     return meta, func_unit, func_name
 
 
+@dataclass
+class _Placed:
+    """A step of a workflow, possibly from a helper function of another module."""
+
+    unit: Unit
+    raw: dict[str, Any]
+    in_loop: bool
+    branches: list[list[Any]]
+    line: int
+    column: int
+    sort_key: tuple[int, int, int, int]
+
+
+def _namespaced(branches: list[list[Any]], prefix: str) -> list[list[Any]]:
+    return [[f"{prefix}{bid}", arm] for bid, arm in branches]
+
+
+def _expand(
+    linker: Linker,
+    unit: Unit,
+    name: str,
+    function: dict[str, Any],
+) -> tuple[list[_Placed], list[tuple[Unit, dict[str, Any]]]]:
+    """The steps of a workflow function plus those of helpers imported from other modules
+    that receive the workflow object as their first argument (followed recursively)."""
+    placed: list[_Placed] = []
+    nondet: list[tuple[Unit, dict[str, Any]]] = [(unit, n) for n in function.get("nondet", ())]
+    seen = {(unit.rel, name)}
+    root_prefix = f"{unit.rel}:{name}:"
+    for step in function["steps"]:
+        placed.append(
+            _Placed(
+                unit,
+                step,
+                bool(step["in_loop"]),
+                _namespaced(step.get("branches", []), root_prefix),
+                step["line"],
+                step["column"],
+                (step["line"], step["column"], 0, 0),
+            )
+        )
+    # (caller unit, caller prefix, call, site line, site column, in_loop, branches)
+    queue: list[tuple[Unit, str, dict[str, Any], int, int, bool, list[list[Any]]]] = [
+        (unit, root_prefix, call, call["line"], call["column"], bool(call["in_loop"]), [])
+        for call in function.get("helper_calls", ())
+    ]
+    counts: dict[str, int] = {}
+    for call in function.get("helper_calls", ()):
+        counts[call["ref"]] = counts.get(call["ref"], 0) + 1
+    order = 0
+    while queue and len(seen) < 64:
+        _caller, prefix, call, site_line, site_column, in_loop, outer = queue.pop(0)
+        found = linker.resolve(str(call["ref"]))
+        if found is None or found[0] != "function":
+            continue
+        helper_unit = linker.unit(found[1])
+        if helper_unit is None:
+            continue
+        helper = helper_unit.facts.get("functions", {}).get(found[2])
+        key = (helper_unit.rel, found[2])
+        if helper is None or key in seen:
+            continue
+        seen.add(key)
+        helper_prefix = f"{helper_unit.rel}:{found[2]}:"
+        branches = outer + _namespaced(call.get("branches", []), prefix)
+        repeated = in_loop or counts.get(call["ref"], 0) > 1
+        for step in helper["steps"]:
+            order += 1
+            placed.append(
+                _Placed(
+                    helper_unit,
+                    step,
+                    repeated or bool(step["in_loop"]),
+                    branches + _namespaced(step.get("branches", []), helper_prefix),
+                    site_line,
+                    site_column,
+                    (site_line, site_column, 1, order),
+                )
+            )
+        if not call.get("in_step"):
+            nondet.extend((helper_unit, n) for n in helper.get("nondet", ()))
+        for inner in helper.get("helper_calls", ()):
+            queue.append(
+                (
+                    helper_unit,
+                    helper_prefix,
+                    inner,
+                    site_line,
+                    site_column,
+                    repeated or bool(inner["in_loop"]),
+                    branches,
+                )
+            )
+    placed.sort(key=lambda p: p.sort_key)
+    return placed, nondet
+
+
 def _steps(
     linker: Linker,
     unit: Unit,
+    name: str,
     function: dict[str, Any],
     diags: list[Diag],
     rpc_names: list[str],
     report: bool,
 ) -> list[dict[str, Any]]:
-    rel = unit.rel
     out: list[dict[str, Any]] = []
     new_diags: list[Diag] = []
-    literal_steps: dict[str, list[dict[str, Any]]] = {}
-    for raw in function["steps"]:
-        step = dict(raw)
+    literal_steps: dict[str, list[_Placed]] = {}
+    placed, nondets = _expand(linker, unit, name, function)
+    for item in placed:
+        step = item.raw
+        rel = item.unit.rel
         step_name = linker.string(step["step_name"])
         if not isinstance(step_name, str):
             step_name = DYNAMIC
@@ -481,9 +582,9 @@ def _steps(
                 "step_name": step_name,
                 "duration": step.get("duration"),
                 "description": description,
-                "line": line,
-                "column": column,
-                "in_loop": step["in_loop"],
+                "line": item.line,
+                "column": item.column,
+                "in_loop": item.in_loop,
             }
         else:
             meta = {"type": kind, "step_name": step_name}
@@ -492,11 +593,11 @@ def _steps(
             meta.update(
                 {
                     "description": description,
-                    "line": line,
-                    "column": column,
+                    "line": item.line,
+                    "column": item.column,
                     "retries": step.get("retries"),
                     "retry_delay": step.get("retry_delay"),
-                    "in_loop": step["in_loop"],
+                    "in_loop": item.in_loop,
                 }
             )
         out.append(meta)
@@ -541,28 +642,38 @@ def _steps(
                     hint,
                 )
             )
-        if step_name != DYNAMIC and not step["in_loop"]:
-            literal_steps.setdefault(step_name, []).append({**step, "_branches": step.get("branches", [])})
-    for name, group in literal_steps.items():
+        if step_name != DYNAMIC and not item.in_loop:
+            literal_steps.setdefault(step_name, []).append(item)
+    for step_name, group in literal_steps.items():
         for index, later in enumerate(group[1:], start=1):
             clash = next(
-                (earlier for earlier in group[:index] if not _exclusive(earlier["_branches"], later["_branches"])),
+                (earlier for earlier in group[:index] if not _exclusive(earlier.branches, later.branches)),
                 None,
             )
             if clash is not None:
+                where = (
+                    f"line {clash.raw['line']}"
+                    if clash.unit.rel == later.unit.rel
+                    else f"{clash.unit.rel}:{clash.raw['line']}"
+                )
                 new_diags.append(
                     make_diag(
                         "DUPLICATE_STEP_NAME",
-                        rel,
-                        later["line"],
-                        later["column"],
-                        f"step name {name!r} is already used at line {clash['line']} of this workflow",
+                        later.unit.rel,
+                        later.raw["line"],
+                        later.raw["column"],
+                        f"step name {step_name!r} is already used at {where} of this workflow",
                     )
                 )
-    for nondet in function.get("nondet", ()):
+    for nondet_unit, nondet in nondets:
         new_diags.append(
             make_diag(
-                "NON_DETERMINISTIC_CALL", rel, nondet["line"], nondet["column"], nondet["message"], nondet["hint"]
+                "NON_DETERMINISTIC_CALL",
+                nondet_unit.rel,
+                nondet["line"],
+                nondet["column"],
+                nondet["message"],
+                nondet["hint"],
             )
         )
     if report:

@@ -525,6 +525,7 @@ class StepWalker:
         self.func = func
         self.steps: list[dict[str, JSON]] = []
         self.nondet: list[dict[str, JSON]] = []
+        self.helper_calls: list[dict[str, JSON]] = []
         self._branch_ids = 0
         self._walked: set[int] = set()
         self._pending: dict[int, tuple[ast.FunctionDef | ast.AsyncFunctionDef, _Ctx]] = {}
@@ -748,15 +749,35 @@ class StepWalker:
         ):
             self._record_step(node, func.attr, ctx)
             return
+        handled = False
         if isinstance(func, ast.Name) and func.id not in ctx.aliases:
             local = self._local_funcs.get(func.id)
             if local is not None:
+                handled = True
                 self._call_local(local, node, ctx)
             elif func.id not in ctx.shadow:
                 top = self.scope.functions.get(func.id)
-                if top is not None and top is not self.func:
-                    # a module-level helper receiving the workflow object: walked in its own scope
-                    self._call_local(top, node, ctx, closure=False)
+                if top is not None:
+                    handled = True
+                    if top is not self.func:
+                        # a module-level helper receiving the workflow object: its own scope
+                        self._call_local(top, node, ctx, closure=False)
+        first = node.args[0] if node.args else None
+        if not handled and isinstance(first, ast.Name) and first.id in ctx.aliases:
+            # a helper imported from another module, called with the workflow as its first
+            # argument: its steps are merged when linking (its facts have them)
+            dotted = self.scope.imported(func, ctx.shadow, ctx.imports)
+            if dotted is not None and not dotted.startswith("builtins."):
+                self.helper_calls.append(
+                    {
+                        "ref": dotted,
+                        "line": node.lineno,
+                        "column": self.scope.column(node),
+                        "in_loop": ctx.in_loop,
+                        "in_step": ctx.in_step,
+                        "branches": [list(b) for b in ctx.branches],
+                    }
+                )
         for child in ast.iter_child_nodes(node):
             self._visit(child, ctx)
 
@@ -1167,6 +1188,7 @@ def _fill(
             "output_type": scope.type_expr(fn.returns),
             "steps": walker.steps,
             "nondet": walker.nondet,
+            "helper_calls": walker.helper_calls,
         }
     facts["functions"] = functions
     facts["rpcs"] = rpcs
