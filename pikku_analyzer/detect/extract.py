@@ -517,7 +517,10 @@ class StepWalker:
     receives the workflow object as an argument (a nested helper, or a module-level
     function of the same module) is walked with that parameter as an alias. A function
     or lambda passed as the inline step's callable runs inside the step: its calls are
-    not reported as non-deterministic.
+    not reported as non-deterministic (also through a local ``fn = lambda: ...``). A call of
+    a function imported from another module with the workflow object as its first argument
+    is recorded in ``helper_calls``; the linker merges that function's steps (its own facts
+    were computed with its first parameter as the workflow).
     """
 
     def __init__(self, scope: ModuleScope, func: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
