@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pikku_gen import workflow_client
+from pikku_gen import RPCS, RPCName, workflow_client
 
 from pikku_typing import WorkflowRuntime
 
@@ -27,4 +27,8 @@ async def misuse(runtime: WorkflowRuntime) -> None:
     print(output["total"])
     # expect-error pyright: "int" is not assignable to "str" | mypy: expression has type "int", variable has type "str"
     emails: str = output["emails_sent"]
-    print(emails, Decimal(1))
+    # expect-error pyright: "users.nope" is not a defined key in "RPCMap" | mypy: TypedDict "RPCMap" has no key "users.nope"
+    print(RPCS["users.nope"])
+    # expect-error pyright: Type "Literal['users.nope']" is not assignable to declared type "RPCName" | mypy: Incompatible types in assignment (expression has type "Literal['users.nope']", variable has type "Literal['emails.send', 'users.create', 'users.get']")
+    name: RPCName = "users.nope"
+    print(emails, Decimal(1), name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import reveal_type
 
-from pikku_gen import workflow_client
+from pikku_gen import RPCS, WORKFLOWS, RPCName, WorkflowName, workflow_client
 
 from pikku_typing import WorkflowRuntime
 
@@ -22,4 +22,12 @@ async def start_and_read(runtime: WorkflowRuntime) -> str | None:
     # expect-type pyright: OnboardingOutput | mypy: TypedDict(app.types.OnboardingOutput, {'user_id': str, 'tax': decimal.Decimal, 'emails_sent': int})
     reveal_type(output)
     tax: Decimal = output["tax"]
+    cancelled: bool = await client.cancel_run(handle.run_id)
+    # the maps: one typed entry per workflow and RPC
+    # expect-type pyright: WorkflowSpec[OnboardingInput, OnboardingOutput] | mypy: pikku_gen.workflow_map.WorkflowSpec[TypedDict(app.types.OnboardingInput, {'email': str, 'name': str, 'plan_price': decimal.Decimal}), TypedDict(app.types.OnboardingOutput, {'user_id': str, 'tax': decimal.Decimal, 'emails_sent': int})]
+    reveal_type(WORKFLOWS["onboarding"])
+    names: list[WorkflowName] = ["onboarding"]
+    rpc_names: list[RPCName] = ["users.create", "users.get", "emails.send"]
+    described = [WORKFLOWS[n].description for n in names if not cancelled]
+    print(described, [RPCS["users.get"].input_type], rpc_names)
     return None if run.output is None else f"{run.output['user_id']} {tax}"
