@@ -393,7 +393,7 @@ def test_generated_workers_run_the_example_workflow(tmp_path: Path) -> None:
         "        client = workflow_client(rt, 'onboarding')\n"
         "        handle = await client.start(\n"
         "            {'email': 'ada@example.com', 'name': 'Ada', 'plan_price': Decimal('10')})\n"
-        "        for _ in range(20):\n"
+        "        for _ in range(300):  # until completed (the sleep step lasts 1 s)\n"
         "            await rt.drain()\n"
         "            run = await client.get_run(handle.run_id)\n"
         "            if run.status == 'completed':\n"
