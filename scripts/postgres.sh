@@ -123,7 +123,8 @@ else
   if [ -z "$PORT" ] && [ -f "$PORT_FILE" ]; then
     PORT="$(cat "$PORT_FILE")"
     # The remembered port may have been taken by something else since.
-    if ! python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$PORT" 2>/dev/null; then
+    # (SO_REUSEADDR like the server itself: a port in TIME_WAIT after a stop is free to it)
+    if ! python3 -c "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', int(sys.argv[1])))" "$PORT" 2>/dev/null; then
       PORT=""
     fi
   fi

@@ -199,3 +199,32 @@ class TestOnServer:
                 await store.close()
 
         assert asyncio.run(read()) == {"a": 1}
+
+    async def test_sessions_ended_by_the_server_are_replaced(self, dsn: str) -> None:
+        """A server restart ends every idle pooled session (admin_shutdown): the next
+        operations and locks run on fresh sessions instead of failing."""
+        import uuid
+
+        from psycopg.conninfo import make_conninfo
+
+        app = f"pikku-test-{uuid.uuid4().hex[:8]}"
+        store = PostgresWorkflowStateService(make_conninfo(dsn, application_name=app))
+        try:
+            run = await store.create_run("wf", {"a": 1})
+            await asyncio.gather(*(store.get_run(run.id) for _ in range(4)))
+            async with store.lock_run(run.id):
+                pass
+            ended = await _query(
+                dsn,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                app,
+            )
+            assert ended[0][0] >= 2
+            await asyncio.sleep(0.2)
+            assert (await store.get_run(run.id)).input == {"a": 1}
+            async with store.lock_run(run.id, timeout=10):
+                await store.insert_step(run.id, StepState(key="s", step_name="s", kind=StepKind.INLINE))
+            assert list(await store.get_step_states(run.id)) == ["s"]
+        finally:
+            await store.close()

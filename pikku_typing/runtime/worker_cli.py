@@ -259,13 +259,42 @@ async def _migrate(dsn: str) -> str:
     return f"migrated {describe_dsn(dsn)}: pikku schema version {version}, procrastinate schema ready"
 
 
+class _OneLineFormatter(logging.Formatter):
+    """Every record on one line: an exception is ``ExcType: message`` (with its cause), not a
+    traceback. ``--log-level DEBUG`` (or ``PIKKU_DEBUG=1``) keeps full tracebacks."""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.tracebacks:
+            return super().format(record)
+        if not record.exc_info:
+            return " ".join(super().format(record).split("\n"))
+        exc = record.exc_info[1]
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            text = super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+        if exc is not None:
+            parts = [_one_line(exc)]
+            cause = exc.__cause__ or exc.__context__
+            if cause is not None:
+                parts.append(_one_line(cause))
+            text += " [" + " <- ".join(parts) + "]"
+        return " ".join(text.split("\n"))
+
+
 def _setup_logging(level_name: str) -> None:
     level = logging.getLevelName(level_name.upper())
     if not isinstance(level, int):
         raise CliError(f"unknown log level {level_name!r}", EXIT_USAGE)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _OneLineFormatter(tracebacks=level <= logging.DEBUG or bool(os.environ.get("PIKKU_DEBUG")))
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

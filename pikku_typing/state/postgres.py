@@ -387,26 +387,32 @@ class PostgresWorkflowStateService(WorkflowStateService):
             self._closed = False
             return data_pool
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[AsyncConnection[Any]]:
+    async def _query(
+        self, query: str, params: Sequence[Any] | dict[str, Any], *, many: bool
+    ) -> Any:
+        """One statement on a pooled connection. A pooled session that the server ended while
+        it was idle (a restart: ``admin_shutdown``...) failed before running anything, so the
+        statement is sent again on another connection (the pool drops the dead ones)."""
         import psycopg
 
         pool = await self._ensure_open()
-        try:
-            async with pool.connection() as conn:
-                yield conn
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from None
+        for attempt in range(self._pool_size + 1):
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(query, params)
+                    return await cur.fetchall() if many else await cur.fetchone()
+            except psycopg.OperationalError as exc:
+                if _ended_while_idle(exc) and attempt < self._pool_size:
+                    continue
+                raise self._unavailable(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetchone(self, query: str, params: Sequence[Any] | dict[str, Any]) -> Any:
-        async with self._conn() as conn:
-            cur = await conn.execute(query, params)
-            return await cur.fetchone()
+        return await self._query(query, params, many=False)
 
     async def _fetchall(self, query: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
-        async with self._conn() as conn:
-            cur = await conn.execute(query, params)
-            return await cur.fetchall()
+        rows: list[Any] = await self._query(query, params, many=True)
+        return rows
 
     async def _run_exists(self, run_id: str) -> bool:
         row = await self._fetchone("SELECT 1 FROM pikku_runs WHERE id = %s", (run_id,))
@@ -757,20 +763,26 @@ class PostgresWorkflowStateService(WorkflowStateService):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
         what = f"the lock of run {run_id!r}"
-        try:
-            conn = await lock_pool.getconn(
-                timeout=None if deadline is None else max(deadline - loop.time(), 0.001)
-            )
-        except PoolTimeout:
-            if deadline is not None and loop.time() >= deadline:
-                raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from None
-            raise self._unavailable(Exception("no connection for a run lock")) from None
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from None
-        locked = False
-        try:
+        for attempt in range(self._lock_pool_size + 1):
+            try:
+                conn = await lock_pool.getconn(
+                    timeout=None if deadline is None else max(deadline - loop.time(), 0.001)
+                )
+            except PoolTimeout:
+                if deadline is not None and loop.time() >= deadline:
+                    raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from None
+                raise self._unavailable(Exception("no connection for a run lock")) from None
+            except psycopg.OperationalError as exc:
+                raise self._unavailable(exc) from None
             try:
                 locked = await self._acquire(conn, run_id, deadline, loop)
+                break
+            except _SessionEnded as ended:
+                # an idle pooled session the server ended (restart): it held nothing
+                await _close_quietly(conn)
+                await lock_pool.putconn(conn)
+                if attempt >= self._lock_pool_size:
+                    raise self._unavailable(ended.__cause__ or ended) from None
             except BaseException:
                 # Whatever happened (cancelled, timed out mid-wait, connection lost), this
                 # session might hold or be waiting for the lock: cancel the wait and drop the
@@ -778,7 +790,9 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 with suppress(Exception):
                     await conn.cancel_safe(timeout=2)
                 await _close_quietly(conn)
+                await lock_pool.putconn(conn)
                 raise
+        try:
             if not locked:
                 raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
             yield
@@ -806,10 +820,16 @@ class PostgresWorkflowStateService(WorkflowStateService):
         else:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                cur = await conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, %s))", (run_id, self._seed)
-                )
-                row = await cur.fetchone()
+                try:
+                    cur = await conn.execute(
+                        "SELECT pg_try_advisory_lock(hashtextextended(%s, %s))",
+                        (run_id, self._seed),
+                    )
+                    row = await cur.fetchone()
+                except psycopg.OperationalError as exc:
+                    if _ended_while_idle(exc):
+                        raise _SessionEnded() from exc
+                    raise self._unavailable(exc) from None
                 return bool(row and row[0])
             wait_ms = max(1, int(remaining * 1000))
         # One round trip: set this session's lock_timeout and wait for the lock.
@@ -821,6 +841,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
         except psycopg.errors.LockNotAvailable:
             return False
         except psycopg.OperationalError as exc:
+            if _ended_while_idle(exc):
+                raise _SessionEnded() from exc
             raise self._unavailable(exc) from None
         return True
 
@@ -838,6 +860,18 @@ class PostgresWorkflowStateService(WorkflowStateService):
         for pool in pools:
             with suppress(Exception):
                 await pool.close(timeout=5)
+
+
+class _SessionEnded(Exception):
+    """A pooled lock session had been ended by the server before we used it."""
+
+
+_ENDED_WHILE_IDLE: Final = frozenset({"57P01", "57P02", "57P03"})
+"""admin_shutdown, crash_shutdown, cannot_connect_now: the server ended the session."""
+
+
+def _ended_while_idle(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) in _ENDED_WHILE_IDLE
 
 
 def _model_json(model: ErrorInfo | ClaimOwner) -> str:
