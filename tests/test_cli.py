@@ -242,7 +242,8 @@ def test_generate_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     out_file = root / "pikku_gen" / "out.txt"
     code, _, err = run(capsys, str(root), "--check")
     assert code == 1 and "stale" in err and "pikku_gen/out.txt" in err
-    assert not out_file.exists()  # --check writes nothing
+    assert not out_file.exists()  # --check writes nothing: no generated files, no cache
+    assert not (root / ".pikku").exists()
     assert calls == ["render:1", "stale"]
     calls.clear()
     code, _, err = run(capsys, str(root))
