@@ -798,3 +798,28 @@ def test_helpers_from_other_modules_receiving_the_workflow(tmp_path: Path) -> No
         ("DUPLICATE_STEP_NAME", "app/helpers.py", 14),
     ]
     assert "app/flow.py:9" in result.diagnostics[1].message
+
+
+def test_pikku_func_called_on_a_function(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        {
+            "rpcs.py": """
+                from pikku_typing import pikku_func
+
+                async def impl(data: int) -> str: ...
+                def other(data: str) -> int: ...
+                def third(data): ...
+
+                registered = pikku_func(name="svc.impl")(impl)
+                pikku_func(other)
+                for n in ("x", "y"):
+                    pikku_func(name=f"dyn.{n}")(third)  # in a loop: not followed
+            """
+        },
+    )
+    rpcs = run(root).data["rpcs"]
+    assert [(r["name"], r["func"], r["input_type"], r["output_type"], r["is_async"]) for r in rpcs] == [
+        ("other", "rpcs:other", "str", "int", False),
+        ("svc.impl", "rpcs:impl", "int", "str", True),
+    ]

@@ -962,38 +962,65 @@ def _short(node: ast.AST) -> str:
 # --------------------------------------------------------------------------- rpcs / wirings
 
 
+def _rpc_record(
+    scope: ModuleScope,
+    fn: ast.FunctionDef | ast.AsyncFunctionDef,
+    call: ast.Call | None,
+    anchor: ast.expr,
+) -> dict[str, JSON]:
+    """An RPC: ``fn`` registered by ``@pikku_func``/``@pikku_func(...)`` (``call`` the
+    decorator call) or by ``pikku_func(name=...)(fn)`` / ``pikku_func(fn)``."""
+    name: JSON = fn.name
+    name_node: ast.expr | None = None
+    if call is not None:
+        for keyword in call.keywords:
+            if keyword.arg == "name":
+                name_node = keyword.value
+        if name_node is None and call.args:
+            name_node = call.args[0]
+    if name_node is not None and not (isinstance(name_node, ast.Constant) and name_node.value is None):
+        name = scope.string(name_node)
+    params = _positional_params(fn)
+    data = params[0] if params else None
+    return {
+        "name": name,
+        "func": fn.name,
+        "line": fn.lineno,
+        "column": scope.column(fn),
+        "name_line": name_node.lineno if name_node is not None else anchor.lineno,
+        "name_column": scope.column(name_node if name_node is not None else anchor),
+        "is_async": isinstance(fn, ast.AsyncFunctionDef),
+        "input_type": scope.type_expr(data.annotation) if data is not None else None,
+        "output_type": scope.type_expr(fn.returns),
+    }
+
+
 def _rpc_facts(scope: ModuleScope, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, JSON] | None:
     for decorator in fn.decorator_list:
         call = decorator if isinstance(decorator, ast.Call) else None
         target = call.func if call is not None else decorator
-        if scope.dotted(target) not in _PIKKU_FUNC:
-            continue
-        name: JSON = fn.name
-        name_node: ast.expr | None = None
-        if call is not None:
-            for keyword in call.keywords:
-                if keyword.arg == "name":
-                    name_node = keyword.value
-            if name_node is None and call.args:
-                name_node = call.args[0]
-        if name_node is not None and not (
-            isinstance(name_node, ast.Constant) and name_node.value is None
-        ):
-            name = scope.string(name_node)
-        params = _positional_params(fn)
-        data = params[0] if params else None
-        return {
-            "name": name,
-            "func": fn.name,
-            "line": fn.lineno,
-            "column": scope.column(fn),
-            "name_line": name_node.lineno if name_node is not None else decorator.lineno,
-            "name_column": scope.column(name_node if name_node is not None else decorator),
-            "is_async": isinstance(fn, ast.AsyncFunctionDef),
-            "input_type": scope.type_expr(data.annotation) if data is not None else None,
-            "output_type": scope.type_expr(fn.returns),
-        }
+        if scope.dotted(target) in _PIKKU_FUNC:
+            return _rpc_record(scope, fn, call, decorator)
     return None
+
+
+def _rpc_call_facts(scope: ModuleScope, tree: ast.Module, decorated: set[str]) -> list[dict[str, JSON]]:
+    """Module-level ``pikku_func(name="x")(fn)`` and ``pikku_func(fn)`` of a module function."""
+    out: list[dict[str, JSON]] = []
+    for stmt in _module_statements(tree.body):
+        value = stmt.value if isinstance(stmt, ast.Expr | ast.Assign | ast.AnnAssign) else None
+        if not isinstance(value, ast.Call) or len(value.args) != 1 or value.keywords:
+            continue
+        arg = value.args[0]
+        fn = scope.functions.get(arg.id) if isinstance(arg, ast.Name) else None
+        if fn is None or fn.name in decorated:
+            continue
+        outer = value.func
+        if isinstance(outer, ast.Call) and scope.dotted(outer.func) in _PIKKU_FUNC:
+            out.append(_rpc_record(scope, fn, outer, outer))
+        elif isinstance(outer, ast.Name | ast.Attribute) and scope.dotted(outer) in _PIKKU_FUNC:
+            out.append(_rpc_record(scope, fn, None, outer))
+    return out
 
 
 def _list_of_strings(scope: ModuleScope, node: ast.expr | None) -> JSON:
@@ -1174,10 +1201,12 @@ def _fill(
     facts["defs"] = sorted(scope.functions)
     functions: dict[str, JSON] = {}
     rpcs: list[JSON] = []
+    decorated: set[str] = set()
     for name, fn in scope.functions.items():
         rpc = _rpc_facts(scope, fn) if fn.decorator_list else None
         if rpc is not None:
             rpcs.append(rpc)
+            decorated.add(name)
         params = _positional_params(fn)
         if not isinstance(fn, ast.AsyncFunctionDef) or not params:
             continue
@@ -1194,6 +1223,8 @@ def _fill(
             "helper_calls": walker.helper_calls,
         }
     facts["functions"] = functions
+    if b"pikku_func" in source:
+        rpcs.extend(_rpc_call_facts(scope, tree, decorated))
     facts["rpcs"] = rpcs
     wirings: list[JSON] = []
     if b"wire_workflow" in source or package.encode() in source:
