@@ -281,7 +281,8 @@ def test_entry_point_and_error_codes() -> None:
         errorcodes.WORKFLOW_INPUT,
         errorcodes.NO_MAP,
     ):
-        assert error_codes[code.code] is code
+        assert error_codes[code.code] == code
+        assert error_codes[code.code].description == code.description
         assert code.code.startswith("pikku-")
 
 
@@ -289,10 +290,10 @@ def test_entry_point_survives_importing_the_plugin_module() -> None:
     """``pikku_typing.mypy.plugin`` is also a submodule: the entry must stay the function."""
     import importlib
 
-    importlib.import_module("pikku_typing.mypy.plugin")
+    submodule = importlib.import_module("pikku_typing.mypy.plugin")
     module = importlib.import_module("pikku_typing.mypy")
     assert callable(module.plugin)
-    assert module.plugin("1.18.2") is module.plugin("2.4.1") is PikkuPlugin
+    assert module.plugin("1.19.1") is module.plugin("2.4.1") is submodule.PikkuPlugin
 
 
 def test_fixture_map_is_what_pikku_analyze_generates(tmp_path: Path) -> None:
