@@ -33,12 +33,17 @@ from pikku_typing.runtime.queues.postgres import PostgresQueue
 
 pytestmark = [*POSTGRES_MARKS]
 
-# Keep only the tests that run on the store fixture (the others do not touch a queue).
+# Keep only the tests that run on the store fixture (the others do not touch a queue), and
+# not those about the in-process queue itself (e.g. result() running its jobs).
 for _name, _obj in list(globals().items()):
     if (
         _name.startswith("test_")
         and inspect.isfunction(_obj)
-        and "store" not in inspect.signature(_obj).parameters
+        and (
+            "store" not in inspect.signature(_obj).parameters
+            or "in-process queue" in inspect.getsource(_obj)
+            or "InProcessQueue" in inspect.getsource(_obj)
+        )
     ):
         del globals()[_name]
 
