@@ -975,3 +975,30 @@ def test_one_runtime_across_several_event_loops() -> None:
 
     assert asyncio.run(finish()) == "ok"
     assert ran == ["a", "b"]
+
+
+@MODES
+async def test_without_live_continuations_every_pass_replays_from_the_store(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``live_runs=0``: each suspension unwinds the function (the private suspend exception)
+    and the next pass replays it; finished steps still run once and keep their types."""
+    counts: dict[str, int] = {}
+    _register_replay_app(mode, counts)
+    reads: list[str] = []
+    original = store.get_step_states
+
+    async def counting(run_id: str) -> dict[str, StepState]:
+        reads.append(run_id)
+        return await original(run_id)
+
+    monkeypatch.setattr(store, "get_step_states", counting)
+    rt = new_runtime(runtimes, store, live_runs=0)
+    handle = await rt.client("replay").start({"n": 4})
+    await settle(rt, handle.run_id)
+    run = await rt.client("replay").get_run(handle.run_id)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert counts == {"profile": 1, "point": 1, "receipt": 1, "ident": 1}
+    # remote: a pass per RPC step (2) + the first + the sleep's wake-up; inline: first + wake-up
+    assert len(reads) == (4 if mode == "remote" else 2)
