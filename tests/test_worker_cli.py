@@ -306,3 +306,62 @@ def test_database_going_away_is_not_a_traceback(app_dir: Path) -> None:
     proc = run_cli(app_dir, "cli_app:runtime", CLI_DSN=UNREACHABLE)
     assert_one_line_error(proc, 3, "unavailable")
     assert time.monotonic() - started < 60
+
+
+FILE_APP = textwrap.dedent(
+    '''
+    import os
+
+    from pikku_typing import FileWorkflowStateService, Workflow, WorkflowRuntime, pikku_func, wire_workflow
+
+    @pikku_func(name="file.inc")
+    def inc(data: int) -> int:
+        return data + 1
+
+    async def flow(workflow: Workflow, n: int) -> int:
+        return await workflow.do("inc", "file.inc", n)
+
+    wire_workflow(name="filewf", func=flow, execution_mode="remote")
+    runtime = WorkflowRuntime(FileWorkflowStateService(os.environ["CLI_STATE"]))
+    '''
+)
+
+
+@pytest.mark.usefixtures("clean_app")
+def test_recover_on_a_file_store_logs_one_line_per_job(tmp_path: Path) -> None:
+    (tmp_path / "file_app.py").write_text(FILE_APP)
+    state = tmp_path / "state"
+    start = (
+        "import asyncio, file_app\n"
+        "async def main():\n"
+        "    print((await file_app.runtime.client('filewf').start(41)).run_id)\n"
+        "asyncio.run(main())\n"
+    )
+    env = _env(CLI_STATE=str(state))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(tmp_path)])
+    run_id = subprocess.run(
+        [sys.executable, "-c", start], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    ).stdout.strip()
+    proc = subprocess.Popen(
+        _argv("file_app:runtime", "--recover"), cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # orchestrate, step, orchestrate
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if sum(f"run={run_id}" in x for x in lines) >= 3:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    lines += err.splitlines()
+    assert proc.returncode == 0, "".join(lines)
+    assert any("recover: queued a pass for 1 unsettled run" in x for x in lines)
+    jobs = [x for x in lines if f"run={run_id}" in x]
+    assert any(" step filewf run=" in x and "step=inc" in x and x.rstrip().endswith("ok") for x in jobs), lines
+    assert any(" orchestrate filewf run=" in x for x in jobs)

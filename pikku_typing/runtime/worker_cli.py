@@ -34,6 +34,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -174,6 +175,38 @@ async def _resolve(loaded: Any, target: str) -> WorkflowRuntime:
     return loaded
 
 
+def _log_each_job(runtime: WorkflowRuntime) -> None:
+    """One log line per job for queues that do not log jobs themselves (``PostgresQueue``
+    does: ``kind workflow run=... [step=...] 12.3ms ok``)."""
+    from pikku_typing.runtime.queues.base import Job
+    from pikku_typing.runtime.queues.postgres import PostgresQueue
+
+    if isinstance(runtime.queue, PostgresQueue):
+        return
+    inner = runtime.handle_job
+
+    async def handle_job(job: Job) -> None:
+        started = time.perf_counter()
+        status = "ok"
+        try:
+            await inner(job)
+        except asyncio.CancelledError:
+            status = "released"
+            raise
+        except BaseException as exc:
+            status = f"error {_one_line(exc)}"
+            raise
+        finally:
+            target = f" step={job.step_key}" if job.step_key else ""
+            log.info(
+                "%s %s run=%s%s %.1fms %s",
+                job.kind, job.workflow, job.run_id, target,
+                (time.perf_counter() - started) * 1000, status,
+            )
+
+    runtime.handle_job = handle_job  # type: ignore[method-assign]
+
+
 async def _check_backends(runtime: WorkflowRuntime) -> None:
     """Reach the store and the queue before serving, so a dead database fails at once."""
     await runtime.state.list_runs(limit=0)
@@ -210,6 +243,7 @@ async def _serve(loaded: Any, args: argparse.Namespace) -> int:
     try:
         try:
             await _check_backends(runtime)
+            _log_each_job(runtime)
             if args.recover:
                 queued = await runtime.recover()
                 log.info("recover: queued a pass for %d unsettled run(s)", queued)
