@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -226,6 +227,7 @@ def bench_stubs(target: Target, runs: int, env: dict[str, str], workdir: Path) -
     _t, code, out = _mypy(stubs_target, stubs_config, workdir / f"{target.name}-stubs-0", env)
     print(f"  generated stubs: first run exit {code}, {out.count('error:')} errors")
     times: dict[str, list[float]] = {"plain": [], "stubs": []}
+    cpu: dict[str, list[float]] = {"plain": [], "stubs": []}
     for i in range(runs):
         for label, tgt, config in (
             ("plain", target, plain_config),
@@ -233,14 +235,20 @@ def bench_stubs(target: Target, runs: int, env: dict[str, str], workdir: Path) -
         ):
             cache = workdir / f"{target.name}-{label}-stubs-cold-{i}"
             shutil.rmtree(cache, ignore_errors=True)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             elapsed, _code, _out = _mypy(tgt, config, cache, env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             times[label].append(elapsed)
+            cpu[label].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
             shutil.rmtree(cache, ignore_errors=True)
     plain, stubs = (statistics.median(times[k]) for k in ("plain", "stubs"))
+    plain_cpu, stubs_cpu = (statistics.median(cpu[k]) for k in ("plain", "stubs"))
     overhead = stubs / plain - 1
     print(
         f"  cold, generated stubs (no plugin): plain median {plain:.2f}s; stubs median "
-        f"{stubs:.2f}s ({_fmt(times['stubs'])}); overhead {overhead:+.1%}"
+        f"{stubs:.2f}s ({_fmt(times['stubs'])}); overhead {overhead:+.1%}; CPU time "
+        f"(steadier on a busy machine) plain {plain_cpu:.2f}s, stubs {stubs_cpu:.2f}s, "
+        f"overhead {stubs_cpu / plain_cpu - 1:+.1%}"
     )
     return overhead
 
