@@ -372,6 +372,19 @@ def test_generated_package_imports_and_registers() -> None:
     ]
 
 
+def test_workflow_client_registers_the_workflows_itself() -> None:
+    proc = _run_example(
+        "from pikku_gen import workflow_client\n"
+        "from pikku_typing import InMemoryWorkflowStateService, WorkflowRuntime\n"
+        "from pikku_typing.wiring import registry\n"
+        "assert not registry.workflows\n"
+        "client = workflow_client(WorkflowRuntime(InMemoryWorkflowStateService()), 'onboarding')\n"
+        "print(client.name, sorted(registry.rpcs))\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["onboarding ['emails.send', 'users.create', 'users.get']"]
+
+
 def test_generated_workers_run_the_example_workflow(tmp_path: Path) -> None:
     """The runtime driven by the generated ``WORKERS`` and ``workflow_client``."""
     proc = _run_example(

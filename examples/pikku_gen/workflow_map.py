@@ -5,6 +5,7 @@
 ``WorkflowClient[Input, Output]`` of that workflow, an unknown name is a type error.
 """
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, TypeAlias, TypedDict, TypeVar
 
@@ -92,7 +93,11 @@ RPCS: Final[RPCMap] = {
 
 
 def workflow_client(runtime: WorkflowRuntime, name: str) -> WorkflowClient[Any, Any]:
-    """The client of workflow ``name`` on ``runtime`` (typed by ``workflow_map.pyi``)."""
+    """The client of workflow ``name`` on ``runtime`` (typed by ``workflow_map.pyi``).
+
+    Imports ``workflow_wirings`` first (once), so that every workflow and RPC is registered.
+    """
+    importlib.import_module(__name__.rpartition(".")[0] + ".workflow_wirings")
     return runtime.client(name)
 
 
