@@ -178,6 +178,7 @@ def child_dbos(steps: int, url: str) -> dict[str, Any]:
 
 WORKER_APP = textwrap.dedent(
     '''
+    import asyncio
     import os
 
     from pikku_typing import (
@@ -185,8 +186,12 @@ WORKER_APP = textwrap.dedent(
         wire_workflow,
     )
 
+    STEP_SECONDS = float(os.environ.get("BENCH_STEP_MS", "0")) / 1000
+
     @pikku_func(name="bench.echo")
     async def echo(data: int) -> int:
+        if STEP_SECONDS:
+            await asyncio.sleep(STEP_SECONDS)  # an RPC waiting on I/O
         return data
 
     async def flow(workflow: Workflow, n: int) -> int:
@@ -198,7 +203,10 @@ WORKER_APP = textwrap.dedent(
     wire_workflow(name="bench_tp", func=flow, execution_mode="remote")
 
     DSN = os.environ["BENCH_DSN"]
-    runtime = WorkflowRuntime(PostgresWorkflowStateService(DSN), PostgresQueue(DSN, poll_interval=0.5))
+    runtime = WorkflowRuntime(
+        PostgresWorkflowStateService(DSN),
+        PostgresQueue(DSN, poll_interval=float(os.environ.get("BENCH_POLL", "0.2"))),
+    )
     '''
 )
 
@@ -292,6 +300,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=60, help="runs (x5 remote steps) for throughput")
     parser.add_argument("--quick", action="store_true", help="3 repetitions, fewer steps")
     parser.add_argument("--only", choices=["overhead", "throughput"], help="run one section")
+    parser.add_argument(
+        "--step-ms", type=float, default=0.0,
+        help="throughput: each remote step awaits this long (an RPC doing I/O); default 0",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = parser.parse_args()
 
@@ -329,7 +341,8 @@ def main() -> int:
     if ns.only != "throughput":
         overhead(dsn, reps, steps, have_dbos)
     if ns.only != "overhead":
-        throughput(dsn, reps, runs)
+        os.environ["BENCH_STEP_MS"] = str(ns.step_ms)
+        throughput(dsn, reps, runs, ns.step_ms)
     return 0
 
 
@@ -373,9 +386,10 @@ def overhead(dsn: str, reps: int, steps: int, have_dbos: bool) -> None:
 
 
 
-def throughput(dsn: str, reps: int, runs: int) -> None:
+def throughput(dsn: str, reps: int, runs: int, step_ms: float) -> None:
     """[2] throughput of remote steps with 1, 2, 4 worker processes."""
-    print(f"\n[2] throughput: {runs} runs x 5 remote steps, pikku-worker --concurrency 4")
+    what = f"each awaiting {step_ms:g} ms" if step_ms else "no-op RPC"
+    print(f"\n[2] throughput: {runs} runs x 5 remote steps ({what}), pikku-worker --concurrency 4")
     base: float | None = None
     for workers in (1, 2, 4):
         samples: list[float] = []
