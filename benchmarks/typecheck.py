@@ -17,8 +17,9 @@ pikku_typing.mypy``, alternating plain/plugin run by run, ``--runs`` times:
   cost (``pikku_typing`` and what it imports) shows most there.
 
 Medians and overhead are printed; the cost of importing the plugin in a fresh interpreter is
-measured apart so that the warm numbers can be read. Target (issue 4): cold overhead <= 10%.
-Exit code 1 when a cold target is missed.
+measured apart so that the warm numbers can be read. Wall-clock and CPU time (user + system of
+the mypy process) are both printed; the target (issue 4: cold overhead <= 10%) is judged on CPU
+time, which a busy machine disturbs far less. Exit code 1 when a cold target is missed.
 
 The generated stubs (no plugin) are measured the same way, cold: a copy of each target whose
 workflow modules import ``Workflow``/``wire_workflow``/``rpc`` from the generated package
@@ -161,6 +162,7 @@ def bench(target: Target, runs: int, env: dict[str, str], workdir: Path) -> dict
     )
     for mode in ("cold", "warm"):
         times: dict[str, list[float]] = {"plain": [], "plugin": []}
+        cpu: dict[str, list[float]] = {"plain": [], "plugin": []}
         for i in range(runs):
             for label, config in configs.items():
                 if mode == "cold":
@@ -168,16 +170,25 @@ def bench(target: Target, runs: int, env: dict[str, str], workdir: Path) -> dict
                     shutil.rmtree(cache, ignore_errors=True)
                 else:
                     cache = workdir / f"{target.name}-{label}-warm"
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 elapsed, _code, _out = _mypy(target, config, cache, env)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 times[label].append(elapsed)
+                cpu[label].append(
+                    after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                )
                 if mode == "cold":
                     shutil.rmtree(cache, ignore_errors=True)
         plain, plugin = (statistics.median(times[k]) for k in ("plain", "plugin"))
+        plain_cpu, plugin_cpu = (statistics.median(cpu[k]) for k in ("plain", "plugin"))
         overhead = plugin / plain - 1
+        cpu_overhead = plugin_cpu / plain_cpu - 1
         results[mode] = overhead
+        results[f"{mode}-cpu"] = cpu_overhead
         print(
             f"  {mode}: plain median {plain:.2f}s ({_fmt(times['plain'])}); "
-            f"plugin median {plugin:.2f}s ({_fmt(times['plugin'])}); overhead {overhead:+.1%}"
+            f"plugin median {plugin:.2f}s ({_fmt(times['plugin'])}); overhead {overhead:+.1%}; "
+            f"CPU time plain {plain_cpu:.2f}s, plugin {plugin_cpu:.2f}s, overhead {cpu_overhead:+.1%}"
         )
     return results
 
@@ -311,11 +322,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"{target.name} ({target.root}{extra}):")
             results = bench(target, args.runs, env, workdir)
-            ok = results["cold"] <= TARGET_OVERHEAD
+            # Judged on CPU time: on a busy machine wall-clock medians swing by more than the
+            # target itself; both are printed.
+            ok = results["cold-cpu"] <= TARGET_OVERHEAD
             failed |= not ok
             print(
-                f"  cold overhead {results['cold']:+.1%} (target <= {TARGET_OVERHEAD:.0%}: "
-                f"{'met' if ok else 'MISSED'}); warm overhead {results['warm']:+.1%}"
+                f"  cold overhead: CPU {results['cold-cpu']:+.1%}, wall {results['cold']:+.1%} "
+                f"(target <= {TARGET_OVERHEAD:.0%} on CPU: {'met' if ok else 'MISSED'}); "
+                f"warm overhead: CPU {results['warm-cpu']:+.1%}, wall {results['warm']:+.1%}"
             )
             bench_stubs(target, args.runs, env, workdir)
         return 1 if failed else 0
