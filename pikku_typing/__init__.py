@@ -1,53 +1,121 @@
 """pikku_typing: durable, statically typed workflows.
 
 The public API (SPEC section 3). ``tests/test_public_api.py`` pins this list.
+
+Names are imported lazily (PEP 562): ``import pikku_typing`` (and so loading the mypy plugin,
+``pikku_typing.mypy``) does not import the runtime, the stores or pydantic until they are used.
 """
 
-from pikku_typing.durations import Duration, parse_duration
-from pikku_typing.errors import (
-    InvalidDurationError,
-    InvalidRunIdError,
-    PikkuError,
-    RPCNotFoundError,
-    RunAlreadyExistsError,
-    RunNotFoundError,
-    StateCorruptedError,
-    StepNotFoundError,
-    StepSerializationError,
-    StoreUnavailableError,
-    WorkflowCancelledError,
-    WorkflowFailedError,
-    WorkflowInputError,
-    WorkflowNonDeterminismError,
-    WorkflowNotFoundError,
-    WorkflowRegistrationError,
-)
-from pikku_typing.interaction import Workflow, rpc
-from pikku_typing.models import (
-    ErrorInfo,
-    RunStatus,
-    StepAttempt,
-    StepKind,
-    StepState,
-    StepStatus,
-    WorkflowRun,
-)
-from pikku_typing.runtime import (
-    InProcessQueue,
-    PostgresQueue,
-    RunHandle,
-    WorkflowClient,
-    WorkflowQueue,
-    WorkflowRuntime,
-)
-from pikku_typing.state import (
-    FileWorkflowStateService,
-    InMemoryWorkflowStateService,
-    PostgresWorkflowStateService,
-    SqliteWorkflowStateService,
-    WorkflowStateService,
-)
-from pikku_typing.wiring import StepCall, StepMiddleware, pikku_func, wire_workflow
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pikku_typing.durations import Duration, parse_duration
+    from pikku_typing.errors import (
+        InvalidDurationError,
+        InvalidRunIdError,
+        PikkuError,
+        RPCNotFoundError,
+        RunAlreadyExistsError,
+        RunNotFoundError,
+        StateCorruptedError,
+        StepNotFoundError,
+        StepSerializationError,
+        StoreUnavailableError,
+        WorkflowCancelledError,
+        WorkflowFailedError,
+        WorkflowInputError,
+        WorkflowNonDeterminismError,
+        WorkflowNotFoundError,
+        WorkflowRegistrationError,
+    )
+    from pikku_typing.interaction import Workflow, rpc
+    from pikku_typing.models import (
+        ErrorInfo,
+        RunStatus,
+        StepAttempt,
+        StepKind,
+        StepState,
+        StepStatus,
+        WorkflowRun,
+    )
+    from pikku_typing.runtime import (
+        InProcessQueue,
+        PostgresQueue,
+        RunHandle,
+        WorkflowClient,
+        WorkflowQueue,
+        WorkflowRuntime,
+    )
+    from pikku_typing.state import (
+        FileWorkflowStateService,
+        InMemoryWorkflowStateService,
+        PostgresWorkflowStateService,
+        SqliteWorkflowStateService,
+        WorkflowStateService,
+    )
+    from pikku_typing.wiring import StepCall, StepMiddleware, pikku_func, wire_workflow
+
+_LAZY: dict[str, str] = {
+    "Duration": "pikku_typing.durations",
+    "parse_duration": "pikku_typing.durations",
+    "InvalidDurationError": "pikku_typing.errors",
+    "InvalidRunIdError": "pikku_typing.errors",
+    "PikkuError": "pikku_typing.errors",
+    "RPCNotFoundError": "pikku_typing.errors",
+    "RunAlreadyExistsError": "pikku_typing.errors",
+    "RunNotFoundError": "pikku_typing.errors",
+    "StateCorruptedError": "pikku_typing.errors",
+    "StepNotFoundError": "pikku_typing.errors",
+    "StepSerializationError": "pikku_typing.errors",
+    "StoreUnavailableError": "pikku_typing.errors",
+    "WorkflowCancelledError": "pikku_typing.errors",
+    "WorkflowFailedError": "pikku_typing.errors",
+    "WorkflowInputError": "pikku_typing.errors",
+    "WorkflowNonDeterminismError": "pikku_typing.errors",
+    "WorkflowNotFoundError": "pikku_typing.errors",
+    "WorkflowRegistrationError": "pikku_typing.errors",
+    "Workflow": "pikku_typing.interaction",
+    "rpc": "pikku_typing.interaction",
+    "ErrorInfo": "pikku_typing.models",
+    "RunStatus": "pikku_typing.models",
+    "StepAttempt": "pikku_typing.models",
+    "StepKind": "pikku_typing.models",
+    "StepState": "pikku_typing.models",
+    "StepStatus": "pikku_typing.models",
+    "WorkflowRun": "pikku_typing.models",
+    "InProcessQueue": "pikku_typing.runtime",
+    "PostgresQueue": "pikku_typing.runtime",
+    "RunHandle": "pikku_typing.runtime",
+    "WorkflowClient": "pikku_typing.runtime",
+    "WorkflowQueue": "pikku_typing.runtime",
+    "WorkflowRuntime": "pikku_typing.runtime",
+    "FileWorkflowStateService": "pikku_typing.state",
+    "InMemoryWorkflowStateService": "pikku_typing.state",
+    "PostgresWorkflowStateService": "pikku_typing.state",
+    "SqliteWorkflowStateService": "pikku_typing.state",
+    "WorkflowStateService": "pikku_typing.state",
+    "StepCall": "pikku_typing.wiring",
+    "StepMiddleware": "pikku_typing.wiring",
+    "pikku_func": "pikku_typing.wiring",
+    "wire_workflow": "pikku_typing.wiring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pikku_typing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __version__ = "0.1.0"
 

@@ -39,3 +39,27 @@ def test_status_values() -> None:
         "running", "suspended", "completed", "failed", "cancelled"]
     assert [s.value for s in pikku_typing.StepStatus] == [
         "pending", "running", "scheduled", "succeeded", "failed"]
+
+
+def test_import_is_lazy() -> None:
+    """Loading the package (as the mypy plugin does) imports neither pydantic nor the runtime."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pikku_typing, pikku_typing.mypy\n"
+        "heavy = [m for m in ('pydantic', 'pikku_typing.runtime', 'pikku_typing.state') "
+        "if m in sys.modules]\n"
+        "print(heavy)\n"
+        "pikku_typing.WorkflowRuntime\n"
+        "print('pikku_typing.runtime' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True"]
+
+
+def test_unknown_attribute() -> None:
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        pikku_typing.Nope  # noqa: B018
