@@ -19,7 +19,11 @@ locates, positions and resolves everything; suppression comments are read with
 concrete syntax matters, to rewrite files format-preserving (``--fix``, ``--add-ignore``).
 Per-file facts are cached by content hash under ``<root>/.pikku/cache/`` and parsed in
 worker processes when many files miss the cache. Modules that do not pass the pre-filter
-are parsed on demand when a ``func=`` or a constant is imported from them.
+are only syntax-checked (a file that does not parse is reported, SPEC section 4), in the
+same worker processes; the content digests of those known to parse are kept in one index
+file, ``<root>/.pikku/cache/syntax-ok.bin``, so a warm run checks nothing again. They are
+parsed for facts on demand when a ``func=`` or a constant is imported from them.
+``--all-files`` (``prefilter=False``) runs the full detection on every file instead.
 """
 
 from pikku_analyzer.checks import Diag

@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--all-files",
         action="store_true",
-        help="parse every file, not only those that mention pikku (syntax errors everywhere; slower)",
+        help=(
+            "run the full detection on every file, not only on those that mention pikku "
+            "(the others are always syntax-checked: SYNTAX_ERROR is reported either way; slower)"
+        ),
     )
     return parser
 

@@ -1,5 +1,14 @@
 """``analyze(config)``: discover → pre-filter → parse (cached, in processes) → link → check.
 
+Every file is at least syntax-checked (SPEC: a file that does not parse is reported, the
+others are still analysed). The files that pass the pre-filter are parsed and their facts
+extracted; the others only need to parse: a known-good content digest in the
+:class:`~pikku_analyzer.cache.SyntaxIndex` skips the check, else it runs in the same worker
+processes as the extraction (``_symtable``, which parses without building Python AST
+objects, about 1.5x faster than ``ast.parse``). A file the check rejects is confirmed with
+:func:`extract_facts` (``ast.parse``), so exactly the files ``--all-files`` would report
+are reported, with the same diagnostic; its facts are cached like any other file's.
+
 Nothing here imports pydantic or ``pikku_typing``: the report is kept as plain dicts in
 the shape of ``AnalysisReport`` and turned into the pydantic model only on demand
 (:attr:`AnalysisResult.report`), which keeps a warm ``pikku-analyze`` run fast.
@@ -7,6 +16,8 @@ the shape of ``AnalysisReport`` and turned into the pydantic model only on deman
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import sys
 import time
@@ -15,7 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pikku_analyzer.cache import FactsCache, cache_key
+from pikku_analyzer.cache import (
+    SYNTAX_INDEX_NAME,
+    FactsCache,
+    SyntaxIndex,
+    cache_key,
+    content_digest,
+)
 from pikku_analyzer.checks import Diag, LinkResult, Unit, link, make_diag
 from pikku_analyzer.config import PikkuConfig
 from pikku_analyzer.detect.extract import extract_facts, passes_prefilter, prefilter_tokens
@@ -28,6 +45,8 @@ REPORT_VERSION = 1
 PARSE_LIMIT_BYTES = 8 * 1024 * 1024
 PARALLEL_THRESHOLD = 64
 """Parse in worker processes when at least this many files miss the cache."""
+CHECKS_PER_PARSE = 3
+"""Syntax checks that weigh as much as one extraction, when counting work for processes."""
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -39,6 +58,10 @@ class Stats:
     parsed: int = 0
     cache_hits: int = 0
     lazily_loaded: int = 0
+    syntax_checked: int = 0
+    """Files outside the pre-filter that were syntax-checked (not known to parse)."""
+    syntax_known: int = 0
+    """Files outside the pre-filter known to parse (from the syntax index)."""
     processes: int = 1
     seconds: float = 0.0
 
@@ -73,9 +96,59 @@ class AnalysisResult:
         return 1 if self.has_errors else 0
 
 
+Job = tuple[bool, bytes, str, bool, str, str]
+"""(extract, source, module, is_package, rel, package): extract facts, or only check syntax."""
+
+
 def _extract_job(args: tuple[bytes, str, bool, str, str]) -> dict[str, Any]:
     source, module, is_package, rel, package = args
     return extract_facts(source, module=module, is_package=is_package, filename=rel, package=package)
+
+
+def _load_fast_check() -> Callable[[bytes, str, str], object] | None:
+    """CPython's ``_symtable.symtable``: parses and builds the symbol table, without the
+    Python AST objects. None when missing or when it does not take bytes as expected."""
+    try:
+        check: Callable[[bytes, str, str], object] = importlib.import_module("_symtable").symtable
+        check(b"# -*- coding: latin-1 -*-\nx = '\xe9'\n", "<probe>", "exec")
+    except Exception:
+        return None
+    try:
+        check(b"def f(:\n", "<probe>", "exec")
+    except SyntaxError:
+        return check
+    except Exception:
+        return None
+    return None
+
+
+_FAST_CHECK = _load_fast_check()
+
+
+def parses(source: bytes, filename: str = "<unknown>") -> bool:
+    """Whether ``source`` certainly parses. False means "maybe not": :func:`extract_facts`
+    decides (the symbol table also rejects e.g. ``nonlocal`` at module level, which
+    ``ast.parse`` accepts)."""
+    try:
+        if _FAST_CHECK is not None:
+            _FAST_CHECK(source, filename, "exec")
+        else:
+            compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+def _job(args: Job) -> dict[str, Any] | None:
+    """Facts of a candidate; for a syntax check, None when the file parses, else its facts
+    (with a ``syntax_error``)."""
+    extract, source, module, is_package, rel, package = args
+    if not extract and parses(source, rel):
+        return None
+    facts = _extract_job((source, module, is_package, rel, package))
+    if not extract and not facts.get("syntax_error"):
+        return None  # the fast check was stricter than ast.parse
+    return facts
 
 
 def analyze(
@@ -97,10 +170,16 @@ def analyze(
     for problem in discovery.problems:
         diags.append(make_diag(problem.code, problem.rel, 1, 1, problem.message))
 
-    cache = FactsCache(config.root / ".pikku" / "cache" / "facts", enabled=use_cache, read_only=read_only_cache)
+    cache_dir = config.root / ".pikku" / "cache"
+    cache = FactsCache(cache_dir / "facts", enabled=use_cache, read_only=read_only_cache)
+    syntax_index = SyntaxIndex(
+        cache_dir / SYNTAX_INDEX_NAME, enabled=use_cache and prefilter, read_only=read_only_cache
+    )
     tokens = prefilter_tokens(config.package)
     units: list[Unit] = []
     misses: list[tuple[SourceFile, bytes, str]] = []
+    checks: list[tuple[SourceFile, bytes, bytes]] = []
+    """Files outside the pre-filter to syntax-check: (file, bytes, content digest)."""
     others: dict[str, SourceFile] = {}
     used_keys: set[str] = set()
     total = len(files)
@@ -112,6 +191,22 @@ def analyze(
             diags.append(make_diag("UNREADABLE_FILE", source_file.rel, 1, 1, data))
             continue
         if prefilter and not passes_prefilter(data, tokens):
+            if len(data) <= PARSE_LIMIT_BYTES:  # a bigger one is not analysed (as before)
+                digest = content_digest(data)
+                if syntax_index.known(digest):
+                    stats.syntax_known += 1
+                elif syntax_index.loaded:
+                    # a file known NOT to parse has its facts cached (an empty index: none)
+                    key = _key(source_file, data, config.package)
+                    facts = cache.get(key)
+                    if facts is not None and facts.get("syntax_error"):
+                        used_keys.add(key)
+                        stats.cache_hits += 1
+                        units.append(Unit(source_file.rel, source_file.module, facts))
+                        continue
+                    checks.append((source_file, data, digest))
+                else:
+                    checks.append((source_file, data, digest))
             others.setdefault(source_file.module, source_file)
             continue
         stats.candidates += 1
@@ -141,11 +236,19 @@ def analyze(
         else:
             misses.append((source_file, data, key))
 
-    workers = _worker_count(jobs, len(misses))
+    workers = _worker_count(jobs, len(misses) + len(checks) // CHECKS_PER_PARSE)
     stats.processes = workers
     stats.parsed = len(misses)
-    jobs_args = [(data, sf.module, sf.is_package, sf.rel, config.package) for sf, data, _ in misses]
-    results: list[dict[str, Any]]
+    stats.syntax_checked = len(checks)
+    # extractions first: the longest jobs are started first, the checks fill in behind them
+    jobs_args: list[Job] = [
+        (True, data, sf.module, sf.is_package, sf.rel, config.package) for sf, data, _ in misses
+    ]
+    jobs_args.extend(
+        (False, data, sf.module, sf.is_package, sf.rel, config.package) for sf, data, _ in checks
+    )
+    pending = len(jobs_args)
+    results: list[dict[str, Any] | None]
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor  # imported only when needed: ~50 ms
 
@@ -153,21 +256,32 @@ def analyze(
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 chunk = max(1, len(jobs_args) // (workers * 4))
                 results = []
-                for done, facts in enumerate(pool.map(_extract_job, jobs_args, chunksize=chunk)):
+                for done, facts in enumerate(pool.map(_job, jobs_args, chunksize=chunk)):
                     results.append(facts)
                     if progress is not None and done % 32 == 0:
-                        progress(total - len(misses) + done, total)
+                        progress(max(0, total - pending + done), total)
         except (OSError, RuntimeError):  # no processes available: fall back to serial
-            results = [_extract_job(a) for a in jobs_args]
+            results = [_job(a) for a in jobs_args]
     else:
         results = []
         for done, job in enumerate(jobs_args):
-            results.append(_extract_job(job))
+            results.append(_job(job))
             if progress is not None and done % 32 == 0:
-                progress(total - len(misses) + done, total)
-    for (source_file, _data, key), facts in zip(misses, results, strict=True):
+                progress(max(0, total - pending + done), total)
+    for (source_file, _data, key), facts in zip(misses, results[: len(misses)], strict=True):
+        assert facts is not None
         cache.put(key, facts)
         units.append(Unit(source_file.rel, source_file.module, facts))
+    for (source_file, data, digest), facts in zip(checks, results[len(misses) :], strict=True):
+        if facts is None:
+            syntax_index.add(digest)
+            continue
+        key = _key(source_file, data, config.package)
+        used_keys.add(key)
+        cache.put(key, facts)  # the warm run reports it from the cache
+        units.append(Unit(source_file.rel, source_file.module, facts))
+        if others.get(source_file.module) is source_file:
+            del others[source_file.module]  # a unit now: the linker finds it there
 
     def load(module: str) -> Unit | None:
         source_file = others.get(module)
@@ -204,12 +318,23 @@ def analyze(
     diags = sorted(set(diags), key=Diag.sort_key)
     if progress is not None:
         progress(total, total)
-    if use_cache and misses and len(used_keys) > 0:
+    if use_cache and (misses or checks) and len(used_keys) > 0:
         cache.prune(used_keys)
+    syntax_index.save(checked=bool(checks))
     stats.seconds = time.perf_counter() - started
     report_data = _report_data(linked, diags)
     return AnalysisResult(
         config=config, data=report_data, diagnostics=diags, stats=stats, suppressions=suppressions
+    )
+
+
+def _key(source_file: SourceFile, data: bytes, package: str) -> str:
+    return cache_key(
+        data,
+        module=source_file.module,
+        rel=source_file.rel,
+        is_package=source_file.is_package,
+        package=package,
     )
 
 

@@ -4,12 +4,14 @@ library and site-packages (the full sweep is ``benchmarks/sweep.py``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import site
 import sys
 import sysconfig
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -64,11 +66,163 @@ def test_syntax_error_and_others_still_analysed(tmp_path: Path) -> None:
     assert result.exit_code == 1
 
 
-def test_syntax_errors_only_where_pikku_is_mentioned_unless_all_files(tmp_path: Path) -> None:
+def test_syntax_errors_everywhere_with_or_without_all_files(tmp_path: Path) -> None:
     root = project(tmp_path, {"unrelated.py": b"def broken(:\n"})
-    assert run(root).diagnostics == []  # pre-filter: a file that never mentions pikku is not parsed
+    default = run(root)  # the pre-filter skips detection, not the syntax check
     everything = analyze(load_config(root), use_cache=False, prefilter=False)
     assert [d.code for d in everything.diagnostics] == ["SYNTAX_ERROR"]
+    assert default.diagnostics == everything.diagnostics
+    assert default.stats.syntax_checked == 1 and default.stats.candidates == 1
+
+
+WORKFLOW_FILE = b"""from pikku_typing import Workflow, wire_workflow
+
+
+async def flow(workflow: Workflow, data: int) -> int:
+    return await workflow.do("a", "svc.run", data)
+
+
+wire_workflow(name="flow", func=flow)
+"""
+
+RPC_FILE = b"""from pikku_typing import pikku_func
+
+
+@pikku_func(name="svc.run")
+async def run(data: int) -> int:
+    return data
+"""
+
+
+def _unrelated_project(tmp_path: Path, broken: bytes = b"def f(:\n") -> Path:
+    (tmp_path / "pyproject.toml").write_text("[tool.pikku]\n", encoding="utf-8")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__init__.py").write_bytes(b"")
+    (tmp_path / "app" / "flows.py").write_bytes(WORKFLOW_FILE)
+    (tmp_path / "app" / "rpcs.py").write_bytes(RPC_FILE)
+    (tmp_path / "app" / "util.py").write_bytes(b"def helper() -> int:\n    return 1\n")
+    (tmp_path / "broken.py").write_bytes(broken)  # never mentions pikku
+    return tmp_path
+
+
+def _json_run(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = main([str(root), "--format", "json", "--no-generate", "--no-progress", *args])
+    out, _err = capsys.readouterr()
+    return code, json.loads(out)
+
+
+def test_unrelated_file_with_a_syntax_error_is_reported_cold_and_warm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SPEC 4: SYNTAX_ERROR for a file that does not parse, even one that never mentions
+    pikku; the workflow and the RPC are still in the report; the warm run (cache) too."""
+    root = _unrelated_project(tmp_path)
+    reports = []
+    for _ in range(2):  # cold, then warm
+        code, report = _json_run(root, capsys)
+        assert code == 1
+        assert [w["name"] for w in report["workflows"]] == ["flow"]
+        assert [r["name"] for r in report["rpcs"]] == ["svc.run"]
+        [diag] = report["diagnostics"]
+        assert (diag["code"], diag["severity"], diag["file"], diag["line"], diag["column"]) == (
+            "SYNTAX_ERROR", "error", "broken.py", 1, 7,
+        )
+        reports.append(report)
+    assert reports[0] == reports[1]
+    assert (root / ".pikku" / "cache" / "syntax-ok.bin").is_file()
+    # the warm run parses nothing: the good files are in the syntax index, the broken one's
+    # facts (its syntax error) are in the facts cache
+    warm = analyze(load_config(root))
+    assert (warm.stats.parsed, warm.stats.syntax_checked, warm.stats.syntax_known) == (0, 0, 2)
+    assert [d.code for d in warm.diagnostics] == ["SYNTAX_ERROR"]
+    # --all-files (full detection of every file) and --no-cache report the same
+    assert _json_run(root, capsys, "--all-files")[1] == reports[0]
+    assert _json_run(root, capsys, "--no-cache")[1] == reports[0]
+    # fixed: no longer reported; broken again: reported again
+    (root / "broken.py").write_bytes(b"def f():\n    pass\n")
+    code, report = _json_run(root, capsys)
+    assert (code, report["diagnostics"]) == (0, [])
+    (root / "broken.py").write_bytes(b"x = 1\ndef f(:\n")
+    code, report = _json_run(root, capsys)
+    assert code == 1 and [(d["file"], d["line"]) for d in report["diagnostics"]] == [("broken.py", 2)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"def f(:\n",
+        "name = 'caf\xe9'\n".encode("latin-1"),  # not UTF-8, no coding cookie
+        b"\x00\x01\x00\xff\xfe binary",
+        b"\xef\xbb\xbf\xef\xbb\xbfx = 1\n",
+        b"# -*- coding: no-such-codec -*-\nx = 1\n",
+        "# -*- coding: latin-1 -*-\nname = 'caf\xe9'\n".encode("latin-1"),  # parses
+        b"nonlocal x\n",  # ast.parse accepts it (the symbol table does not): not reported
+        b"await x\n",
+        b"x = " + b"(" * 5000 + b"1" + b")" * 5000 + b"\n",
+        b"x = " + b" + ".join([b"a"] * 20000) + b"\n",
+        b"def f(:  # pikku: ignore[SYNTAX_ERROR]\n",
+        b"",
+    ],
+)
+def test_unrelated_files_are_reported_as_with_all_files(tmp_path: Path, data: bytes) -> None:
+    """Only syntax-checked or fully analysed: the same diagnostics either way."""
+    root = _unrelated_project(tmp_path, data)
+    everything = analyze(load_config(root), use_cache=False, prefilter=False)
+    for _ in range(2):  # cold, then warm
+        default = analyze(load_config(root))
+        assert default.diagnostics == everything.diagnostics
+        assert default.data == everything.data
+        assert [w["name"] for w in default.data["workflows"]] == ["flow"]
+
+
+def test_syntax_checks_in_worker_processes(tmp_path: Path) -> None:
+    root = _unrelated_project(tmp_path)
+    for i in range(300):
+        (root / "app" / f"filler{i:03d}.py").write_bytes(b"def f(x: int) -> int:\n    return x\n" * 20)
+    (root / "app" / "filler150.py").write_bytes(b"def f(x: int) -> int:\n    return x +\n")
+    serial = analyze(load_config(root), use_cache=False, jobs=1)
+    parallel = analyze(load_config(root), use_cache=False, jobs=2)
+    assert (serial.stats.processes, parallel.stats.processes) == (1, 2)
+    assert parallel.stats.syntax_checked == 303  # 300 + __init__, util, broken
+    assert serial.data == parallel.data and serial.diagnostics == parallel.diagnostics
+    assert sorted({d.file for d in parallel.diagnostics}) == ["app/filler150.py", "broken.py"]
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"", b"x", b"pikku-syntax-ok\n", b"pikku-syntax-ok\n" + b"\0" * 33, b"\xff" * 64]
+)
+def test_corrupt_or_foreign_syntax_index_is_ignored_and_rewritten(tmp_path: Path, garbage: bytes) -> None:
+    root = _unrelated_project(tmp_path)
+    expected = analyze(load_config(root), use_cache=False)
+    index = root / ".pikku" / "cache" / "syntax-ok.bin"
+    index.parent.mkdir(parents=True)
+    index.write_bytes(garbage)
+    cold = analyze(load_config(root))
+    assert cold.stats.syntax_checked == 3 and cold.diagnostics == expected.diagnostics
+    assert index.read_bytes() != garbage
+    warm = analyze(load_config(root))
+    assert warm.stats.syntax_checked == 0 and warm.diagnostics == expected.diagnostics
+    assert not list((root / ".pikku").rglob("*.tmp"))
+
+
+def test_syntax_index_is_not_written_by_check_or_without_cache(tmp_path: Path) -> None:
+    root = _unrelated_project(tmp_path)
+    analyze(load_config(root), read_only_cache=True)
+    analyze(load_config(root), use_cache=False)
+    assert not (root / ".pikku").exists()
+
+
+def test_syntax_index_keeps_entries_of_a_concurrent_run(tmp_path: Path) -> None:
+    from pikku_analyzer.cache import SyntaxIndex, content_digest
+
+    path = tmp_path / "syntax-ok.bin"
+    first, second = SyntaxIndex(path), SyntaxIndex(path)  # both read an empty index
+    first.add(content_digest(b"a = 1\n"))
+    second.add(content_digest(b"b = 2\n"))
+    assert first.save() and second.save()
+    merged = SyntaxIndex(path)
+    assert merged.loaded and len(merged) == 2
+    assert merged.known(content_digest(b"a = 1\n")) and not merged.known(content_digest(b"c"))
 
 
 @pytest.mark.parametrize(
