@@ -565,26 +565,25 @@ async def test_abandon_pending_step_is_refused(store: WorkflowStateService) -> N
 
 
 async def test_reset_failed_step_for_new_attempts(store: WorkflowStateService) -> None:
-    """``reset_step`` (an operator action, ``pikku-runs resume``): optional, but the memory,
-    file and SQLite stores have it."""
-    if not hasattr(store, "reset_step"):
-        pytest.skip(f"{type(store).__name__} has no reset_step")
+    """``reset_step`` (an operator action, ``pikku-runs resume``): part of the contract, every
+    store has it."""
     run_id, _ = await new_run_with_step(store, max_attempts=1)
     owner = make_owner()
     await store.claim_step(run_id, "s", owner=owner, lease_seconds=30, now=T0)
     await store.fail_step_attempt(run_id, "s", token=owner.token, error=err(), retry_at=None)
-    reset = await store.reset_step(run_id, "s", attempts=2, at=T0)  # type: ignore[attr-defined]
+    reset = await store.reset_step(run_id, "s", attempts=2, at=T0)
     assert reset is not None and reset.status is StepStatus.SCHEDULED
     assert reset.error is None and reset.max_attempts == 3 and reset.next_attempt_at == T0
+    assert reset.attempt_count == 1 and reset.finished_at is None
     assert reset.attempts[0].status is StepStatus.FAILED  # history kept
     # Not failed any more: a second reset changes nothing.
-    assert await store.reset_step(run_id, "s", attempts=2) is None  # type: ignore[attr-defined]
+    assert await store.reset_step(run_id, "s", attempts=2) is None
     claimed = await store.claim_step(run_id, "s", owner=make_owner(), lease_seconds=30, now=T0)
     assert claimed is not None and claimed.attempt_count == 2
     with pytest.raises(StepNotFoundError):
-        await store.reset_step(run_id, "missing")  # type: ignore[attr-defined]
+        await store.reset_step(run_id, "missing")
     with pytest.raises(RunNotFoundError):
-        await store.reset_step("no-such-run", "s")  # type: ignore[attr-defined]
+        await store.reset_step("no-such-run", "s")
 
 
 async def test_concurrent_claims_in_one_process_one_winner(store: WorkflowStateService) -> None:

@@ -357,34 +357,10 @@ async def _resume_failed(
 async def _reset_step(
     store: WorkflowStateService, run_id: str, step: StepState, *, attempts: int, now: datetime
 ) -> None:
-    """Give a failed step ``attempts`` new attempts: ``scheduled``, due ``now``, error cleared,
-    ``max_attempts = attempt_count + attempts``, its attempt history kept.
-
-    Rewriting a settled step is not part of the abstract store contract: the memory, file and
-    SQLite stores offer it as ``reset_step(run_id, key, *, attempts, at)`` (guarded by
-    ``status == failed``, atomic). For a PostgreSQL store without it, the same guarded update
-    is one ``UPDATE ... WHERE status = 'failed'`` through the store's own single-step update.
-    Any other store is refused in one line."""
+    """Give a failed step ``attempts`` new attempts, due ``now``
+    (:meth:`WorkflowStateService.reset_step`: guarded by ``status == failed``, atomic)."""
     key = step.key
-    reset = getattr(store, "reset_step", None)
-    if reset is not None:
-        changed = await reset(run_id, key, attempts=attempts, at=now) is not None
-    elif hasattr(store, "_step_update"):  # PostgreSQL: one guarded UPDATE
-        updated = await store._step_update(
-            run_id,
-            key,
-            "UPDATE pikku_steps SET status = 'scheduled', error = NULL,"
-            " next_attempt_at = %(now)s, finished_at = NULL,"
-            " max_attempts = attempt_count + %(attempts)s, updated_at = %(now)s"
-            " WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'failed'",
-            {"now": now, "attempts": attempts},
-        )
-        changed = updated is not None
-    else:
-        raise CliError(
-            f"cannot resume run {run_id}: the {type(store).__name__} cannot reset a failed step"
-        )
-    if not changed:
+    if await store.reset_step(run_id, key, attempts=attempts, at=now) is None:
         raise CliError(f"step {key} of run {run_id} changed while resuming; try again")
 
 

@@ -220,8 +220,8 @@ def apply_reset(step: StepState, attempts: int, at: datetime | None, now: dateti
 RESET_DOC = """Give a ``failed`` step ``attempts`` new attempts: it becomes ``scheduled`` (due at ``at``,
 or at once), its error is cleared and ``max_attempts`` is ``attempt_count + attempts``; the
 attempt history is kept. Returns the updated step, or ``None`` if the step is not failed.
-Raises StepNotFoundError / RunNotFoundError. (Not part of the abstract contract: an operator
-action used by ``pikku-runs resume``.)"""
+Raises StepNotFoundError / RunNotFoundError (an operator action used by ``pikku-runs
+resume``; see :meth:`WorkflowStateService.reset_step`)."""
 
 
 # ------------------------------------------------------------------------ file locks

@@ -202,6 +202,19 @@ class WorkflowStateService(ABC):
         ``scheduled`` with ``next_attempt_at = retry_at``; without, it becomes ``failed`` with
         ``error``. Returns the updated step, or ``None`` if the token did not hold it."""
 
+    @abstractmethod
+    async def reset_step(
+        self, run_id: str, key: str, *, attempts: int = 1, at: datetime | None = None
+    ) -> StepState | None:
+        """Give a ``failed`` step ``attempts`` new attempts (an operator action: ``pikku-runs
+        resume``). Atomically, and only if the step is ``failed``: it becomes ``scheduled``
+        with ``next_attempt_at = at`` (``None``: due at once), its ``error`` and
+        ``finished_at`` are cleared, ``max_attempts`` becomes ``attempt_count + attempts``;
+        ``attempt_count`` and the attempt history are kept. Returns the updated step, or
+        ``None`` when the step is not ``failed`` (nothing changed). Raises ``ValueError`` when
+        ``attempts < 1``, :class:`StepNotFoundError` for an unknown step and
+        :class:`RunNotFoundError` for an unknown run."""
+
     # ------------------------------------------------------------- locking
     @abstractmethod
     def lock_run(

@@ -745,6 +745,26 @@ class PostgresWorkflowStateService(WorkflowStateService):
             },
         )
 
+    async def reset_step(
+        self, run_id: str, key: str, *, attempts: int = 1, at: datetime | None = None
+    ) -> StepState | None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {attempts}")
+        step = await self._step_update(
+            run_id,
+            key,
+            "UPDATE pikku_steps SET status = 'scheduled', error = NULL,"
+            " next_attempt_at = %(at)s, finished_at = NULL,"
+            " max_attempts = attempt_count + %(attempts)s, updated_at = %(now)s"
+            " WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'failed'",
+            {"at": None if at is None else c.aware(at), "attempts": attempts, "now": c.now_utc()},
+        )
+        if step is None and await self.get_step(run_id, key) is None:
+            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        return step
+
+    reset_step.__doc__ = c.RESET_DOC
+
     # ------------------------------------------------------------- locking
     def lock_run(
         self, run_id: str, *, timeout: float | None = None
