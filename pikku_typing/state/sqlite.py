@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -124,13 +125,17 @@ class SqliteWorkflowStateService(WorkflowStateService):
             raise StoreUnavailableError(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreUnavailableError(
-                    f"SQLite store {str(self.path)!r}: cannot enable WAL (journal mode {mode})"
-                )
+            # Switching a fresh database to WAL takes an exclusive lock for which SQLite does
+            # not always call the busy handler ("database is locked" when several processes
+            # open a new store at once): serialize set-up with a kernel lock, released on exit.
+            with self._init_lock():
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreUnavailableError(
+                        f"SQLite store {str(self.path)!r}: cannot enable WAL (journal mode {mode})"
+                    )
+                self._migrate(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             if isinstance(exc, sqlite3.OperationalError):
@@ -146,6 +151,17 @@ class SqliteWorkflowStateService(WorkflowStateService):
         self._conn = conn
         self._pid = os.getpid()
         return conn
+
+    @contextmanager
+    def _init_lock(self) -> Iterator[None]:
+        """Exclusive ``flock`` on ``<path>.locks/.init.lock`` (no run id starts with '.')."""
+        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_dir / ".init.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
