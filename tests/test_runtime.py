@@ -908,6 +908,45 @@ async def test_parallel_steps_with_gather(
     }
 
 
+class _RecordingQueue(InProcessQueue):
+    """The in-process queue, recording every ``enqueue`` call (before de-duplication)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[Job] = []
+
+    async def enqueue(self, job: Job) -> None:
+        self.calls.append(job)
+        await super().enqueue(job)
+
+
+@pytest.mark.parametrize("live_runs", [1000, 0])
+async def test_each_remote_step_job_is_enqueued_once(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], live_runs: int
+) -> None:
+    """A new remote step is queued ONCE (a second enqueue with the same dedupe key is free in
+    memory but a failed insert per step on PostgreSQL)."""
+
+    @pikku_func(name="sq")
+    async def sq(data: Num) -> int:
+        return data["n"] ** 2
+
+    async def wf(workflow: Workflow, data: None) -> int:
+        first = await workflow.do("one", "sq", {"n": 2})
+        more = await asyncio.gather(*(workflow.do("par", "sq", {"n": n}) for n in range(3)))
+        return first + sum(more)
+
+    wire_workflow(name="once", func=wf, execution_mode="remote")
+    queue = _RecordingQueue()
+    rt = WorkflowRuntime(store, queue, live_runs=live_runs)
+    runtimes.append(rt)
+    handle = await rt.client("once").start(None)
+    await settle(rt, handle.run_id)
+    assert await handle.result(timeout=1) == 4 + 0 + 1 + 4
+    step_jobs = [job.step_key for job in queue.calls if job.kind == "step"]
+    assert sorted(step_jobs) == ["one", "par", "par#1", "par#2"]
+
+
 @MODES
 async def test_a_running_attempt_keeps_its_lease_alive(
     store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
