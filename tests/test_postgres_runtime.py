@@ -113,3 +113,30 @@ async def test_durable_sleep_survives_a_new_queue(
     await rt2.drain()
     assert await rt2.client("pg_sleepy").result(handle.run_id, timeout=1) == "woke"
     assert after == [1]
+
+
+@test_runtime.MODES
+async def test_a_store_outage_is_retried_by_procrastinate(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job that hit ``StoreUnavailableError`` fails in procrastinate (not marked done), which
+    retries it after its backoff: the run completes without ``recover()``."""
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        first = await workflow.do("a", lambda: "a")
+        return first + str(await workflow.do("b", lambda: "b"))
+
+    wire_workflow(name="pg_blip", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = test_runtime.new_runtime(runtimes, store)
+    handle = await rt.client("pg_blip").start(None)
+    calls = test_runtime._fail_once(monkeypatch, store, "insert_step")
+    await rt.drain()
+    assert calls and (await store.get_run(handle.run_id)).status is RunStatus.RUNNING
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60  # a generous cap: the retry backoff is a few seconds
+    while not (await store.get_run(handle.run_id)).status.is_settled:
+        assert loop.time() < deadline, "the failed job was never retried"
+        await asyncio.sleep(0.2)
+        await rt.drain()
+    assert await rt.client("pg_blip").result(handle.run_id, timeout=10) == "ab"

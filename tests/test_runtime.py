@@ -5,6 +5,7 @@ cancel, middleware, duplicate deliveries, abandoned claims, non-determinism."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import socket
@@ -38,7 +39,7 @@ from pikku_typing import (
     pikku_func,
     wire_workflow,
 )
-from pikku_typing.errors import WorkflowNotFoundError
+from pikku_typing.errors import StoreUnavailableError, WorkflowNotFoundError
 from pikku_typing.models import ClaimOwner, StepState
 from pikku_typing.runtime.queues.base import Job, step_queue
 from pikku_typing.runtime.steps import retry_delay_seconds
@@ -906,6 +907,183 @@ async def test_parallel_steps_with_gather(
     assert {k: s.result for k, s in steps.items() if k.startswith("sq")} == {
         "sq": 0, "sq#1": 1, "sq#2": 4, "sq#3": 9, "sq#4": 16,
     }
+
+
+# ------------------------------------------- transient infrastructure errors
+
+
+def _fail_once(
+    monkeypatch: pytest.MonkeyPatch, store: WorkflowStateService, name: str, *, skip: int = 0
+) -> list[int]:
+    """Make ``store.<name>`` raise :class:`StoreUnavailableError` on its ``skip + 1``-th call
+    only (a database blip); returns a list that grows by one per call."""
+    original = getattr(store, name)
+    calls: list[int] = []
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == skip + 1:
+            raise StoreUnavailableError(f"test outage in {name}")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, name, flaky)
+    return calls
+
+
+@MODES
+@pytest.mark.parametrize("method", ["insert_step", "transition_run", "get_step_states"])
+async def test_a_store_outage_during_a_pass_redelivers_the_job(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str, method: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``StoreUnavailableError`` is not the workflow's fault: the job goes back to the queue
+    (instead of being marked done with its run left ``running``, or failing the run) and one
+    ``drain()`` finishes the run once the store is back (the in-process queue waits for the
+    short redelivery backoff; ``tests/test_postgres_runtime.py`` checks procrastinate's)."""
+    ran: list[int] = []
+
+    @pikku_func(name="double")
+    def double(data: Num) -> int:
+        ran.append(data["n"])
+        return data["n"] * 2
+
+    async def wf(workflow: Workflow, data: Num) -> int:
+        a = await workflow.do("a", "double", {"n": data["n"]})
+        return int(await workflow.do("b", "double", {"n": a}))
+
+    wire_workflow(name="blip", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("blip").start({"n": 3})
+    calls = _fail_once(monkeypatch, store, method)
+    await rt.drain()
+    assert calls, f"{method} was never called"
+    run = await rt.client("blip").get_run(handle.run_id)
+    assert run.status is RunStatus.COMPLETED, (run.status, run.error)
+    assert run.output == 12
+    assert set(ran) == {3, 6}  # at least once each (a lost inline result runs again)
+
+
+async def test_a_store_outage_in_a_step_worker_redelivers_the_step_job(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remote mode: the step's result could not be stored; the redelivered step job abandons
+    the attempt of its (finished) holder and runs the step again (one ``drain()`` of the
+    in-process queue)."""
+    ran: list[int] = []
+
+    @pikku_func(name="double")
+    def double(data: Num) -> int:
+        ran.append(data["n"])
+        return data["n"] * 2
+
+    async def wf(workflow: Workflow, data: Num) -> int:
+        return int(await workflow.do("a", "double", {"n": data["n"]}))
+
+    wire_workflow(name="blip", func=wf, execution_mode="remote")
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("blip").start({"n": 5})
+    _fail_once(monkeypatch, store, "complete_step")
+    await rt.drain()
+    run = await rt.client("blip").get_run(handle.run_id)
+    assert run.status is RunStatus.COMPLETED, (run.status, run.error)
+    assert run.output == 10 and ran == [5, 5]
+    step = (await store.get_step_states(handle.run_id))["a"]
+    assert step.attempt_count == 2 and step.status is StepStatus.SUCCEEDED
+
+
+async def test_a_lock_timeout_redelivers_the_job(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TimeoutError`` from ``lock_run``: redelivered (one ``drain()`` of the
+    in-process queue)."""
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        return str(await workflow.do("a", lambda: "done"))
+
+    wire_workflow(name="locked", func=wf)
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("locked").start(None)
+    original = store.lock_run
+    calls: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def timed_out() -> AsyncIterator[None]:
+        raise TimeoutError("test: the run lock is busy")
+        yield  # pragma: no cover
+
+    def flaky_lock(run_id: str, *, timeout: float | None = None) -> Any:
+        calls.append(run_id)
+        if len(calls) == 1:
+            return timed_out()
+        return original(run_id, timeout=timeout)
+
+    monkeypatch.setattr(store, "lock_run", flaky_lock)
+    await rt.drain()
+    assert len(calls) >= 2
+    run = await rt.client("locked").get_run(handle.run_id)
+    assert run.status is RunStatus.COMPLETED and run.output == "done"
+
+
+async def test_a_job_that_keeps_failing_is_dropped_after_bounded_retries_then_recovered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``drain()`` does not spin forever on a job whose store stays away: the in-process queue
+    retries it ``max_job_retries`` times with a backoff, then logs and drops it; the run is
+    left ``running`` for ``recover()``."""
+    store = InMemoryWorkflowStateService()
+
+    async def wf(workflow: Workflow, data: None) -> str:
+        return str(await workflow.do("a", lambda: "done"))
+
+    wire_workflow(name="down", func=wf)
+    queue = InProcessQueue(max_job_retries=3, retry_backoff=0.001)
+    async with WorkflowRuntime(store, queue) as rt:
+        handle = await rt.client("down").start(None)
+        original = store.insert_step
+        attempts: list[int] = []
+
+        async def down(run_id: str, step: StepState) -> StepState:
+            attempts.append(1)
+            raise StoreUnavailableError("test: the database is down")
+
+        monkeypatch.setattr(store, "insert_step", down)
+        assert await rt.drain() == 4  # the first delivery + 3 retries
+        assert len(attempts) == 4 and len(queue) == 0
+        assert (await store.get_run(handle.run_id)).status is RunStatus.RUNNING
+        monkeypatch.setattr(store, "insert_step", original)
+        assert await rt.recover() == 1
+        await rt.drain()
+        assert await handle.result(timeout=1) == "done"
+
+
+async def test_in_process_queue_redelivers_a_failed_job_with_backoff() -> None:
+    queue = InProcessQueue(max_job_retries=2, retry_backoff=0.001)
+    seen: list[str] = []
+
+    async def handler(job: Job) -> None:
+        seen.append(job.run_id)
+        if job.run_id == "flaky" and seen.count("flaky") == 1:
+            raise StoreUnavailableError("once")
+        if job.run_id == "broken":
+            raise RuntimeError("always")
+
+    for run_id in ("flaky", "broken", "fine"):
+        await queue.enqueue(Job(queue="q", kind="orchestrate", workflow="w", run_id=run_id))
+    assert await queue.drain(handler) == 2 + 3 + 1
+    assert seen.count("flaky") == 2 and seen.count("broken") == 3 and seen.count("fine") == 1
+    assert len(queue) == 0
+    # serve(): the same redelivery, bounded too
+    seen.clear()
+    await queue.enqueue(Job(queue="q", kind="orchestrate", workflow="w", run_id="flaky"))
+    stop = asyncio.Event()
+    server = asyncio.create_task(queue.serve(handler, stop=stop))
+    for _ in range(6000):  # until redelivered (condition, not a deadline; 60 s cap)
+        if seen.count("flaky") == 2:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await server
+    assert seen == ["flaky", "flaky"]
 
 
 class _RecordingQueue(InProcessQueue):

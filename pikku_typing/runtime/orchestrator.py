@@ -42,6 +42,7 @@ from typing import Any, Literal
 from pikku_typing import durations
 from pikku_typing.errors import (
     StepSerializationError,
+    StoreUnavailableError,
     WorkflowFailedError,
     WorkflowNonDeterminismError,
 )
@@ -188,6 +189,9 @@ class RunContext(Workflow):
         self.version = 0
         self.changed = asyncio.Event()
         self.fatal: BaseException | None = None
+        self.infra: StoreUnavailableError | None = None
+        """Set when a store call of this pass failed: the pass is abandoned (the job is
+        delivered again), the run is never failed for it, even if the function caught it."""
         self.in_pass = True
 
     # ------------------------------------------------------------ Workflow API
@@ -219,6 +223,9 @@ class RunContext(Workflow):
         try:
             spec = self._spec(step_name, target, data, retries, retry_delay, result_type)
             return await self._run_step(spec)
+        except StoreUnavailableError as exc:
+            self.infra = exc
+            raise
         finally:
             self._exit()
 
@@ -258,6 +265,9 @@ class RunContext(Workflow):
                     return
                 fresh = await self._park(key, wake)
                 step = fresh if fresh is not None else step
+        except StoreUnavailableError as exc:
+            self.infra = exc
+            raise
         finally:
             self._exit()
 
@@ -682,12 +692,16 @@ class Orchestrator:
                         return
                 else:
                     await live.ctx.resume()
-                try:
-                    outcome = await live.ctx.settle(live.task)
-                except BaseException:
-                    await self._discard(live)
-                    raise
+                outcome = await live.ctx.settle(live.task)
                 await self._finish_pass(run_id, definition, live, outcome)
+            except BaseException:
+                # e.g. the store went away: drop the continuation (the redelivered job
+                # replays the run from the store)
+                if live is not None:
+                    if self._live.get(run_id) is live:
+                        del self._live[run_id]
+                    await self._discard(live)
+                raise
             finally:
                 process.mark_inactive(owner.token)
 
@@ -706,11 +720,25 @@ class Orchestrator:
 
     async def _body(self, ctx: RunContext, definition: WorkflowDefinition, data: Any) -> Outcome:
         try:
+            outcome = await self._call_workflow(ctx, definition, data)
+        except StoreUnavailableError as exc:
+            ctx.infra = ctx.infra or exc
+        if ctx.infra is not None:
+            # the store failed under the pass: not the workflow's fault, the job runs again
+            raise ctx.infra
+        return outcome
+
+    async def _call_workflow(
+        self, ctx: RunContext, definition: WorkflowDefinition, data: Any
+    ) -> Outcome:
+        try:
             result = await definition.func(ctx, data)
         except _Cancelled:
             return Outcome("cancelled")
         except _Suspend:
             return Outcome("unwound")
+        except StoreUnavailableError:
+            raise
         except StepFailedError as exc:
             if ctx.fatal is not None:
                 return Outcome("failed", error=steps.error_info(ctx.fatal))

@@ -27,6 +27,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from pikku_typing.errors import (
     StepSerializationError,
+    StoreUnavailableError,
     WorkflowCancelledError,
     WorkflowFailedError,
     WorkflowInputError,
@@ -53,6 +54,10 @@ WorkerFunc = Callable[["WorkflowRuntime", Job], Awaitable[None]]
 """A job handler for one queue: ``async def worker(runtime, job) -> None``."""
 
 DEFAULT_STATE_DIR = ".pikku/state"
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (StoreUnavailableError, TimeoutError)
+"""Errors that mean "the infrastructure is briefly away", not "the job is wrong": a job that
+raises one is redelivered by its queue instead of being marked done."""
 
 
 class RunHandle(Generic[OutputT]):
@@ -248,7 +253,13 @@ class WorkflowRuntime:
 
     # ----------------------------------------------------------------- workers
     async def handle_job(self, job: Job) -> None:
-        """Run one job (the handler given to the queue). Errors are logged, never raised."""
+        """Run one job (the handler given to the queue).
+
+        Transient infrastructure errors (:class:`StoreUnavailableError`, ``TimeoutError``
+        from ``lock_run``) are raised to the queue, which delivers the job again later
+        (procrastinate retries it; the in-process queue puts it back with a backoff): the
+        job's work was not done. Errors of user code never get here (they are recorded as
+        step or run failures); any other error is a bug of the job and is logged, not raised."""
         from pikku_typing.runtime.workers import handle_job
 
         worker = self.workers.get(job.queue)
@@ -258,6 +269,8 @@ class WorkflowRuntime:
             else:
                 await handle_job(self, job)
         except asyncio.CancelledError:
+            raise
+        except TRANSIENT_ERRORS:
             raise
         except Exception:
             log.exception("%s job of run %s (%s) failed", job.kind, job.run_id, job.workflow)

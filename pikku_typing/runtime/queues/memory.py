@@ -4,6 +4,14 @@ Jobs live in this process's memory (a heap ordered by due time); nothing survive
 which is fine because the state store is the source of truth: ``WorkflowRuntime.recover()``
 rebuilds the queue from it. A job with a ``dedupe_key`` that is still queued is not queued
 twice.
+
+A job whose handler raises (the runtime raises only transient infrastructure errors such as
+:class:`~pikku_typing.errors.StoreUnavailableError`: errors of user code are recorded as step
+or run failures) is put back in the queue with an exponential backoff (``retry_backoff``,
+doubled per failure, capped at ``max_retry_backoff``), at most ``max_job_retries`` times; then
+it is logged and dropped, and its run is left to ``WorkflowRuntime.recover()``. ``drain()``
+waits for the backoff of jobs it put back, so a short outage does not end a drain early, and
+the bound keeps it from spinning forever on a job that always fails.
 """
 
 from __future__ import annotations
@@ -29,11 +37,28 @@ def _due(job: Job) -> float:
     return run_at.timestamp()
 
 
-class InProcessQueue(WorkflowQueue):
-    """Jobs in memory, run by this process's ``drain()``/``serve()``."""
+_Entry = tuple[float, int, Job, int]
+"""A heap entry: (due timestamp, sequence number, job, failures so far)."""
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Job]] = []
+
+class InProcessQueue(WorkflowQueue):
+    """Jobs in memory, run by this process's ``drain()``/``serve()``.
+
+    ``max_job_retries``: how many times a job whose handler raised is put back (then it is
+    logged and dropped); ``retry_backoff``: seconds before the first redelivery, doubled per
+    failure up to ``max_retry_backoff``."""
+
+    def __init__(
+        self,
+        *,
+        max_job_retries: int = 5,
+        retry_backoff: float = 0.05,
+        max_retry_backoff: float = 2.0,
+    ) -> None:
+        self.max_job_retries = max(max_job_retries, 0)
+        self.retry_backoff = max(retry_backoff, 0.0)
+        self.max_retry_backoff = max(max_retry_backoff, self.retry_backoff)
+        self._heap: list[_Entry] = []
         self._seq = itertools.count()
         self._queued_keys: set[str] = set()
         self._signal: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -43,7 +68,7 @@ class InProcessQueue(WorkflowQueue):
 
     def pending(self) -> list[Job]:
         """The queued jobs, in due order."""
-        return [job for _, _, job in sorted(self._heap)]
+        return [entry[2] for entry in sorted(self._heap)]
 
     def next_due(self) -> datetime | None:
         """When the earliest queued job is due (``None`` if the queue is empty)."""
@@ -58,19 +83,23 @@ class InProcessQueue(WorkflowQueue):
         return self._signal[1]
 
     async def enqueue(self, job: Job) -> None:
+        self._push(job, _due(job), 0)
+
+    def _push(self, job: Job, due: float, failures: int) -> bool:
         if job.dedupe_key is not None:
             if job.dedupe_key in self._queued_keys:
-                return
+                return False
             self._queued_keys.add(job.dedupe_key)
-        heapq.heappush(self._heap, (_due(job), next(self._seq), job))
+        heapq.heappush(self._heap, (due, next(self._seq), job, failures))
         if self._signal is not None:
             self._signal[1].set()
+        return True
 
-    def _pop_due(self, queues: Sequence[str] | None) -> Job | None:
+    def _pop_due(self, queues: Sequence[str] | None) -> _Entry | None:
         now = time.time()
         if queues is None:
             if self._heap and self._heap[0][0] <= now:
-                job = heapq.heappop(self._heap)[2]
+                entry = heapq.heappop(self._heap)
             else:
                 return None
         else:
@@ -81,10 +110,41 @@ class InProcessQueue(WorkflowQueue):
             entry = min(candidates)
             self._heap.remove(entry)
             heapq.heapify(self._heap)
-            job = entry[2]
+        job = entry[2]
         if job.dedupe_key is not None:
             self._queued_keys.discard(job.dedupe_key)
-        return job
+        return entry
+
+    async def _handle(self, handler: JobHandler, entry: _Entry) -> None:
+        """Run one job; when the handler raises, put the job back with a backoff (bounded)."""
+        _, _, job, failures = entry
+        try:
+            await handler(job)
+        except Exception as exc:
+            failures += 1
+            if failures > self.max_job_retries:
+                log.error(
+                    "%s job of run %s (%s) failed %d times, dropped (runtime.recover() "
+                    "re-queues its run): %s: %s",
+                    job.kind, job.run_id, job.workflow, failures, type(exc).__name__, exc,
+                )
+                return
+            delay = min(self.retry_backoff * 2 ** (failures - 1), self.max_retry_backoff)
+            log.warning(
+                "%s job of run %s (%s) failed (%s: %s); retry %d/%d in %.2fs",
+                job.kind, job.run_id, job.workflow, type(exc).__name__, exc,
+                failures, self.max_job_retries, delay,
+            )
+            self._push(job, max(time.time() + delay, _due(job)), failures)
+
+    def _retry_wait(self, queues: Sequence[str] | None) -> float | None:
+        """Seconds until the earliest job put back after a failure is due (``None``: none)."""
+        retrying = [
+            e[0] for e in self._heap if e[3] > 0 and (queues is None or e[2].queue in queues)
+        ]
+        if not retrying:
+            return None
+        return max(min(retrying) - time.time(), 0.0)
 
     def _next_wait(self, queues: Sequence[str] | None) -> float | None:
         entries = self._heap if queues is None else [e for e in self._heap if e[2].queue in queues]
@@ -93,11 +153,17 @@ class InProcessQueue(WorkflowQueue):
         return max(min(entries)[0] - time.time(), 0.0)
 
     async def drain(self, handler: JobHandler, *, queues: Sequence[str] | None = None) -> int:
+        """Run every due job until none is due; a job put back after a failure is waited for
+        (its backoff is short and its retries bounded), a job due later (a sleep) is not."""
         count = 0
-        while (job := self._pop_due(queues)) is not None:
-            await handler(job)
-            count += 1
-        return count
+        while True:
+            while (entry := self._pop_due(queues)) is not None:
+                await self._handle(handler, entry)
+                count += 1
+            wait = self._retry_wait(queues)
+            if wait is None:
+                return count
+            await asyncio.sleep(wait)
 
     async def serve(
         self,
@@ -112,8 +178,8 @@ class InProcessQueue(WorkflowQueue):
         event = self._event()
         try:
             while stop is None or not stop.is_set():
-                while len(running) < concurrency and (job := self._pop_due(queues)) is not None:
-                    running.add(asyncio.create_task(self._run(handler, job)))
+                while len(running) < concurrency and (entry := self._pop_due(queues)) is not None:
+                    running.add(asyncio.create_task(self._run(handler, entry)))
                 event.clear()
                 waiters: set[asyncio.Future[object]] = set(running)  # type: ignore[arg-type]
                 signal = asyncio.ensure_future(event.wait())
@@ -136,12 +202,11 @@ class InProcessQueue(WorkflowQueue):
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
-    @staticmethod
-    async def _run(handler: JobHandler, job: Job) -> None:
+    async def _run(self, handler: JobHandler, entry: _Entry) -> None:
         try:
-            await handler(job)
-        except Exception:
-            log.exception("job %s of run %s failed", job.kind, job.run_id)
+            await self._handle(handler, entry)
+        except Exception:  # pragma: no cover - _handle does not raise
+            log.exception("job %s of run %s failed", entry[2].kind, entry[2].run_id)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
