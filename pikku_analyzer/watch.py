@@ -188,6 +188,13 @@ class IncrementalAnalyzer:
             entry.problem = make_diag("UNREADABLE_FILE", source.rel, 1, 1, data)
             return entry
         if not passes_prefilter(data, self.tokens):
+            # Like a full run: a file that does not mention pikku is still syntax-checked,
+            # so a half-written unrelated module is reported too.
+            if len(data) <= engine.PARSE_LIMIT_BYTES and not engine.parses(data, source.rel):
+                facts = self._facts(source, data)
+                if facts.get("syntax_error"):
+                    entry.unit = Unit(source.rel, source.module, facts)
+                    return entry
             entry.other = True
             return entry
         if len(data) > engine.PARSE_LIMIT_BYTES:

@@ -288,6 +288,16 @@ def test_incremental_analysis_matches_a_fresh_analyze(app: Path) -> None:
     archive.unlink()  # a vanished module
     same(incremental.update([rpcs, archive]))
 
+    unrelated = app / "app" / "util.py"  # a broken module that never mentions pikku
+    unrelated.write_text("def helper(:\n")
+    result = incremental.update([unrelated])
+    assert [d.file for d in result.diagnostics if d.code == "SYNTAX_ERROR"] == ["app/util.py"]
+    same(result)
+    unrelated.write_text("def helper() -> int:\n    return 1\n")
+    result = incremental.update([unrelated])
+    assert not result.has_syntax_errors
+    same(result)
+
     # a module that the pre-filter skips, but whose constant a workflow step uses
     (app / "app" / "names.py").write_text('CREATE = "users.nope"\n')
     onboarding = app / "app" / "onboarding.py"
