@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ from pikku_typing import (
 )
 from pikku_typing.errors import StoreUnavailableError, WorkflowNotFoundError
 from pikku_typing.models import ClaimOwner, StepState
+from pikku_typing.runtime import steps as steps_module
 from pikku_typing.runtime.queues.base import Job, step_queue
 from pikku_typing.runtime.steps import retry_delay_seconds
 from pikku_typing.runtime.workers import run_orchestrator_job
@@ -107,15 +109,52 @@ def new_runtime(made: list[WorkflowRuntime], store: WorkflowStateService, **kw: 
     return rt
 
 
-async def settle(rt: WorkflowRuntime, run_id: str, rounds: int = 200) -> None:
+SETTLE_CAP = 60.0
+"""Seconds a test waits for a condition before giving up: a generous cap for a loaded CI
+machine, never a timing assertion (waits end as soon as the condition holds)."""
+
+
+async def settle(rt: WorkflowRuntime, run_id: str, cap: float = SETTLE_CAP) -> None:
     """Drain until the run settles (waiting for sleeps/retries that are not due yet)."""
-    for _ in range(rounds):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cap
+    while True:
         await rt.drain()
         run = await rt.state.get_run(run_id)
         if run.status.is_settled:
             return
+        if loop.time() > deadline:
+            raise AssertionError(f"run {run_id} did not settle within {cap}s: {run.status}")
         await asyncio.sleep(0.02)
-    raise AssertionError(f"run {run_id} did not settle: {run.status}")
+
+
+class FakeClock:
+    """The runtime's clock (``steps.now``) and an in-process queue's clock, both real time
+    plus an offset the test moves forward: a sleep ends when the test says so, however slow
+    the machine is (no short sleep that may end too early or too late)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta.total_seconds()
+
+    def queue(self) -> InProcessQueue:
+        """An in-process queue whose jobs are due by this clock."""
+        return InProcessQueue(clock=self.time)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(steps_module, "now", fake.now)
+    return fake
 
 
 MODES = pytest.mark.parametrize("mode", ["inline", "remote"])
@@ -218,7 +257,7 @@ async def test_repeated_step_names_get_numbered_keys(
     rt = new_runtime(runtimes, store)
     handle = await rt.client("loop").start(None)
     await rt.drain()
-    assert await rt.client("loop").result(handle.run_id, timeout=5) == [0, 1, 2, 9]
+    assert await rt.client("loop").result(handle.run_id, timeout=SETTLE_CAP) == [0, 1, 2, 9]
     assert list(await store.get_step_states(handle.run_id)) == ["item", "item#1", "item#2", "item#1x"]
 
 
@@ -253,7 +292,7 @@ def _register_replay_app(mode: str, counts: dict[str, int]) -> None:
         rec = await workflow.do("receipt", receipt)
         uid = await workflow.do("ident", ident, result_type=UUID)
         stamp = await workflow.do("stamp", lambda: datetime(2020, 1, 1, tzinfo=UTC))
-        await workflow.sleep("nap", "150ms")
+        await workflow.sleep("nap", "1h")  # ends when the test moves the clock
         # After the sleep, a fresh runtime replays: every value must have its original type.
         assert isinstance(profile, Profile) and isinstance(profile.id, UUID), profile
         assert isinstance(profile.balance, Decimal) and isinstance(profile.joined, datetime)
@@ -268,7 +307,7 @@ def _register_replay_app(mode: str, counts: dict[str, int]) -> None:
 
 @MODES
 async def test_replay_in_a_new_runtime_rebuilds_types_and_never_reruns_steps(
-    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str, clock: FakeClock
 ) -> None:
     counts: dict[str, int] = {}
     _register_replay_app(mode, counts)
@@ -279,7 +318,7 @@ async def test_replay_in_a_new_runtime_rebuilds_types_and_never_reruns_steps(
     await first.close()  # the process "ends": its live continuation is gone
 
     second = new_runtime(runtimes, store)
-    await asyncio.sleep(0.2)
+    clock.advance(timedelta(hours=2))  # the nap is over
     assert await second.recover() == 1
     await settle(second, handle.run_id)
     run = await second.client("replay").get_run(handle.run_id)
@@ -364,7 +403,7 @@ async def test_non_determinism_is_detected_on_replay(
             x = await workflow.do("first", "nd.a", {"n": 2})
         else:
             x = await workflow.do("first", "nd.a", {"n": 1})
-        await workflow.sleep("wait", "100ms")
+        await workflow.sleep("wait", "1h")  # never ends here: the replay fails before it
         return x
 
     wire_workflow(name="nd", func=wf, execution_mode="inline")
@@ -487,18 +526,22 @@ async def test_caught_step_failure_lets_the_workflow_continue(
 
 @MODES
 async def test_sleep_is_durable_and_drain_does_not_wait(
-    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str, clock: FakeClock
 ) -> None:
+    """A sleep is a scheduled wake-up in the store: drain() does not wait for it, a restarted
+    runtime (an empty InProcessQueue) re-arms it through recover(), and it wakes the run when
+    the clock reaches it."""
     after: list[int] = []
 
     async def wf(workflow: Workflow, data: None) -> str:
         await workflow.do("before", lambda: 1)
-        await workflow.sleep("nap", timedelta(milliseconds=300))
+        await workflow.sleep("nap", timedelta(minutes=5))
         after.append(1)
         return "woke"
 
     wire_workflow(name="sleepy", func=wf, execution_mode=mode)  # type: ignore[arg-type]
-    rt = new_runtime(runtimes, store)
+    rt = WorkflowRuntime(store, clock.queue())
+    runtimes.append(rt)
     handle = await rt.client("sleepy").start(None)
     await rt.drain()
     run = await store.get_run(handle.run_id)
@@ -508,12 +551,16 @@ async def test_sleep_is_durable_and_drain_does_not_wait(
     assert nap.next_attempt_at is not None and run.wake_at == nap.next_attempt_at
     # A restart: a new runtime (empty queue) recovers the sleeping run from the store.
     await rt.close()
-    rt2 = new_runtime(runtimes, store)
+    queue2 = clock.queue()
+    rt2 = WorkflowRuntime(store, queue2)
+    runtimes.append(rt2)
     await rt2.recover()
     await rt2.drain()
-    assert (await store.get_run(handle.run_id)).status is RunStatus.SUSPENDED
-    await settle(rt2, handle.run_id)
-    assert await rt2.client("sleepy").result(handle.run_id) == "woke"
+    assert (await store.get_run(handle.run_id)).status is RunStatus.SUSPENDED and after == []
+    assert queue2.next_due() == nap.next_attempt_at  # the wake-up is queued again
+    clock.advance(timedelta(minutes=5))
+    await rt2.drain()
+    assert await rt2.client("sleepy").result(handle.run_id, timeout=SETTLE_CAP) == "woke"
     assert after == [1]
 
 
@@ -541,7 +588,7 @@ async def test_cancel_a_sleeping_run(
     assert (await client.get_run(handle.run_id)).status is RunStatus.CANCELLED
     assert await client.cancel_run(handle.run_id) is False
     with pytest.raises(WorkflowCancelledError):
-        await client.result(handle.run_id, timeout=1)
+        await client.result(handle.run_id, timeout=SETTLE_CAP)
     await rt.recover()
     await rt.drain()
     assert after == []
@@ -594,7 +641,7 @@ async def test_result_runs_the_in_process_jobs_itself_and_times_out(
     rt = new_runtime(runtimes, store)
     # No drain, no serve: with the in-process queue, result() runs the due jobs itself.
     handle = await rt.client("quick").start(None)
-    assert await handle.result(timeout=30) == 1
+    assert await handle.result(timeout=SETTLE_CAP) == 1
     sleeper = await rt.client("slow").start(None)
     with pytest.raises(TimeoutError, match="did not settle"):
         await sleeper.result(timeout=0.05)
@@ -629,7 +676,7 @@ async def test_middleware_wraps_each_step_execution(
     rt = new_runtime(runtimes, store)
     handle = await rt.client("mw").start(None)
     await rt.drain()
-    assert await handle.result(timeout=1) == [101, 102]
+    assert await handle.result(timeout=SETTLE_CAP) == [101, 102]
     assert seen == [("a", "rpc", "one", 1), ("b", "inline", None, 1)]
 
 
@@ -664,7 +711,7 @@ async def test_duplicate_step_deliveries_are_ignored(
     await rt.handle_job(dup)
     await rt.drain()
     assert calls == [1]
-    assert await handle.result(timeout=1) == 1
+    assert await handle.result(timeout=SETTLE_CAP) == 1
 
 
 def _dead_pid() -> int:
@@ -777,7 +824,7 @@ async def test_generated_style_workers_are_used_for_their_queues(
     )
     handle = await rt.client("gen").start(None)
     await rt.drain()
-    assert await handle.result(timeout=1) == 5
+    assert await handle.result(timeout=SETTLE_CAP) == 5
     assert used == ["orchestrator", "step", "orchestrator"]
 
 
@@ -802,7 +849,7 @@ async def test_serve_runs_many_runs_concurrently_until_stopped(
     handles = [await client.start({"n": n}) for n in range(8)]
     stop = asyncio.Event()
     server = asyncio.create_task(rt.serve(stop=stop, concurrency=4))
-    results = [await h.result(timeout=30) for h in handles]
+    results = [await h.result(timeout=SETTLE_CAP) for h in handles]
     stop.set()
     await server
     assert results == [3 * n + 3 for n in range(8)]
@@ -822,7 +869,7 @@ async def test_default_runtime_uses_the_file_store(tmp_path: Path, monkeypatch: 
         assert isinstance(rt.queue, InProcessQueue)
         handle = await rt.client("default").start(None)
         await rt.drain()
-        assert await handle.result(timeout=1) == "hi"
+        assert await handle.result(timeout=SETTLE_CAP) == "hi"
     assert (tmp_path / ".pikku" / "state").is_dir()
 
 
@@ -881,7 +928,7 @@ async def test_step_states_are_read_once_per_replay_and_live_runs_are_not_replay
     await rt2.recover()
     await rt2.drain()
     assert reads == [handle.run_id, handle.run_id]
-    assert await rt2.client("reads").result(handle.run_id, timeout=1) == 10
+    assert await rt2.client("reads").result(handle.run_id, timeout=SETTLE_CAP) == 10
 
 
 @MODES
@@ -902,7 +949,7 @@ async def test_parallel_steps_with_gather(
     rt = new_runtime(runtimes, store)
     handle = await rt.client("par").start(None)
     await settle(rt, handle.run_id)
-    assert await handle.result(timeout=1) == [0, 1, 4, 9, 16, 30]
+    assert await handle.result(timeout=SETTLE_CAP) == [0, 1, 4, 9, 16, 30]
     steps = await store.get_step_states(handle.run_id)
     assert {k: s.result for k, s in steps.items() if k.startswith("sq")} == {
         "sq": 0, "sq#1": 1, "sq#2": 4, "sq#3": 9, "sq#4": 16,
@@ -1053,7 +1100,7 @@ async def test_a_job_that_keeps_failing_is_dropped_after_bounded_retries_then_re
         monkeypatch.setattr(store, "insert_step", original)
         assert await rt.recover() == 1
         await rt.drain()
-        assert await handle.result(timeout=1) == "done"
+        assert await handle.result(timeout=SETTLE_CAP) == "done"
 
 
 async def test_in_process_queue_redelivers_a_failed_job_with_backoff() -> None:
@@ -1120,7 +1167,7 @@ async def test_each_remote_step_job_is_enqueued_once(
     runtimes.append(rt)
     handle = await rt.client("once").start(None)
     await settle(rt, handle.run_id)
-    assert await handle.result(timeout=1) == 4 + 0 + 1 + 4
+    assert await handle.result(timeout=SETTLE_CAP) == 4 + 0 + 1 + 4
     step_jobs = [job.step_key for job in queue.calls if job.kind == "step"]
     assert sorted(step_jobs) == ["one", "par", "par#1", "par#2"]
 
@@ -1142,7 +1189,9 @@ async def test_a_running_attempt_keeps_its_lease_alive(
         first = await lease()
         assert first is not None
         seen.append(first)
-        for _ in range(1000):  # until the heartbeat moved the lease (no deadline asserted)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_CAP  # until the heartbeat moved the lease (a cap)
+        while loop.time() < deadline:
             await asyncio.sleep(0.02)
             current = await lease()
             if current is not None and current > first:
@@ -1161,34 +1210,34 @@ async def test_a_running_attempt_keeps_its_lease_alive(
     handle = await rt.client("lease").start(None)
     await settle(rt, handle.run_id)
     if mode == "remote":
-        assert await handle.result(timeout=1) == 2
+        assert await handle.result(timeout=SETTLE_CAP) == 2
         assert len(seen) == 2 and seen[1] > seen[0]
     else:  # inline: attempt 1 has no lease, so the RPC fails its assertion and attempt 2 runs
-        assert await handle.result(timeout=1) == 2
+        assert await handle.result(timeout=SETTLE_CAP) == 2
         step = (await store.get_step_states(handle.run_id))["long"]
         assert step.attempt_count == 2 and step.attempts[0].status is StepStatus.FAILED
 
 
-def test_one_runtime_across_several_event_loops() -> None:
+def test_one_runtime_across_several_event_loops(clock: FakeClock) -> None:
     """``asyncio.run`` per call: a continuation left on a closed loop is replayed instead."""
     ran: list[str] = []
 
     async def wf(workflow: Workflow, data: None) -> str:
         await workflow.do("a", lambda: ran.append("a"))
-        await workflow.sleep("nap", "50ms")
+        await workflow.sleep("nap", "1h")
         await workflow.do("b", lambda: ran.append("b"))
         return "ok"
 
     wire_workflow(name="loops", func=wf)
-    rt = WorkflowRuntime(InMemoryWorkflowStateService())
+    rt = WorkflowRuntime(InMemoryWorkflowStateService(), clock.queue())
     handle = asyncio.run(rt.client("loops").start(None))
     asyncio.run(rt.drain())
     assert ran == ["a"]
 
     async def finish() -> str:
-        await asyncio.sleep(0.06)
+        clock.advance(timedelta(hours=2))  # the nap is over, its wake-up job due
         await settle(rt, handle.run_id)
-        return str(await handle.result(timeout=1))
+        return str(await handle.result(timeout=SETTLE_CAP))
 
     assert asyncio.run(finish()) == "ok"
     assert ran == ["a", "b"]
@@ -1197,7 +1246,7 @@ def test_one_runtime_across_several_event_loops() -> None:
 @MODES
 async def test_without_live_continuations_every_pass_replays_from_the_store(
     store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock,
 ) -> None:
     """``live_runs=0``: each suspension unwinds the function (the private suspend exception)
     and the next pass replays it; finished steps still run once and keep their types."""
@@ -1213,6 +1262,10 @@ async def test_without_live_continuations_every_pass_replays_from_the_store(
     monkeypatch.setattr(store, "get_step_states", counting)
     rt = new_runtime(runtimes, store, live_runs=0)
     handle = await rt.client("replay").start({"n": 4})
+    await rt.drain()
+    assert (await store.get_run(handle.run_id)).status is RunStatus.SUSPENDED  # the nap
+    clock.advance(timedelta(hours=2))
+    await rt.recover()  # the wake-up pass (its queued job is due by the real clock)
     await settle(rt, handle.run_id)
     run = await rt.client("replay").get_run(handle.run_id)
     assert run.status is RunStatus.COMPLETED, run.error

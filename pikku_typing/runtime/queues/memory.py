@@ -22,7 +22,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
@@ -46,7 +46,8 @@ class InProcessQueue(WorkflowQueue):
 
     ``max_job_retries``: how many times a job whose handler raised is put back (then it is
     logged and dropped); ``retry_backoff``: seconds before the first redelivery, doubled per
-    failure up to ``max_retry_backoff``."""
+    failure up to ``max_retry_backoff``. ``clock``: the wall clock jobs are due by (seconds
+    since the epoch, default ``time.time``; tests inject a fake one)."""
 
     def __init__(
         self,
@@ -54,7 +55,9 @@ class InProcessQueue(WorkflowQueue):
         max_job_retries: int = 5,
         retry_backoff: float = 0.05,
         max_retry_backoff: float = 2.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        self._clock: Callable[[], float] = clock if clock is not None else time.time
         self.max_job_retries = max(max_job_retries, 0)
         self.retry_backoff = max(retry_backoff, 0.0)
         self.max_retry_backoff = max(max_retry_backoff, self.retry_backoff)
@@ -96,7 +99,7 @@ class InProcessQueue(WorkflowQueue):
         return True
 
     def _pop_due(self, queues: Sequence[str] | None) -> _Entry | None:
-        now = time.time()
+        now = self._clock()
         if queues is None:
             if self._heap and self._heap[0][0] <= now:
                 entry = heapq.heappop(self._heap)
@@ -135,7 +138,7 @@ class InProcessQueue(WorkflowQueue):
                 job.kind, job.run_id, job.workflow, type(exc).__name__, exc,
                 failures, self.max_job_retries, delay,
             )
-            self._push(job, max(time.time() + delay, _due(job)), failures)
+            self._push(job, max(self._clock() + delay, _due(job)), failures)
 
     def _retry_wait(self, queues: Sequence[str] | None) -> float | None:
         """Seconds until the earliest job put back after a failure is due (``None``: none)."""
@@ -144,13 +147,13 @@ class InProcessQueue(WorkflowQueue):
         ]
         if not retrying:
             return None
-        return max(min(retrying) - time.time(), 0.0)
+        return max(min(retrying) - self._clock(), 0.0)
 
     def _next_wait(self, queues: Sequence[str] | None) -> float | None:
         entries = self._heap if queues is None else [e for e in self._heap if e[2].queue in queues]
         if not entries:
             return None
-        return max(min(entries)[0] - time.time(), 0.0)
+        return max(min(entries)[0] - self._clock(), 0.0)
 
     async def drain(self, handler: JobHandler, *, queues: Sequence[str] | None = None) -> int:
         """Run every due job until none is due; a job put back after a failure is waited for
