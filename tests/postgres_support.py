@@ -7,8 +7,11 @@ Every test that needs isolation gets a fresh schema (``pikku_t_<hex>``) and a DS
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,26 @@ def postgres_store_factory() -> Any:
         drop_schema_dsn(spec.url.split(":", 1)[1])
 
     return StoreFactory("postgres", make_spec, marks=POSTGRES_MARKS, cleanup=cleanup)
+
+
+WAIT_CAP = 60.0
+"""Seconds a test polls for a condition before giving up: generous for a loaded CI machine;
+a wait ends as soon as its condition holds, so this is a cap, never a timing assertion."""
+
+
+async def eventually(
+    check: Callable[[], Any], *, cap: float = WAIT_CAP, interval: float = 0.01
+) -> bool:
+    """Poll ``check()`` (sync or async) until it is truthy or ``cap`` seconds passed; return
+    whether it became truthy (assert on the condition itself afterwards)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cap
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(interval)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
+from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn, eventually
 
 from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.runtime.queues.base import Job, orchestrator_queue, step_queue
@@ -119,10 +119,7 @@ class TestOnServer:
         assert [j.run_id for j in rec.jobs] == ["in-b"]
         stop = asyncio.Event()
         server = asyncio.create_task(queue.serve(rec, queues=[a], concurrency=2, stop=stop))
-        for _ in range(500):
-            if len(rec.jobs) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(rec.jobs) == 2)
         stop.set()
         await asyncio.wait_for(server, 30)
         assert [j.run_id for j in rec.jobs] == ["in-b", "in-a"]
@@ -133,10 +130,7 @@ class TestOnServer:
         server = asyncio.create_task(queue.serve(rec, concurrency=4, stop=stop))
         for i in range(10):
             await queue.enqueue(job(f"r{i}"))
-        for _ in range(1000):
-            if len(rec.jobs) == 10:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(rec.jobs) == 10)
         stop.set()
         await asyncio.wait_for(server, 30)
         assert sorted(j.run_id for j in rec.jobs) == sorted(f"r{i}" for i in range(10))
@@ -157,10 +151,7 @@ class TestOnServer:
             await asyncio.wait_for(server, 30)
             rec = Recorder()
             # released: back in the queue, due at once, run by the next worker
-            for _ in range(100):
-                if await q.drain(rec):
-                    break
-                await asyncio.sleep(0.05)
+            await eventually(lambda: q.drain(rec), interval=0.05)
             assert [j.run_id for j in rec.jobs] == ["stuck"]
         finally:
             await q.close()
@@ -191,10 +182,20 @@ class TestOnServer:
             raise RuntimeError("transient")
 
         await queue.enqueue(job("flaky"))
+        before = datetime.now(UTC)
         assert await queue.drain(flaky) == 1
         assert calls == [1]
         assert await queue.pending_jobs() == 1  # scheduled again, with a backoff
-        assert await queue.drain(flaky) == 0
+        assert queue._pool is not None
+        async with queue._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT scheduled_at FROM procrastinate_jobs WHERE status = 'todo'"
+            )
+            [(retry_at,)] = await cur.fetchall()
+        assert retry_at >= before + timedelta(seconds=1)  # a backoff, stored with the job
+        ran = await queue.drain(flaky)
+        # not before its backoff (a machine slow enough to pass it may run it: then it is due)
+        assert ran == 0 or datetime.now(UTC) >= retry_at
 
     async def test_jobs_of_a_dead_worker_are_put_back(self, queue: PostgresQueue) -> None:
         await queue.enqueue(job("orphan"))
@@ -240,10 +241,7 @@ class TestOnServer:
                 await asyncio.wait_for(server, 30)
             assert await q.pending_jobs() == 1  # back in the queue (with a short backoff)
             rec = Recorder()
-            for _ in range(200):
-                if await q.drain(rec):
-                    break
-                await asyncio.sleep(0.05)
+            await eventually(lambda: q.drain(rec), interval=0.05)
             assert [j.run_id for j in rec.jobs] == ["stuck"]
         finally:
             await q.close()

@@ -9,7 +9,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from postgres_support import PG_DSN, POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn, schema_of
+from postgres_support import (
+    PG_DSN,
+    POSTGRES_MARKS,
+    create_schema_dsn,
+    drop_schema_dsn,
+    eventually,
+    schema_of,
+)
 
 from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.models import StepKind, StepState
@@ -132,7 +139,7 @@ class TestOnServer:
             await store.list_runs()
         assert [row for row in await _advisory_locks(dsn, store, run.id) if row[1]] == []
         # the lock session went back to its pool unlocked: the next lock reuses it
-        async with store.lock_run(run.id, timeout=1):
+        async with store.lock_run(run.id, timeout=30):
             assert len([row for row in await _advisory_locks(dsn, store, run.id) if row[1]]) == 1
         assert await _advisory_locks(dsn, store, run.id) == []
 
@@ -155,21 +162,21 @@ class TestOnServer:
         hold = asyncio.create_task(holder())
         await holding.wait()
         wait = asyncio.create_task(waiter())
-        for _ in range(200):  # until the waiter's session waits on the server
-            if any(not granted for _, granted in await _advisory_locks(dsn, store, run.id)):
-                break
-            await asyncio.sleep(0.01)
+        async def waiting() -> bool:  # the waiter's session waits on the server
+            return any(not granted for _, granted in await _advisory_locks(dsn, store, run.id))
+
+        await eventually(waiting)
         wait.cancel()
         with pytest.raises(asyncio.CancelledError):
             await wait
         release.set()
         await hold
-        for _ in range(200):  # the cancelled session is gone, or no longer waits
-            if await _advisory_locks(dsn, store, run.id) == []:
-                break
-            await asyncio.sleep(0.01)
+        async def released() -> bool:  # the cancelled session is gone, or no longer waits
+            return await _advisory_locks(dsn, store, run.id) == []
+
+        await eventually(released)
         assert await _advisory_locks(dsn, store, run.id) == []
-        async with store.lock_run(run.id, timeout=2):
+        async with store.lock_run(run.id, timeout=30):
             pass
 
     async def test_locks_are_scoped_to_the_schema(self) -> None:
@@ -178,7 +185,7 @@ class TestOnServer:
             async with PostgresWorkflowStateService(a) as sa, PostgresWorkflowStateService(b) as sb:
                 await sa.create_run("wf", None, run_id="same-id")
                 await sb.create_run("wf", None, run_id="same-id")
-                async with sa.lock_run("same-id"), sb.lock_run("same-id", timeout=1):
+                async with sa.lock_run("same-id"), sb.lock_run("same-id", timeout=30):
                     pass  # two apps in two schemas do not share run locks
         finally:
             drop_schema_dsn(a)

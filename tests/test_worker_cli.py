@@ -174,7 +174,7 @@ def test_memory_runtime_stops_cleanly_on_signal(app_dir: Path, target: str, sign
     ready = app_dir / "ready"
     # the worker logs "serving" once it runs; wait for the log file line through stderr
     proc = _popen(app_dir, target, "--log-level", "INFO")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     err_lines: list[str] = []
     assert proc.stderr is not None
     while time.monotonic() < deadline:
@@ -186,7 +186,7 @@ def test_memory_runtime_stops_cleanly_on_signal(app_dir: Path, target: str, sign
             break
     assert any("serving" in line for line in err_lines), err_lines
     proc.send_signal(signum)
-    _out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(err_lines) + err
     assert "Traceback" not in err
     assert "stopped" in err
@@ -358,7 +358,7 @@ def test_recover_on_a_file_store_logs_one_line_per_job(tmp_path: Path) -> None:
         if sum(f"run={run_id}" in x for x in lines) >= 3:
             break
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=60)
     lines += err.splitlines()
     assert proc.returncode == 0, "".join(lines)
     assert any("recover: queued a pass for 1 unsettled run" in x for x in lines)
