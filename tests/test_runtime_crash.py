@@ -139,11 +139,12 @@ def test_kill_between_storing_a_result_and_waking_the_orchestrator(
 @MODES
 def test_kill_during_a_sleep(tmp_path: Path, store_kind: str, mode: str) -> None:
     app = App(tmp_path, store_kind, mode)
-    app.env["PIKKU_SLEEP"] = "2s"
+    app.env["PIKKU_SLEEP"] = "1h"  # cannot end before the kill, however slow the machine
     [run_id] = app.start(1)
     server = app.popen("serve")
     try:
-        for _ in range(2000):  # wait (no deadline asserted) until the run sleeps
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the run sleeps (a cap, not an assertion)
             if app.counts_by_run()[run_id]["c"] == 1:
                 [(run, steps)] = app.runs()
                 if "nap" in steps and run.status is RunStatus.SUSPENDED:
@@ -158,7 +159,10 @@ def test_kill_during_a_sleep(tmp_path: Path, store_kind: str, mode: str) -> None
     [(run, steps)] = app.runs()
     assert run.status is RunStatus.SUSPENDED and run.wake_at is not None
     assert steps["nap"].status is StepStatus.SCHEDULED and "d" not in steps
-    app.run("drain")  # recover() re-arms the sleep; drain waits for it in this helper
+    # The next process starts after the sleep has ended (its clock is 2 h ahead): recover()
+    # finds the sleeping run, and its pass ends the sleep and finishes the run.
+    app.env["PIKKU_CLOCK_OFFSET"] = str(2 * 3600)
+    app.run("drain")
     assert app.counts_by_run()[run_id] == {"a": 1, "b": 1, "c": 1, "d": 1}
     app.assert_completed([run_id])
 

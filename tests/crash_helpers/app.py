@@ -21,6 +21,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -35,6 +36,21 @@ ARGS = sys.argv[5:]
 CRASH = os.environ.get("PIKKU_CRASH", "")
 MARKER = Path(COUNTS + ".crashed")
 SLEEP = os.environ.get("PIKKU_SLEEP", "300ms")
+CLOCK_OFFSET = float(os.environ.get("PIKKU_CLOCK_OFFSET", "0"))
+"""Seconds this process's clock (the runtime's ``steps.now`` and the queue's) is ahead of the
+real one: a test ends a long sleep by starting the next process "later"."""
+
+
+def _clock() -> float:
+    return time.time() + CLOCK_OFFSET
+
+
+if CLOCK_OFFSET:
+    from datetime import UTC, datetime, timedelta
+
+    from pikku_typing.runtime import steps as _steps
+
+    _steps.now = lambda: datetime.now(UTC) + timedelta(seconds=CLOCK_OFFSET)  # type: ignore[assignment]
 
 
 def record(run_id: str, step: str) -> None:
@@ -101,7 +117,7 @@ class CrashQueue(InProcessQueue):
     """Dies right after a step's result is stored, before the orchestrator hears of it."""
 
     def __init__(self, runtime_state: Any) -> None:
-        super().__init__()
+        super().__init__(clock=_clock)
         self.state = runtime_state
 
     async def enqueue(self, job: Job) -> None:
