@@ -1201,21 +1201,17 @@ async def test_a_running_attempt_keeps_its_lease_alive(
 
     async def wf(workflow: Workflow, data: None) -> int:
         holder["run_id"] = workflow.run_id
-        # retries=1 and a failing first attempt: attempt 2 is claimed with a lease
-        # in both modes (first inline attempts are recorded when they end).
+        # every attempt, the first one included, is claimed with a lease in both modes
         return int(await workflow.do("long", "long", None, retries=1, retry_delay=0))
 
     wire_workflow(name="lease", func=wf, execution_mode=mode)  # type: ignore[arg-type]
     rt = new_runtime(runtimes, store, lease_seconds=0.3)
     handle = await rt.client("lease").start(None)
     await settle(rt, handle.run_id)
-    if mode == "remote":
-        assert await handle.result(timeout=SETTLE_CAP) == 2
-        assert len(seen) == 2 and seen[1] > seen[0]
-    else:  # inline: attempt 1 has no lease, so the RPC fails its assertion and attempt 2 runs
-        assert await handle.result(timeout=SETTLE_CAP) == 2
-        step = (await store.get_step_states(handle.run_id))["long"]
-        assert step.attempt_count == 2 and step.attempts[0].status is StepStatus.FAILED
+    assert await handle.result(timeout=SETTLE_CAP) == 2
+    assert len(seen) == 2 and seen[1] > seen[0]
+    step = (await store.get_step_states(handle.run_id))["long"]
+    assert step.attempt_count == 1 and step.status is StepStatus.SUCCEEDED
 
 
 def test_one_runtime_across_several_event_loops(clock: FakeClock) -> None:

@@ -114,10 +114,37 @@ def test_kill_mid_step_after_its_side_effect(tmp_path: Path, store_kind: str, mo
     assert counts["b"] == 2  # the in-flight step ran again (at least once)
     app.assert_completed([run_id])
     [(_, steps)] = app.runs()
-    if mode == "remote":  # the claimed attempt of the dead process was abandoned at once
-        assert steps["b"].attempt_count == 2
-        assert steps["b"].attempts[0].error is not None
-        assert steps["b"].attempts[0].error.type == "AbandonedAttempt"
+    # the claimed attempt of the dead process was recorded, and abandoned at once
+    assert steps["b"].attempt_count == 2
+    assert steps["b"].attempts[0].error is not None
+    assert steps["b"].attempts[0].error.type == "AbandonedAttempt"
+
+
+@STORES
+@MODES
+def test_kill_in_an_inline_first_attempt_counts_the_attempt(
+    tmp_path: Path, store_kind: str, mode: str
+) -> None:
+    """Inline step ``c`` kills its process on every attempt. Its first attempt is recorded
+    (claimed) before it runs, so each crash is one attempt: after the retry limit (6
+    attempts) the step and the run fail instead of the step looping forever."""
+    app = App(tmp_path, store_kind, mode)
+    [run_id] = app.start(1)
+    crashes = 0
+    for _ in range(10):  # 6 attempts die; the next process fails the step (bound: 10)
+        env = {**app.env, "PIKKU_CRASH": "always-in-step:c"}
+        proc = subprocess.run(app.argv("drain"), env=env, capture_output=True, text=True,
+                              timeout=120)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 17, (proc.returncode, proc.stderr[-2000:])
+        crashes += 1
+    [(run, steps)] = app.runs()
+    assert run.status is RunStatus.FAILED, (run.status, crashes)
+    c = steps["c"]
+    assert c.status is StepStatus.FAILED and c.attempt_count == crashes == 6
+    assert app.counts_by_run()[run_id]["c"] == crashes  # one execution per attempt
+    assert all(a.error is not None and a.error.type == "AbandonedAttempt" for a in c.attempts)
 
 
 @STORES
