@@ -4,8 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-if [ -z "${PIKKU_TEST_POSTGRES_DSN:-}" ] && [ -f scripts/postgres.sh ]; then
-  eval "$(bash scripts/postgres.sh)"
+if [ -z "${PIKKU_TEST_POSTGRES_DSN:-}" ]; then
+  if pg_env="$(bash scripts/postgres.sh)"; then
+    eval "$pg_env"
+  elif [ -n "${CI:-}" ]; then
+    echo "test.sh: could not start PostgreSQL (see above); CI runs the Postgres suites" >&2
+    exit 1
+  else
+    echo "test.sh: could not start PostgreSQL: the Postgres tests will be skipped" >&2
+  fi
 fi
 export PIKKU_TEST_POSTGRES_DSN="${PIKKU_TEST_POSTGRES_DSN:-}"
 python3 -m pytest -p no:cacheprovider "$@"
