@@ -76,7 +76,12 @@ else
   as_pg() { "$@"; }
 fi
 
-is_running() { [ -f "$DATA/PG_VERSION" ] && as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+# Running = pg_ctl sees a live postmaster AND it accepts connections on the remembered port
+# (a killed server's pid can linger as a zombie for a moment, and pg_ctl would believe it).
+is_running() {
+  [ -f "$DATA/PG_VERSION" ] && as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 \
+    && [ -f "$PORT_FILE" ] && "$BIN/pg_isready" -q -h 127.0.0.1 -p "$(cat "$PORT_FILE")" -t 5
+}
 
 case "$ACTION" in
   stop)
