@@ -23,12 +23,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import dbos_sequential_steps, fmt
+from _common import run_child as _run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,61 +96,14 @@ def child_pikku(mode: str, steps: int, store: str, directory: Path) -> dict[str,
 
 
 def child_dbos(steps: int, directory: Path) -> dict[str, Any]:
-    import logging
-
-    from dbos import DBOS, DBOSConfig
-
-    logging.getLogger("dbos").setLevel(logging.WARNING)
-    config: DBOSConfig = {
-        "name": "pikku-bench",
-        "system_database_url": f"sqlite:///{directory / 'dbos.sqlite'}",
-        "log_level": "WARNING",
-    }
-    DBOS(config=config)
-
-    @DBOS.step()
-    async def step(i: int) -> int:
-        return i
-
-    @DBOS.workflow()
-    async def flow(n: int) -> int:
-        total = 0
-        for i in range(n):
-            total += await step(i)
-        return total
-
-    async def main() -> dict[str, Any]:
-        DBOS.launch()
-        try:
-            assert await flow(3) == 3  # warm-up
-            t0 = time.perf_counter()
-            output = await flow(steps)
-            elapsed = time.perf_counter() - t0
-        finally:
-            DBOS.destroy()
-        assert output == steps * (steps - 1) // 2
-        return {"seconds": elapsed, "per_step_us": elapsed / steps * 1e6}
-
-    return asyncio.run(main())
+    return dbos_sequential_steps(f"sqlite:///{directory / 'dbos.sqlite'}", steps)
 
 
 # ------------------------------------------------------------------- driver
 
 
 def run_child(*args: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="pikku-bench-") as tmp:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", *args, tmp],
-            capture_output=True, text=True, cwd=tmp,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-def fmt(samples: list[float]) -> str:
-    return ", ".join(f"{s:.0f}" for s in samples)
+    return _run_child(__file__, *args, prefix="pikku-bench-")
 
 
 def main() -> int:

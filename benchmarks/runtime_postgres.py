@@ -28,12 +28,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from _common import dbos_sequential_steps, fmt
+from _common import run_child as _run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,43 +139,7 @@ def child_pikku(mode: str, steps: int, dsn: str) -> dict[str, Any]:
 
 
 def child_dbos(steps: int, url: str) -> dict[str, Any]:
-    import logging
-
-    from dbos import DBOS, DBOSConfig
-
-    logging.getLogger("dbos").setLevel(logging.WARNING)
-    config: DBOSConfig = {
-        "name": "pikku-bench",
-        "system_database_url": url,
-        "run_admin_server": False,
-        "log_level": "WARNING",
-    }
-    DBOS(config=config)
-
-    @DBOS.step()
-    async def step(i: int) -> int:
-        return i
-
-    @DBOS.workflow()
-    async def flow(n: int) -> int:
-        total = 0
-        for i in range(n):
-            total += await step(i)
-        return total
-
-    async def main() -> dict[str, Any]:
-        DBOS.launch()
-        try:
-            assert await flow(3) == 3  # warm-up
-            t0 = time.perf_counter()
-            output = await flow(steps)
-            elapsed = time.perf_counter() - t0
-        finally:
-            DBOS.destroy()
-        assert output == steps * (steps - 1) // 2
-        return {"seconds": elapsed, "per_step_us": elapsed / steps * 1e6}
-
-    return asyncio.run(main())
+    return dbos_sequential_steps(url, steps)
 
 
 WORKER_APP = textwrap.dedent(
@@ -275,19 +241,7 @@ def child_throughput(workers: int, runs: int, dsn: str, directory: Path) -> dict
 
 
 def run_child(*args: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="pikku-pg-bench-") as tmp:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", *args, tmp],
-            capture_output=True, text=True, cwd=tmp,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"child {args[:2]} failed:\n{proc.stderr[-3000:]}")
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-def fmt(samples: list[float]) -> str:
-    return ", ".join(f"{s:.0f}" for s in samples)
+    return _run_child(__file__, *args, prefix="pikku-pg-bench-")
 
 
 def main() -> int:
