@@ -33,8 +33,10 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -240,6 +242,42 @@ def _schema_seed(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+_log = logging.getLogger("pikku.state.postgres")
+
+
+@functools.cache
+def _cancellable_pool_class() -> type[AsyncConnectionPool[Any]]:
+    """``AsyncConnectionPool`` whose maintenance workers can be cancelled.
+
+    psycopg_pool's async worker runs each maintenance task (e.g. opening a connection) under
+    ``except (Exception, CancelledError)`` and then waits on its queue again: a cancellation
+    that lands while a connection is being opened is swallowed, and ``asyncio.run()`` - which
+    cancels every task left when its main coroutine returns - waits for that worker forever
+    (seen when a store is used from one ``asyncio.run`` and not closed). This worker re-raises
+    the cancellation once the task has run.
+    """
+    from psycopg_pool import AsyncConnectionPool
+
+    class _Pool(AsyncConnectionPool[Any]):
+        @classmethod
+        async def worker(cls, q: Any) -> None:
+            current = asyncio.current_task()
+            while True:
+                task = await q.get()
+                if type(task).__name__ == "StopWorker":
+                    return
+                try:
+                    await task.run()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as ex:
+                    _log.warning("pool task %s failed: %s: %s", task, type(ex).__name__, ex)
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError
+
+    return _Pool
+
+
 class PostgresWorkflowStateService(WorkflowStateService):
     """Durable state in PostgreSQL, shared by every worker process on every machine.
 
@@ -357,12 +395,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
             if self._pool is not None:
                 return self._pool
             require_postgres_extra("PostgresWorkflowStateService", "psycopg", "psycopg_pool")
-            from psycopg_pool import AsyncConnectionPool
-
             await self.migrate()
             timeout = max(1, round(self._connect_timeout))
             kwargs = {"autocommit": True, "connect_timeout": timeout}
-            data_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            pool_class = _cancellable_pool_class()
+            data_pool: AsyncConnectionPool[Any] = pool_class(
                 self._dsn,
                 min_size=1,
                 max_size=self._pool_size,
@@ -371,7 +408,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 timeout=self._connect_timeout + 20,
                 name="pikku-state",
             )
-            lock_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            lock_pool: AsyncConnectionPool[Any] = pool_class(
                 self._dsn,
                 min_size=0,
                 max_size=self._lock_pool_size,
