@@ -30,12 +30,26 @@ from pikku_typing.models import (
     StepStatus,
     WorkflowRun,
 )
+from pikku_typing.state.base import validate_run_id
 
 CLAIMABLE: frozenset[StepStatus] = frozenset({StepStatus.PENDING, StepStatus.SCHEDULED})
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_run(workflow: str, input: Any, run_id: str | None) -> WorkflowRun[Any, Any]:
+    """A new run in status ``running`` (a fresh id unless a valid ``run_id`` is given)."""
+    now = now_utc()
+    return WorkflowRun(
+        id=new_run_id() if run_id is None else validate_run_id(run_id),
+        workflow=workflow,
+        status=RunStatus.RUNNING,
+        input=input,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def aware(value: datetime) -> datetime:

@@ -24,7 +24,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self, final
 
-from pikku_typing.errors import InvalidRunIdError
+from pikku_typing.errors import InvalidRunIdError, StepNotFoundError
 from pikku_typing.models import (
     ClaimOwner,
     ErrorInfo,
@@ -214,6 +214,14 @@ class WorkflowStateService(ABC):
         ``None`` when the step is not ``failed`` (nothing changed). Raises ``ValueError`` when
         ``attempts < 1``, :class:`StepNotFoundError` for an unknown step and
         :class:`RunNotFoundError` for an unknown run."""
+
+    async def _require_step(self, run_id: str, key: str) -> StepState:
+        """The stored step, or :class:`StepNotFoundError`: what a guarded transition that did
+        not apply falls back to (the step exists in another status, or not at all)."""
+        step = await self.get_step(run_id, key)
+        if step is None:
+            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        return step
 
     # ------------------------------------------------------------- locking
     @abstractmethod

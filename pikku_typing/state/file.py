@@ -358,16 +358,8 @@ class FileWorkflowStateService(WorkflowStateService):
     async def create_run(
         self, workflow: str, input: Any, *, run_id: str | None = None
     ) -> WorkflowRun[Any, Any]:
-        run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
-        now = c.now_utc()
-        run: WorkflowRun[Any, Any] = WorkflowRun(
-            id=run_id,
-            workflow=workflow,
-            status=RunStatus.RUNNING,
-            input=input,
-            created_at=now,
-            updated_at=now,
-        )
+        run = c.new_run(workflow, input, run_id)
+        run_id = run.id
         data = _dumps({"format": FORMAT, "run": run.model_dump(mode="json")})
         async with self._locked(run_id):
             path = self._run_path(run_id)

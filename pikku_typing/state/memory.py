@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from pikku_typing.errors import RunAlreadyExistsError, RunNotFoundError, StepNotFoundError
+from pikku_typing.errors import RunAlreadyExistsError, RunNotFoundError
 from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, StepState, WorkflowRun
 from pikku_typing.state import _common as c
 from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
@@ -75,16 +75,8 @@ class InMemoryWorkflowStateService(WorkflowStateService):
     async def create_run(
         self, workflow: str, input: Any, *, run_id: str | None = None
     ) -> WorkflowRun[Any, Any]:
-        run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
-        now = c.now_utc()
-        run: WorkflowRun[Any, Any] = WorkflowRun(
-            id=run_id,
-            workflow=workflow,
-            status=RunStatus.RUNNING,
-            input=input,
-            created_at=now,
-            updated_at=now,
-        )
+        run = c.new_run(workflow, input, run_id)
+        run_id = run.id
         record = _Record(run)
         with self._mutex:
             if run_id in self._records:
@@ -169,9 +161,7 @@ class InMemoryWorkflowStateService(WorkflowStateService):
         now = c.now_utc()
         step = self._transition(run_id, key, lambda s: c.apply_schedule(s, at, now))
         if step is None:
-            step = await self.get_step(run_id, key)
-            if step is None:
-                raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+            step = await self._require_step(run_id, key)
         return step
 
     async def claim_step(
@@ -225,8 +215,8 @@ class InMemoryWorkflowStateService(WorkflowStateService):
     ) -> StepState | None:
         now = c.now_utc()
         step = self._transition(run_id, key, lambda s: c.apply_reset(s, attempts, at, now))
-        if step is None and await self.get_step(run_id, key) is None:
-            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        if step is None:
+            await self._require_step(run_id, key)
         return step
 
     reset_step.__doc__ = c.RESET_DOC

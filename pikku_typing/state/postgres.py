@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, Final
 from pikku_typing.errors import (
     RunAlreadyExistsError,
     RunNotFoundError,
-    StepNotFoundError,
     StepSerializationError,
     StoreUnavailableError,
 )
@@ -651,12 +650,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
             " WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'pending'",
             {"at": None if at is None else c.aware(at), "now": c.now_utc()},
         )
-        if step is not None:
-            return step
-        existing = await self.get_step(run_id, key)
-        if existing is None:
-            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
-        return existing
+        return step if step is not None else await self._require_step(run_id, key)
 
     async def claim_step(
         self,
@@ -796,8 +790,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
             " WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'failed'",
             {"at": None if at is None else c.aware(at), "attempts": attempts, "now": c.now_utc()},
         )
-        if step is None and await self.get_step(run_id, key) is None:
-            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        if step is None:
+            await self._require_step(run_id, key)
         return step
 
     reset_step.__doc__ = c.RESET_DOC

@@ -37,7 +37,6 @@ from pikku_typing.errors import (
     RunAlreadyExistsError,
     RunNotFoundError,
     StateCorruptedError,
-    StepNotFoundError,
     StoreUnavailableError,
 )
 from pikku_typing.models import (
@@ -251,22 +250,14 @@ class SqliteWorkflowStateService(WorkflowStateService):
     async def create_run(
         self, workflow: str, input: Any, *, run_id: str | None = None
     ) -> WorkflowRun[Any, Any]:
-        run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
-        now = c.now_utc()
-        run: WorkflowRun[Any, Any] = WorkflowRun(
-            id=run_id,
-            workflow=workflow,
-            status=RunStatus.RUNNING,
-            input=input,
-            created_at=now,
-            updated_at=now,
-        )
+        run = c.new_run(workflow, input, run_id)
+        run_id = run.id
         doc = run.model_dump_json()
         with self._tx() as conn:
             try:
                 conn.execute(
                     "INSERT INTO runs (id, workflow, status, created_us, doc) VALUES (?, ?, ?, ?, ?)",
-                    (run_id, workflow, RunStatus.RUNNING.value, c.to_micros(now), doc),
+                    (run_id, workflow, RunStatus.RUNNING.value, c.to_micros(run.created_at), doc),
                 )
             except sqlite3.IntegrityError:
                 raise RunAlreadyExistsError(
@@ -432,12 +423,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         step = self._transition(
             run_id, key, "status = 'pending'", (), lambda s: c.apply_schedule(s, at, now)
         )
-        if step is not None:
-            return step
-        current = await self.get_step(run_id, key)
-        if current is None:
-            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
-        return current
+        return step if step is not None else await self._require_step(run_id, key)
 
     async def claim_step(
         self,
@@ -510,8 +496,8 @@ class SqliteWorkflowStateService(WorkflowStateService):
         step = self._transition(
             run_id, key, "status = 'failed'", (), lambda s: c.apply_reset(s, attempts, at, now)
         )
-        if step is None and await self.get_step(run_id, key) is None:
-            raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
+        if step is None:
+            await self._require_step(run_id, key)
         return step
 
     reset_step.__doc__ = c.RESET_DOC
