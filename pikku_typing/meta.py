@@ -115,9 +115,6 @@ class AnalysisReport(_Frozen):
     rpcs: list[RpcMeta] = Field(default_factory=list)
     diagnostics: list[Diagnostic] = Field(default_factory=list)
 
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2)
-
     def workflow(self, name: str) -> WorkflowMeta | None:
         return next((w for w in self.workflows if w.name == name), None)
 

@@ -19,7 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self, final
@@ -76,7 +76,6 @@ class RunChanges:
     wake_at: datetime | _Unset | None = UNSET
     owner: ClaimOwner | _Unset | None = UNSET
     cancel_requested: bool | _Unset = UNSET
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, run: WorkflowRun[Any, Any], now: datetime) -> WorkflowRun[Any, Any]:
         """Return a copy of ``run`` with the changes applied (used by document stores)."""
