@@ -33,7 +33,6 @@ Design:
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
@@ -42,6 +41,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppres
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from pikku_typing._pool_guard import PoolGuard, close_on_loop_shutdown
 from pikku_typing.errors import (
     RunAlreadyExistsError,
     RunNotFoundError,
@@ -244,39 +244,6 @@ def _schema_seed(schema: str) -> int:
 _log = logging.getLogger("pikku.state.postgres")
 
 
-@functools.cache
-def _cancellable_pool_class() -> type[AsyncConnectionPool[Any]]:
-    """``AsyncConnectionPool`` whose maintenance workers can be cancelled.
-
-    psycopg_pool's async worker runs each maintenance task (e.g. opening a connection) under
-    ``except (Exception, CancelledError)`` and then waits on its queue again: a cancellation
-    that lands while a connection is being opened is swallowed, and ``asyncio.run()`` - which
-    cancels every task left when its main coroutine returns - waits for that worker forever
-    (seen when a store is used from one ``asyncio.run`` and not closed). This worker re-raises
-    the cancellation once the task has run.
-    """
-    from psycopg_pool import AsyncConnectionPool
-
-    class _Pool(AsyncConnectionPool[Any]):
-        @classmethod
-        async def worker(cls, q: Any) -> None:
-            current = asyncio.current_task()
-            while True:
-                task = await q.get()
-                if type(task).__name__ == "StopWorker":
-                    return
-                try:
-                    await task.run()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as ex:
-                    _log.warning("pool task %s failed: %s: %s", task, type(ex).__name__, ex)
-                if current is not None and current.cancelling():
-                    raise asyncio.CancelledError
-
-    return _Pool
-
-
 class PostgresWorkflowStateService(WorkflowStateService):
     """Durable state in PostgreSQL, shared by every worker process on every machine.
 
@@ -303,6 +270,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[Any] | None = None
         self._lock_pool: AsyncConnectionPool[Any] | None = None
+        self._guards: list[PoolGuard] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
         self._seed = 0
@@ -397,8 +365,9 @@ class PostgresWorkflowStateService(WorkflowStateService):
             await self.migrate()
             timeout = max(1, round(self._connect_timeout))
             kwargs = {"autocommit": True, "connect_timeout": timeout}
-            pool_class = _cancellable_pool_class()
-            data_pool: AsyncConnectionPool[Any] = pool_class(
+            from psycopg_pool import AsyncConnectionPool
+
+            data_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 self._dsn,
                 min_size=1,
                 max_size=self._pool_size,
@@ -407,7 +376,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 timeout=self._connect_timeout + 20,
                 name="pikku-state",
             )
-            lock_pool: AsyncConnectionPool[Any] = pool_class(
+            lock_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 self._dsn,
                 min_size=0,
                 max_size=self._lock_pool_size,
@@ -418,6 +387,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
             )
             await data_pool.open(wait=False)
             await lock_pool.open(wait=False)
+            # a store that is never closed must still let asyncio.run() return
+            self._guards = [close_on_loop_shutdown(data_pool), close_on_loop_shutdown(lock_pool)]
             self._lock_pool = lock_pool
             self._pool = data_pool
             self._closed = False
@@ -899,7 +870,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:
-        pools = [p for p in (self._pool, self._lock_pool) if p is not None]
+        guards, self._guards = self._guards, []
         self._pool = self._lock_pool = None
         self._closed = True
         try:
@@ -908,9 +879,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
             running = None
         if running is not self._loop:
             return  # pools of a loop that is gone: nothing to await on this one
-        for pool in pools:
-            with suppress(Exception):
-                await pool.close(timeout=5)
+        for guard in guards:
+            await guard.close(timeout=5)
 
 
 class _SessionEnded(Exception):

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
 
+from pikku_typing._pool_guard import PoolGuard, close_on_loop_shutdown
 from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
 
@@ -137,6 +138,7 @@ class PostgresQueue(WorkflowQueue):
         self._connect_timeout = connect_timeout
         self._app: App | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
+        self._pool_guard: PoolGuard | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
 
@@ -211,6 +213,8 @@ class PostgresQueue(WorkflowQueue):
                 name="pikku-queue",
             )
             await pool.open(wait=False)
+            # a runtime that is never closed must still let asyncio.run() return
+            guard = close_on_loop_shutdown(pool)
             app = procrastinate.App(connector=procrastinate.PsycopgConnector())
             app.task(
                 name=TASK_NAME,
@@ -219,8 +223,13 @@ class PostgresQueue(WorkflowQueue):
                     max_attempts=self._max_job_retries, exponential_wait=2
                 ),
             )(_run_job)
-            await app.open_async(pool)
+            try:
+                await app.open_async(pool)
+            except BaseException:
+                await guard.close()
+                raise
             self._pool = pool
+            self._pool_guard = guard
             self._app = app
             return app
 
@@ -406,9 +415,10 @@ class PostgresQueue(WorkflowQueue):
 
     # -------------------------------------------------------------- lifecycle
     async def close(self) -> None:
-        app, pool = self._app, self._pool
+        app, guard = self._app, self._pool_guard
         self._app = None
         self._pool = None
+        self._pool_guard = None
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover
@@ -418,9 +428,8 @@ class PostgresQueue(WorkflowQueue):
         if app is not None:
             with suppress(Exception):
                 await app.close_async()
-        if pool is not None:
-            with suppress(Exception):
-                await pool.close(timeout=5)
+        if guard is not None:
+            await guard.close(timeout=5)
 
 
 async def _autocommit(conn: Any) -> None:
