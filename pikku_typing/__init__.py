@@ -14,11 +14,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pikku_typing.durations import Duration, parse_duration
     from pikku_typing.errors import (
+        ChildWorkflowFailedError,
+        EventNotFoundError,
+        EventPayloadError,
         InvalidDurationError,
         InvalidRunIdError,
         PikkuError,
         RPCNotFoundError,
         RunAlreadyExistsError,
+        RunExistsError,
         RunNotFoundError,
         StateCorruptedError,
         StepNotFoundError,
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
         StepKind,
         StepState,
         StepStatus,
+        WorkflowEvent,
         WorkflowRun,
     )
     from pikku_typing.runtime import (
@@ -56,16 +61,26 @@ if TYPE_CHECKING:
         SqliteWorkflowStateService,
         WorkflowStateService,
     )
-    from pikku_typing.wiring import StepCall, StepMiddleware, pikku_func, wire_workflow
+    from pikku_typing.wiring import (
+        StepCall,
+        StepMiddleware,
+        pikku_func,
+        wire_event,
+        wire_workflow,
+    )
 
 _LAZY: dict[str, str] = {
     "Duration": "pikku_typing.durations",
     "parse_duration": "pikku_typing.durations",
+    "ChildWorkflowFailedError": "pikku_typing.errors",
+    "EventNotFoundError": "pikku_typing.errors",
+    "EventPayloadError": "pikku_typing.errors",
     "InvalidDurationError": "pikku_typing.errors",
     "InvalidRunIdError": "pikku_typing.errors",
     "PikkuError": "pikku_typing.errors",
     "RPCNotFoundError": "pikku_typing.errors",
     "RunAlreadyExistsError": "pikku_typing.errors",
+    "RunExistsError": "pikku_typing.errors",
     "RunNotFoundError": "pikku_typing.errors",
     "StateCorruptedError": "pikku_typing.errors",
     "StepNotFoundError": "pikku_typing.errors",
@@ -85,6 +100,7 @@ _LAZY: dict[str, str] = {
     "StepKind": "pikku_typing.models",
     "StepState": "pikku_typing.models",
     "StepStatus": "pikku_typing.models",
+    "WorkflowEvent": "pikku_typing.models",
     "WorkflowRun": "pikku_typing.models",
     "InProcessQueue": "pikku_typing.runtime",
     "PostgresQueue": "pikku_typing.runtime",
@@ -100,6 +116,7 @@ _LAZY: dict[str, str] = {
     "StepCall": "pikku_typing.wiring",
     "StepMiddleware": "pikku_typing.wiring",
     "pikku_func": "pikku_typing.wiring",
+    "wire_event": "pikku_typing.wiring",
     "wire_workflow": "pikku_typing.wiring",
 }
 
@@ -120,8 +137,11 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildWorkflowFailedError",
     "Duration",
     "ErrorInfo",
+    "EventNotFoundError",
+    "EventPayloadError",
     "FileWorkflowStateService",
     "InMemoryWorkflowStateService",
     "InProcessQueue",
@@ -132,6 +152,7 @@ __all__ = [
     "PostgresWorkflowStateService",
     "RPCNotFoundError",
     "RunAlreadyExistsError",
+    "RunExistsError",
     "RunHandle",
     "RunNotFoundError",
     "RunStatus",
@@ -149,6 +170,7 @@ __all__ = [
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowClient",
+    "WorkflowEvent",
     "WorkflowFailedError",
     "WorkflowInputError",
     "WorkflowNonDeterminismError",
@@ -161,5 +183,6 @@ __all__ = [
     "parse_duration",
     "pikku_func",
     "rpc",
+    "wire_event",
     "wire_workflow",
 ]

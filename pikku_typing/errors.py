@@ -70,3 +70,36 @@ class RunAlreadyExistsError(PikkuError, ValueError):
 
 class StepNotFoundError(PikkuError, LookupError):
     """The run has no step with that key."""
+
+
+class RunExistsError(RunAlreadyExistsError):
+    """``client.start(input, run_id=...)``: a run with that id already exists with another
+    input (or for another workflow). With the same input the existing run's handle is returned."""
+
+
+class ChildWorkflowFailedError(WorkflowFailedError):
+    """Raised in a parent by ``workflow.run_child`` when the child run failed or was cancelled
+    (catchable like any exception). ``child_run_id`` and ``workflow`` name the child,
+    ``error_type`` is the type of the child's stored error (``"WorkflowCancelled"`` for a
+    cancelled child) and ``step`` is the parent's step key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        child_run_id: str,
+        workflow: str,
+        error_type: str | None = None,
+        step: str | None = None,
+    ) -> None:
+        super().__init__(message, error_type=error_type, step=step)
+        self.child_run_id = child_run_id
+        self.workflow = workflow
+
+
+class EventNotFoundError(PikkuError, LookupError):
+    """No ``wire_event`` declares an event under that name."""
+
+
+class EventPayloadError(PikkuError, ValueError):
+    """``send_event`` was given a payload that does not match the event's declared type."""

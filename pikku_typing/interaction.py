@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, Final, TypeVar, final, overload
 
 from pikku_typing.durations import Duration
@@ -21,6 +23,11 @@ class Workflow(ABC):
     * ``await workflow.do(step_name, fn)``: the inline form; ``fn`` takes no argument and
       returns a value or an awaitable; the step returns its (awaited) result.
     * ``await workflow.sleep(step_name, duration)``: a durable sleep.
+    * ``await workflow.wait_for_event(step_name, event_name, timeout=None)``: durably wait for
+      an event sent with ``send_event`` (the payload, or ``None`` when ``timeout`` passed).
+    * ``await workflow.run_child(step_name, workflow_name, input)``: run another workflow as
+      a child run and return its output; ``start_child`` starts it and returns its run id.
+    * ``await workflow.now()``, ``uuid4()``, ``random()``: values recorded once, replayed after.
     """
 
     @property
@@ -93,6 +100,59 @@ class Workflow(ABC):
         self, step_name: str, duration: Duration, *, description: str | None = None
     ) -> None:
         """Durably sleep: the run is suspended and resumed when ``duration`` has passed."""
+
+    async def wait_for_event(
+        self,
+        step_name: str,
+        event_name: str,
+        timeout: Duration | None = None,
+        *,
+        description: str | None = None,
+    ) -> Any:
+        """Durably wait for event ``event_name`` (declared with ``wire_event``) sent to this
+        run, and return its payload rebuilt with the declared type. An event sent before the
+        run gets here is kept: the first unconsumed one of that name (in send order) is
+        consumed. With ``timeout`` (a durable deadline, like a sleep) the result is ``None``
+        when no event came in time."""
+        raise NotImplementedError(f"{type(self).__name__} does not support wait_for_event")
+
+    async def run_child(
+        self,
+        step_name: str,
+        workflow_name: str,
+        input: Any,
+        *,
+        description: str | None = None,
+    ) -> Any:
+        """Run workflow ``workflow_name`` as a child run with ``input`` and return its output
+        (the parent is suspended durably until the child settles). A failed or cancelled child
+        raises :class:`~pikku_typing.errors.ChildWorkflowFailedError`. The child's run id is
+        derived from this run's id and the step key (the same on every replay)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support run_child")
+
+    async def start_child(
+        self,
+        step_name: str,
+        workflow_name: str,
+        input: Any,
+        *,
+        description: str | None = None,
+    ) -> str:
+        """Start workflow ``workflow_name`` as a child run and return its run id at once
+        (without waiting for it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support start_child")
+
+    async def now(self) -> datetime:
+        """The current time (UTC), recorded the first time and the same on every replay."""
+        raise NotImplementedError(f"{type(self).__name__} does not support now")
+
+    async def uuid4(self) -> uuid.UUID:
+        """A random UUID, recorded the first time and the same on every replay."""
+        raise NotImplementedError(f"{type(self).__name__} does not support uuid4")
+
+    async def random(self) -> float:
+        """A random float in [0, 1), recorded the first time and the same on every replay."""
+        raise NotImplementedError(f"{type(self).__name__} does not support random")
 
 
 @final

@@ -41,6 +41,12 @@ class StepKind(StrEnum):
     RPC = "rpc"
     INLINE = "inline"
     SLEEP = "sleep"
+    EVENT = "event"
+    """``workflow.wait_for_event``: the result is the consumed event (or the timeout)."""
+    CHILD = "child"
+    """``workflow.run_child`` / ``start_child``: the data names the child run."""
+    VALUE = "value"
+    """``workflow.now()`` / ``uuid4()`` / ``random()``: a value recorded once."""
 
 
 class ErrorInfo(BaseModel):
@@ -126,3 +132,20 @@ class WorkflowRun(BaseModel, Generic[InputT, OutputT]):
     owner: ClaimOwner | None = None
     """Process that is running an orchestrator pass (``status == running``)."""
     cancel_requested: bool = False
+    parent_run_id: str | None = None
+    """The run that started this one as a child (``workflow.run_child``/``start_child``)."""
+
+
+class WorkflowEvent(BaseModel):
+    """An event sent to a run (``send_event``), kept until a ``wait_for_event`` consumes it."""
+
+    seq: int
+    """Send order: events of one run are consumed in increasing ``seq``."""
+    run_id: str
+    name: str
+    payload: Any = None
+    """The payload as JSON (rehydrated to the declared payload type when consumed)."""
+    sent_at: datetime = Field(default_factory=utcnow)
+    consumed_by: str | None = None
+    """Key of the ``wait_for_event`` step that consumed it (``None``: not consumed yet)."""
+    consumed_at: datetime | None = None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, get_type_hints, overload
 
 from pikku_typing.errors import (
+    EventNotFoundError,
     RPCNotFoundError,
     WorkflowNotFoundError,
     WorkflowRegistrationError,
@@ -59,12 +60,22 @@ class WorkflowDefinition:
     output_type: Any = None
 
 
+@dataclass(frozen=True)
+class EventDefinition:
+    """An event declared with ``wire_event``: its name and the type of its payload."""
+
+    name: str
+    payload_type: Any = None
+    """The declared payload type (``None``: an untyped JSON payload)."""
+
+
 @dataclass
 class Registry:
-    """Workflows and RPCs registered in this process."""
+    """Workflows, RPCs and events registered in this process."""
 
     workflows: dict[str, WorkflowDefinition] = field(default_factory=dict)
     rpcs: dict[str, RPCDefinition] = field(default_factory=dict)
+    events: dict[str, EventDefinition] = field(default_factory=dict)
 
     def get_workflow(self, name: str) -> WorkflowDefinition:
         try:
@@ -85,9 +96,20 @@ class Registry:
                 f"no RPC named {name!r} is registered (registered: {known})"
             ) from None
 
+    def get_event(self, name: str) -> EventDefinition:
+        try:
+            return self.events[name]
+        except KeyError:
+            known = ", ".join(sorted(self.events)) or "none"
+            raise EventNotFoundError(
+                f"no event named {name!r} is declared (declared: {known}); declare it with "
+                "wire_event(name=..., payload=...) in a module this process imports"
+            ) from None
+
     def clear(self) -> None:
         self.workflows.clear()
         self.rpcs.clear()
+        self.events.clear()
 
 
 registry: Final = Registry()
@@ -221,7 +243,33 @@ def wire_workflow(
     return definition
 
 
+def _type_identity(tp: Any) -> str:
+    if isinstance(tp, type):
+        return f"{tp.__module__}.{tp.__qualname__}"
+    return repr(tp)
+
+
+def wire_event(*, name: str, payload: Any = None) -> EventDefinition:
+    """Declare event ``name`` whose payload has type ``payload`` (module level, like
+    ``wire_workflow``). ``workflow.wait_for_event(step, name)`` returns the payload rebuilt
+    with that type; ``send_event(run_id, name, payload)`` validates it against that type.
+    Declaring one name twice with another payload type is a :class:`WorkflowRegistrationError`
+    (the same declaration again, e.g. on a module reload, is allowed)."""
+    if not isinstance(name, str) or not name:
+        raise WorkflowRegistrationError(f"wire_event: name must be a non-empty string, got {name!r}")
+    existing = registry.events.get(name)
+    if existing is not None and _type_identity(existing.payload_type) != _type_identity(payload):
+        raise WorkflowRegistrationError(
+            f"wire_event: event name {name!r} is declared twice with different payload types "
+            f"({_type_identity(existing.payload_type)} and {_type_identity(payload)})"
+        )
+    definition = EventDefinition(name=name, payload_type=payload)
+    registry.events[name] = definition
+    return definition
+
+
 __all__ = [
+    "EventDefinition",
     "RPCDefinition",
     "Registry",
     "StepCall",
@@ -229,5 +277,6 @@ __all__ = [
     "WorkflowDefinition",
     "pikku_func",
     "registry",
+    "wire_event",
     "wire_workflow",
 ]

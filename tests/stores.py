@@ -183,3 +183,69 @@ def fresh_store_worker(spec: StoreSpec, index: int, barrier: Any, results: Any) 
             await store.close()
 
     asyncio.run(main())
+
+
+def send_events_worker(spec: StoreSpec, run_id: str, index: int, count: int, barrier: Any) -> None:
+    """Send ``count`` events named ``e`` to the run, as fast as possible."""
+
+    async def main() -> None:
+        store = spec.open()
+        try:
+            barrier.wait(120)
+            for n in range(count):
+                sent = await store.send_event(run_id, "e", {"sender": index, "n": n})
+                assert sent is not None
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def consume_events_worker(
+    spec: StoreSpec, run_id: str, tag: str, total: int, barrier: Any, results: Any
+) -> None:
+    """Consume events named ``e`` with step keys ``<tag>#0``, ``<tag>#1``... until all
+    ``total`` events were sent and consumed (by anyone); report the seqs it got."""
+
+    async def main() -> None:
+        import time
+
+        store = spec.open()
+        got: list[int] = []
+        try:
+            barrier.wait(120)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                event = await store.consume_event(run_id, "e", f"{tag}#{len(got)}")
+                if event is not None:
+                    got.append(event.seq)
+                    continue
+                events = await store.list_events(run_id)
+                if len(events) == total and all(e.consumed_by for e in events):
+                    break
+                await asyncio.sleep(0.002)
+            results.put((tag, got))
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def create_same_run_worker(spec: StoreSpec, index: int, barrier: Any, results: Any) -> None:
+    """Create run ``order-42`` at the same moment as other processes."""
+
+    async def main() -> None:
+        from pikku_typing.errors import RunAlreadyExistsError
+
+        store = spec.open()
+        try:
+            barrier.wait(120)
+            try:
+                await store.create_run("wf", {"by": index}, run_id="order-42")
+                results.put((index, True))
+            except RunAlreadyExistsError:
+                results.put((index, False))
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -19,6 +19,10 @@ SPEC_NAMES = [
     "SqliteWorkflowStateService",
     "PostgresWorkflowStateService",
     "PostgresQueue",
+    # SPEC section 8
+    "wire_event",
+    "ChildWorkflowFailedError",
+    "RunExistsError",
 ]
 
 

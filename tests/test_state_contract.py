@@ -24,11 +24,14 @@ from stores import (
     StoreFactory,
     StoreSpec,
     claim_race_worker,
+    consume_events_worker,
+    create_same_run_worker,
     fresh_store_worker,
     lock_holder_worker,
     make_owner,
     read_run_worker,
     rewrite_loop_worker,
+    send_events_worker,
 )
 
 from pikku_typing.errors import (
@@ -1003,3 +1006,227 @@ def test_open_store_rejects_bad_urls(url: str, message: str) -> None:
 
     with pytest.raises(ValueError, match=re.escape(message)):
         open_store(url)
+
+
+# ------------------------------------------------------------------------ events
+# (SPEC section 8: send_event / consume_event / list_events, parent_run_id, idempotent create)
+
+_EVENT_STORES = ("memory", "file", "sqlite")
+
+
+@pytest.fixture
+def _events_supported(factory: StoreFactory) -> None:
+    """The PostgreSQL store gets events with its schema reshape (lane ``stores``)."""
+    if factory.name not in _EVENT_STORES:
+        pytest.skip(f"events are not stored by the {factory.name} store yet")
+
+
+EVENTS = pytest.mark.usefixtures("_events_supported")
+
+
+@EVENTS
+async def test_create_run_records_parent_run_id(store: WorkflowStateService) -> None:
+    parent = await store.create_run("parent", None)
+    assert parent.parent_run_id is None
+    child = await store.create_run("child", {"n": 1}, run_id="kid-1", parent_run_id=parent.id)
+    assert child.parent_run_id == parent.id
+    assert (await store.get_run("kid-1")).parent_run_id == parent.id
+    [listed] = await store.list_runs(workflow="child")
+    assert listed.parent_run_id == parent.id
+    with pytest.raises(InvalidRunIdError):
+        await store.create_run("child", None, parent_run_id="../escape")
+
+
+@EVENTS
+async def test_events_are_consumed_in_send_order_per_name(store: WorkflowStateService) -> None:
+    run = await store.create_run("wf", None)
+    sent = [
+        await store.send_event(run.id, "paid", {"amount": "9.50", "n": 1}),
+        await store.send_event(run.id, "shipped", {"n": 2}),
+        await store.send_event(run.id, "paid", {"amount": "1.00", "n": 3}),
+    ]
+    assert all(e is not None for e in sent)
+    seqs = [e.seq for e in sent if e is not None]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert [e.name for e in await store.list_events(run.id)] == ["paid", "shipped", "paid"]
+
+    first = await store.consume_event(run.id, "paid", "wait")
+    assert first is not None and first.payload == {"amount": "9.50", "n": 1}
+    assert first.consumed_by == "wait" and first.consumed_at is not None
+    second = await store.consume_event(run.id, "paid", "wait#1")
+    assert second is not None and second.payload["n"] == 3
+    assert await store.consume_event(run.id, "paid", "wait#2") is None  # none left
+    shipped = await store.consume_event(run.id, "shipped", "ship")
+    assert shipped is not None and shipped.payload == {"n": 2}
+    events = await store.list_events(run.id)
+    assert [e.consumed_by for e in events] == ["wait", "ship", "wait#1"]
+    assert [e.payload["n"] for e in events] == [1, 2, 3]
+
+
+@EVENTS
+async def test_consume_event_is_idempotent_by_step_key(store: WorkflowStateService) -> None:
+    """A replay after a crash between consuming and recording the step gets the SAME event
+    back (never the next one: an event is never consumed twice, nor lost)."""
+    run = await store.create_run("wf", None)
+    await store.send_event(run.id, "e", 1)
+    await store.send_event(run.id, "e", 2)
+    got = await store.consume_event(run.id, "e", "k")
+    again = await store.consume_event(run.id, "e", "k")
+    assert got is not None and again is not None
+    assert (got.seq, got.payload) == (again.seq, again.payload) == (got.seq, 1)
+    events = await store.list_events(run.id)
+    assert [e.consumed_by for e in events] == ["k", None]
+
+
+@EVENTS
+async def test_event_sent_later_is_consumed_later(store: WorkflowStateService) -> None:
+    run = await store.create_run("wf", None)
+    assert await store.consume_event(run.id, "e", "k") is None
+    await store.send_event(run.id, "e", {"late": True})
+    got = await store.consume_event(run.id, "e", "k")
+    assert got is not None and got.payload == {"late": True}
+
+
+@pytest.mark.parametrize(
+    "status", [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
+)
+@EVENTS
+async def test_send_event_to_settled_or_unknown_run_stores_nothing(
+    store: WorkflowStateService, status: RunStatus
+) -> None:
+    assert await store.send_event("no-such-run", "e", 1) is None
+    run = await store.create_run("wf", None)
+    await store.update_run(run.id, RunChanges(status=status))
+    assert await store.send_event(run.id, "e", 1) is None
+    assert await store.list_events(run.id) == []
+    with pytest.raises(InvalidRunIdError):
+        await store.send_event("../x", "e", 1)
+
+
+@EVENTS
+async def test_send_event_makes_a_suspended_run_due(store: WorkflowStateService) -> None:
+    far = datetime.now(UTC) + timedelta(days=3)
+    sleeping = await store.create_run("wf", None)
+    await store.update_run(sleeping.id, RunChanges(status=RunStatus.SUSPENDED, wake_at=far))
+    waiting = await store.create_run("wf", None)
+    await store.update_run(waiting.id, RunChanges(status=RunStatus.SUSPENDED))
+    running = await store.create_run("wf", None)
+    before = datetime.now(UTC)
+    for run_id in (sleeping.id, waiting.id, running.id):
+        assert await store.send_event(run_id, "e", None) is not None
+    for run_id in (sleeping.id, waiting.id):
+        got = await store.get_run(run_id)
+        assert got.status is RunStatus.SUSPENDED
+        assert got.wake_at is not None and before - timedelta(seconds=1) <= got.wake_at < far
+    assert (await store.get_run(running.id)).wake_at is None  # its pass is running
+
+
+@EVENTS
+async def test_event_methods_on_unknown_run(store: WorkflowStateService) -> None:
+    with pytest.raises(RunNotFoundError):
+        await store.consume_event("no-such-run", "e", "k")
+    with pytest.raises(RunNotFoundError):
+        await store.list_events("no-such-run")
+
+
+@EVENTS
+@pytest.mark.parametrize("name", ["nested", "unicode", "scalars", "null", "string"])
+async def test_event_payload_json_round_trip(store: WorkflowStateService, name: str) -> None:
+    value = JSON_VALUES[name]
+    run = await store.create_run("wf", None)
+    sent = await store.send_event(run.id, "é.vent", value)
+    assert sent is not None and sent.payload == value and sent.name == "é.vent"
+    got = await store.consume_event(run.id, "é.vent", "k")
+    assert got is not None and got.payload == value
+    [listed] = await store.list_events(run.id)
+    assert listed.payload == value and listed.consumed_by == "k"
+
+
+@EVENTS
+async def test_concurrent_consumers_in_one_process_never_share_an_event(
+    store: WorkflowStateService,
+) -> None:
+    run = await store.create_run("wf", None)
+    for n in range(10):
+        await store.send_event(run.id, "e", n)
+    got = await asyncio.gather(*(store.consume_event(run.id, "e", f"k{i}") for i in range(14)))
+    payloads = [e.payload for e in got if e is not None]
+    assert sorted(payloads) == list(range(10))
+    assert sum(e is None for e in got) == 4
+
+
+SENDERS = 3
+EVENTS_PER_SENDER = 15
+
+
+@EVENTS
+@pytest.mark.usefixtures("cross_process")
+async def test_processes_racing_to_send_and_consume_lose_nothing(
+    store: WorkflowStateService, spec: StoreSpec
+) -> None:
+    """Three processes send events to one run at once while two others consume them with
+    their own step keys: no event is lost, each is consumed exactly once, and each sender's
+    events keep their send order."""
+    run = await store.create_run("wf", None)
+    ctx = _ctx()
+    barrier = ctx.Barrier(SENDERS + 2)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=send_events_worker, args=(spec, run.id, i, EVENTS_PER_SENDER, barrier))
+        for i in range(SENDERS)
+    ] + [
+        ctx.Process(
+            target=consume_events_worker,
+            args=(spec, run.id, f"c{i}", SENDERS * EVENTS_PER_SENDER, barrier, results),
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        consumed = await asyncio.to_thread(_collect, results, procs, 2)
+        for p in procs:
+            await asyncio.to_thread(p.join, 120)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    events = await store.list_events(run.id)
+    assert len(events) == SENDERS * EVENTS_PER_SENDER
+    assert len({e.seq for e in events}) == len(events)
+    for i in range(SENDERS):
+        mine = [e.payload["n"] for e in events if e.payload["sender"] == i]
+        assert mine == list(range(EVENTS_PER_SENDER))  # send order kept
+    taken = [seq for _, seqs in consumed for seq in seqs]
+    assert sorted(taken) == sorted(e.seq for e in events)  # every event exactly once
+    by_key = {e.consumed_by for e in events}
+    assert all(k is not None and k.startswith(("c0#", "c1#")) for k in by_key)
+
+
+@EVENTS
+@pytest.mark.usefixtures("cross_process")
+async def test_processes_racing_to_create_one_run_id_one_wins(spec: StoreSpec) -> None:
+    ctx = _ctx()
+    barrier = ctx.Barrier(PROCESSES)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=create_same_run_worker, args=(spec, i, barrier, results))
+        for i in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = await asyncio.to_thread(_collect, results, procs, PROCESSES)
+        for p in procs:
+            await asyncio.to_thread(p.join, 120)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    winners = [i for i, won in outcomes if won]
+    assert len(winners) == 1, outcomes
+    async with spec.open() as fresh:
+        assert (await fresh.get_run("order-42")).input == {"by": winners[0]}
+        assert [r.id for r in await fresh.list_runs()] == ["order-42"]

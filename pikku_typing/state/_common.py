@@ -28,6 +28,7 @@ from pikku_typing.models import (
     StepAttempt,
     StepState,
     StepStatus,
+    WorkflowEvent,
     WorkflowRun,
 )
 from pikku_typing.state.base import validate_run_id
@@ -39,7 +40,9 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_run(workflow: str, input: Any, run_id: str | None) -> WorkflowRun[Any, Any]:
+def new_run(
+    workflow: str, input: Any, run_id: str | None, parent_run_id: str | None = None
+) -> WorkflowRun[Any, Any]:
     """A new run in status ``running`` (a fresh id unless a valid ``run_id`` is given)."""
     now = now_utc()
     return WorkflowRun(
@@ -49,6 +52,7 @@ def new_run(workflow: str, input: Any, run_id: str | None) -> WorkflowRun[Any, A
         input=input,
         created_at=now,
         updated_at=now,
+        parent_run_id=None if parent_run_id is None else validate_run_id(parent_run_id),
     )
 
 
@@ -228,6 +232,41 @@ def apply_reset(step: StepState, attempts: int, at: datetime | None, now: dateti
     step.finished_at = None
     step.max_attempts = step.attempt_count + attempts
     step.updated_at = now
+    return True
+
+
+# ------------------------------------------------------------------------ events
+
+
+def apply_wake_on_event(run: WorkflowRun[Any, Any], now: datetime) -> bool:
+    """A suspended run that receives an event is due now (``wake_at``); True if changed."""
+    if run.status is not RunStatus.SUSPENDED:
+        return False
+    if run.wake_at is not None and aware(run.wake_at) <= now:
+        return False
+    run.wake_at = now
+    run.updated_at = now
+    return True
+
+
+def pick_event(events: list[WorkflowEvent], name: str, step_key: str) -> int | None:
+    """Index of the event ``step_key`` consumed already, else of the first unconsumed event
+    named ``name`` (events are in send order); ``None`` if there is none."""
+    first: int | None = None
+    for index, event in enumerate(events):
+        if event.consumed_by == step_key:
+            return index
+        if first is None and event.consumed_by is None and event.name == name:
+            first = index
+    return first
+
+
+def apply_consume(event: WorkflowEvent, step_key: str, now: datetime) -> bool:
+    """Mark ``event`` consumed by ``step_key``; False if it already was (by that step)."""
+    if event.consumed_by is not None:
+        return False
+    event.consumed_by = step_key
+    event.consumed_at = now
     return True
 
 

@@ -30,6 +30,7 @@ from pikku_typing.models import (
     ErrorInfo,
     RunStatus,
     StepState,
+    WorkflowEvent,
     WorkflowRun,
 )
 
@@ -93,10 +94,17 @@ class WorkflowStateService(ABC):
     # ------------------------------------------------------------------ runs
     @abstractmethod
     async def create_run(
-        self, workflow: str, input: Any, *, run_id: str | None = None
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
     ) -> WorkflowRun[Any, Any]:
         """Create a run in status ``running`` (a new uuid4 hex id unless ``run_id`` is given;
-        a given id is validated and must not exist yet)."""
+        a given id is validated and must not exist yet: one atomic insert, else
+        :class:`RunAlreadyExistsError`). ``parent_run_id`` records the run that started it
+        as a child."""
 
     @abstractmethod
     async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:
@@ -221,6 +229,32 @@ class WorkflowStateService(ABC):
         if step is None:
             raise StepNotFoundError(f"run {run_id!r} has no step {key!r}")
         return step
+
+    # ---------------------------------------------------------------- events
+    async def send_event(
+        self, run_id: str, name: str, payload: Any
+    ) -> WorkflowEvent | None:
+        """Append an event (``payload`` is JSON) to the run's events, atomically with a check
+        of the run's status: ``None`` (nothing stored) when the run does not exist or is
+        settled. When the run is ``suspended``, its ``wake_at`` becomes the send time (if it
+        was later or unset), so a poller of due runs wakes it. Concurrent senders (tasks or
+        processes) never lose an event; ``seq`` gives the send order."""
+        raise NotImplementedError(f"{type(self).__name__} does not store events")
+
+    async def consume_event(
+        self, run_id: str, name: str, step_key: str
+    ) -> WorkflowEvent | None:
+        """Atomically give step ``step_key`` the first unconsumed event named ``name`` (lowest
+        ``seq``) and mark it consumed by that step. Idempotent by step key: if an event is
+        already consumed by ``step_key``, that event is returned again (a crash between the
+        consumption and the step's result never loses or double-consumes an event). ``None``
+        when there is no such event. Raises :class:`RunNotFoundError`."""
+        raise NotImplementedError(f"{type(self).__name__} does not store events")
+
+    async def list_events(self, run_id: str) -> list[WorkflowEvent]:
+        """Every event of the run (consumed or not), in send order. Raises
+        :class:`RunNotFoundError`."""
+        raise NotImplementedError(f"{type(self).__name__} does not store events")
 
     # ------------------------------------------------------------- locking
     @abstractmethod

@@ -5,6 +5,8 @@ Layout under ``directory`` (created on first use)::
     runs/<run_id>.json       the run: {"format": 1, "run": {...}}
     steps/<run_id>.json      every step of the run, in creation order:
                              {"format":1,"gen":"<hex>","run_id":...,"steps":[{...},...]}
+    events/<run_id>.json     the events sent to the run, in send order:
+                             {"format":1,"run_id":...,"events":[{...},...]}
     locks/<run_id>.lock      short exclusive lock around each read-modify-write of the run
     runlocks/<run_id>.lock   the lock of ``lock_run`` (held for a whole orchestrator pass)
 
@@ -67,6 +69,7 @@ from pikku_typing.models import (
     StepKind,
     StepState,
     StepStatus,
+    WorkflowEvent,
     WorkflowRun,
 )
 from pikku_typing.state import _common as c
@@ -132,6 +135,7 @@ class FileWorkflowStateService(WorkflowStateService):
         self._steps = self.directory / "steps"
         self._locks = self.directory / "locks"
         self._runlocks = self.directory / "runlocks"
+        self._events = self.directory / "events"
         self._ready = False
         self._cache: OrderedDict[str, _Steps] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -142,7 +146,7 @@ class FileWorkflowStateService(WorkflowStateService):
     # ----------------------------------------------------------------- files
     def _ensure_dirs(self) -> None:
         if not self._ready:
-            for d in (self._runs, self._steps, self._locks, self._runlocks):
+            for d in (self._runs, self._steps, self._locks, self._runlocks, self._events):
                 d.mkdir(parents=True, exist_ok=True)
             self._remove_stale_temp_files()
             self._ready = True
@@ -151,7 +155,7 @@ class FileWorkflowStateService(WorkflowStateService):
         """Delete temp files that a killed writer left behind. A live write keeps its temp
         file for milliseconds, so only files older than ``STALE_TEMP_SECONDS`` go."""
         cutoff = time.time() - STALE_TEMP_SECONDS
-        for d in (self._runs, self._steps):
+        for d in (self._runs, self._steps, self._events):
             with os.scandir(d) as entries:
                 for entry in entries:
                     if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
@@ -356,9 +360,14 @@ class FileWorkflowStateService(WorkflowStateService):
 
     # ------------------------------------------------------------------ runs
     async def create_run(
-        self, workflow: str, input: Any, *, run_id: str | None = None
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
     ) -> WorkflowRun[Any, Any]:
-        run = c.new_run(workflow, input, run_id)
+        run = c.new_run(workflow, input, run_id, parent_run_id)
         run_id = run.id
         data = _dumps({"format": FORMAT, "run": run.model_dump(mode="json")})
         async with self._locked(run_id):
@@ -515,6 +524,86 @@ class FileWorkflowStateService(WorkflowStateService):
         return step if changed else None
 
     reset_step.__doc__ = c.RESET_DOC
+
+    # ---------------------------------------------------------------- events
+    def _events_path(self, run_id: str) -> Path:
+        return self._events / f"{run_id}{_SUFFIX}"
+
+    def _read_events(self, run_id: str) -> list[WorkflowEvent]:
+        """The run's events (``[]`` if it has none yet); raises StateCorruptedError."""
+        path = self._events_path(run_id)
+        doc = self._read(path)
+        if doc is None:
+            return []
+        events = doc.get("events") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(events, list):
+            raise self._corrupt(path, f"not a format-{FORMAT} events document")
+        try:
+            return [WorkflowEvent.model_validate(e) for e in events]
+        except ValidationError as exc:
+            raise self._corrupt(path, exc) from exc
+
+    def _write_events(self, run_id: str, events: list[WorkflowEvent]) -> None:
+        self._write(
+            self._events_path(run_id),
+            _dumps(
+                {
+                    "format": FORMAT,
+                    "run_id": run_id,
+                    "events": [e.model_dump(mode="json") for e in events],
+                }
+            ),
+        )
+
+    async def send_event(
+        self, run_id: str, name: str, payload: Any
+    ) -> WorkflowEvent | None:
+        validate_run_id(run_id)
+        if not self._run_path(run_id).exists():
+            return None
+        async with self._locked(run_id):
+            try:
+                run = self._read_run(run_id)
+            except RunNotFoundError:
+                return None
+            if run.status.is_settled:
+                return None
+            now = c.now_utc()
+            events = self._read_events(run_id)
+            event = WorkflowEvent(
+                seq=(events[-1].seq + 1) if events else 1,
+                run_id=run_id,
+                name=name,
+                payload=payload,
+                sent_at=now,
+            )
+            self._write_events(run_id, [*events, event])
+            if c.apply_wake_on_event(run, now):
+                self._write_run(run)
+        return event.model_copy(deep=True)
+
+    async def consume_event(
+        self, run_id: str, name: str, step_key: str
+    ) -> WorkflowEvent | None:
+        validate_run_id(run_id)
+        async with self._locked(run_id):
+            if not self._run_path(run_id).exists():
+                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.directory)!r}")
+            events = self._read_events(run_id)
+            index = c.pick_event(events, name, step_key)
+            if index is None:
+                return None
+            event = events[index]
+            if c.apply_consume(event, step_key, c.now_utc()):
+                self._write_events(run_id, events)
+        return event
+
+    async def list_events(self, run_id: str) -> list[WorkflowEvent]:
+        validate_run_id(run_id)
+        events = self._read_events(run_id)
+        if not events and not self._run_path(run_id).exists():
+            raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.directory)!r}")
+        return events
 
     # ------------------------------------------------------------- locking
     def lock_run(

@@ -21,13 +21,20 @@ from datetime import datetime
 from typing import Any
 
 from pikku_typing.errors import RunAlreadyExistsError, RunNotFoundError
-from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, StepState, WorkflowRun
+from pikku_typing.models import (
+    ClaimOwner,
+    ErrorInfo,
+    RunStatus,
+    StepState,
+    WorkflowEvent,
+    WorkflowRun,
+)
 from pikku_typing.state import _common as c
 from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
 
 
 class _Record:
-    __slots__ = ("created_us", "run", "status", "steps", "workflow")
+    __slots__ = ("created_us", "events", "run", "status", "steps", "workflow")
 
     def __init__(self, run: WorkflowRun[Any, Any]) -> None:
         self.workflow = run.workflow
@@ -37,6 +44,8 @@ class _Record:
         """The run as JSON."""
         self.steps: dict[str, str] = {}
         """Step key -> the step as JSON, in creation order."""
+        self.events: list[str] = []
+        """The run's events as JSON, in send order."""
 
     def set_run(self, run: WorkflowRun[Any, Any]) -> str:
         self.status = RunStatus(run.status)
@@ -73,9 +82,14 @@ class InMemoryWorkflowStateService(WorkflowStateService):
 
     # ------------------------------------------------------------------ runs
     async def create_run(
-        self, workflow: str, input: Any, *, run_id: str | None = None
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
     ) -> WorkflowRun[Any, Any]:
-        run = c.new_run(workflow, input, run_id)
+        run = c.new_run(workflow, input, run_id, parent_run_id)
         run_id = run.id
         record = _Record(run)
         with self._mutex:
@@ -220,6 +234,46 @@ class InMemoryWorkflowStateService(WorkflowStateService):
         return step
 
     reset_step.__doc__ = c.RESET_DOC
+
+    # ---------------------------------------------------------------- events
+    async def send_event(
+        self, run_id: str, name: str, payload: Any
+    ) -> WorkflowEvent | None:
+        validate_run_id(run_id)
+        now = c.now_utc()
+        with self._mutex:
+            record = self._records.get(run_id)
+            if record is None or record.status.is_settled:
+                return None
+            event = WorkflowEvent(
+                seq=len(record.events) + 1, run_id=run_id, name=name, payload=payload, sent_at=now
+            )
+            doc = event.model_dump_json()
+            record.events.append(doc)
+            run = _run(record.run)
+            if c.apply_wake_on_event(run, now):
+                record.set_run(run)
+        return WorkflowEvent.model_validate_json(doc)
+
+    async def consume_event(
+        self, run_id: str, name: str, step_key: str
+    ) -> WorkflowEvent | None:
+        now = c.now_utc()
+        with self._mutex:
+            record = self._record(run_id)
+            events = [WorkflowEvent.model_validate_json(doc) for doc in record.events]
+            index = c.pick_event(events, name, step_key)
+            if index is None:
+                return None
+            event = events[index]
+            if c.apply_consume(event, step_key, now):
+                record.events[index] = event.model_dump_json()
+        return event
+
+    async def list_events(self, run_id: str) -> list[WorkflowEvent]:
+        with self._mutex:
+            docs = list(self._record(run_id).events)
+        return [WorkflowEvent.model_validate_json(doc) for doc in docs]
 
     # ------------------------------------------------------------- locking
     def lock_run(

@@ -431,8 +431,15 @@ class PostgresWorkflowStateService(WorkflowStateService):
 
     # ------------------------------------------------------------------ runs
     async def create_run(
-        self, workflow: str, input: Any, *, run_id: str | None = None
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
     ) -> WorkflowRun[Any, Any]:
+        if parent_run_id is not None:
+            raise NotImplementedError("child runs are not stored by PostgreSQL yet")
         run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
         text = _dumps(input, "the run input")
         now = c.now_utc()

@@ -22,12 +22,13 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -45,12 +46,13 @@ from pikku_typing.models import (
     RunStatus,
     StepState,
     StepStatus,
+    WorkflowEvent,
     WorkflowRun,
 )
 from pikku_typing.state import _common as c
 from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -73,7 +75,22 @@ CREATE TABLE IF NOT EXISTS steps (
     doc              TEXT NOT NULL,
     UNIQUE (run_id, key)
 );
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY,
+    run_id       TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    sent_us      INTEGER NOT NULL,
+    consumed_by  TEXT,
+    consumed_us  INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_by_name ON events (run_id, name, seq);
+CREATE INDEX IF NOT EXISTS events_by_consumer ON events (run_id, consumed_by);
 """
+# Version 2 added the events table (every statement above is idempotent, so a version-1
+# database is migrated by running them again).
+
+_EVENT_COLS: Final = "seq, run_id, name, payload, sent_us, consumed_by, consumed_us"
 
 _CLAIMABLE_SQL: Final = (
     "status IN ('pending', 'scheduled') AND (next_attempt_us IS NULL OR next_attempt_us <= ?)"
@@ -248,9 +265,14 @@ class SqliteWorkflowStateService(WorkflowStateService):
 
     # ------------------------------------------------------------------ runs
     async def create_run(
-        self, workflow: str, input: Any, *, run_id: str | None = None
+        self,
+        workflow: str,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
     ) -> WorkflowRun[Any, Any]:
-        run = c.new_run(workflow, input, run_id)
+        run = c.new_run(workflow, input, run_id, parent_run_id)
         run_id = run.id
         doc = run.model_dump_json()
         with self._tx() as conn:
@@ -502,6 +524,84 @@ class SqliteWorkflowStateService(WorkflowStateService):
 
     reset_step.__doc__ = c.RESET_DOC
 
+    # ---------------------------------------------------------------- events
+    def _load_event(self, row: tuple[Any, ...]) -> WorkflowEvent:
+        try:
+            return WorkflowEvent(
+                seq=row[0],
+                run_id=row[1],
+                name=row[2],
+                payload=json.loads(row[3]),
+                sent_at=_from_micros(row[4]),
+                consumed_by=row[5],
+                consumed_at=None if row[6] is None else _from_micros(row[6]),
+            )
+        except (ValueError, ValidationError) as exc:
+            raise self._corrupt("an event", exc) from exc
+
+    async def send_event(
+        self, run_id: str, name: str, payload: Any
+    ) -> WorkflowEvent | None:
+        validate_run_id(run_id)
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        now = c.now_utc()
+        with self._tx() as conn:
+            row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            run = self._load_run(row[0])
+            if run.status.is_settled:
+                return None
+            seq = conn.execute(
+                "INSERT INTO events (run_id, name, payload, sent_us) VALUES (?, ?, ?, ?)",
+                (run_id, name, text, c.to_micros(now)),
+            ).lastrowid
+            if c.apply_wake_on_event(run, now):
+                conn.execute(
+                    "UPDATE runs SET doc = ? WHERE id = ?", (run.model_dump_json(), run_id)
+                )
+        assert seq is not None
+        return WorkflowEvent(
+            seq=seq, run_id=run_id, name=name, payload=json.loads(text), sent_at=now
+        )
+
+    async def consume_event(
+        self, run_id: str, name: str, step_key: str
+    ) -> WorkflowEvent | None:
+        validate_run_id(run_id)
+        now_us = c.to_micros(c.now_utc())
+        with self._tx() as conn:
+            row = conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? AND consumed_by = ? "
+                "ORDER BY seq LIMIT 1",
+                (run_id, step_key),
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? AND name = ? "
+                    "AND consumed_by IS NULL ORDER BY seq LIMIT 1",
+                    (run_id, name),
+                ).fetchone()
+                if row is None:
+                    self._require_run(conn, run_id)
+                    return None
+                conn.execute(
+                    "UPDATE events SET consumed_by = ?, consumed_us = ? WHERE seq = ?",
+                    (step_key, now_us, row[0]),
+                )
+                row = (*row[:5], step_key, now_us)
+        return self._load_event(row)
+
+    async def list_events(self, run_id: str) -> list[WorkflowEvent]:
+        validate_run_id(run_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+            if not rows:
+                self._require_run(conn, run_id)
+        return [self._load_event(row) for row in rows]
+
     # ------------------------------------------------------------- locking
     def lock_run(
         self, run_id: str, *, timeout: float | None = None
@@ -511,6 +611,13 @@ class SqliteWorkflowStateService(WorkflowStateService):
         return c.flock_context(
             self._lock_dir / f"{run_id}.lock", timeout, f"the lock of run {run_id!r}"
         )
+
+
+def _from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 __all__ = ["SqliteWorkflowStateService"]
