@@ -153,6 +153,37 @@ _CODES: Final = (
         "define the workflow function in an analysed module (see [tool.pikku] src)",
     ),
     Code(
+        "NESTED_STEP",
+        "error",
+        "Step started inside an inline step",
+        "workflow.do/sleep (or another step) is reached from the body of a function passed as "
+        "an inline step; at run time this raises NestedStepError (SPEC section 4).",
+        "call the inner step from the workflow body, not from inside another step",
+    ),
+    Code(
+        "UNKNOWN_EVENT",
+        "error",
+        "Event name is not declared",
+        "workflow.wait_for_event(...) or send_event(...) names an event that no "
+        "wire_event(name=...) in the analysed sources declares (SPEC section 8).",
+        "declare it with wire_event(name=..., payload=...) or fix the name",
+    ),
+    Code(
+        "DUPLICATE_EVENT_NAME",
+        "error",
+        "Event name declared twice",
+        "Two wire_event(...) calls declare the same event name.",
+        "rename one of the events",
+    ),
+    Code(
+        "UNKNOWN_WORKFLOW",
+        "error",
+        "Workflow name is not wired",
+        "A child step (run_child/start_child) or a client (runtime.client(...), "
+        "workflow_client(runtime, ...)) names a workflow that no wire_workflow wires.",
+        "wire it with wire_workflow(name=..., func=...) or fix the name",
+    ),
+    Code(
         "ANALYZER_ERROR",
         "error",
         "Internal analyzer error",

@@ -436,6 +436,7 @@ def _report_data(linked: LinkResult, diags: list[Diag]) -> dict[str, Any]:
         "version": REPORT_VERSION,
         "workflows": linked.workflows,
         "rpcs": linked.rpcs,
+        "events": [],
         "diagnostics": [d.to_dict() for d in diags],
     }
 

@@ -63,8 +63,41 @@ class SleepStepMeta(_Frozen):
     in_loop: bool = False
 
 
+class EventStepMeta(_Frozen):
+    """``await workflow.wait_for_event("awaitPayment", "payment.received", timeout="3d")``
+    (SPEC section 8)."""
+
+    type: Literal["event"] = "event"
+    step_name: str
+    event_name: str
+    """The event's name (``<dynamic>`` when not known statically)."""
+    timeout: str | float | None = None
+    """The timeout as written (``"3d"``, seconds), ``None`` without one, ``<dynamic>``."""
+    description: str | None = None
+    line: int
+    column: int = 0
+    in_loop: bool = False
+
+
+class ChildStepMeta(_Frozen):
+    """``await workflow.run_child("bill", "billing", data)`` (``wait`` true) or
+    ``await workflow.start_child("audit", "audit", data)`` (``wait`` false) (SPEC section 8)."""
+
+    type: Literal["child"] = "child"
+    step_name: str
+    workflow_name: str
+    """The child workflow's name (``<dynamic>`` when not known statically)."""
+    wait: bool = True
+    """True for ``run_child`` (suspends until the child settles), false for ``start_child``."""
+    description: str | None = None
+    line: int
+    column: int = 0
+    in_loop: bool = False
+
+
 StepMeta: TypeAlias = Annotated[
-    RpcStepMeta | InlineStepMeta | SleepStepMeta, Field(discriminator="type")
+    RpcStepMeta | InlineStepMeta | SleepStepMeta | EventStepMeta | ChildStepMeta,
+    Field(discriminator="type"),
 ]
 
 
@@ -97,6 +130,20 @@ class RpcMeta(_Frozen):
     line: int | None = None
 
 
+class EventMeta(_Frozen):
+    """``wire_event(name="payment.received", payload=PaymentReceived)`` (SPEC section 8)."""
+
+    name: str
+    payload_type: str | None = None
+    """Dotted, importable name of the payload type (``app.types.PaymentReceived``), like
+    ``RpcMeta.input_type``; ``None`` when the analyzer cannot name it."""
+    file: str
+    """Path relative to the analysed root, with forward slashes."""
+    line: int
+    module: str | None = None
+    """Dotted module that calls ``wire_event`` (the generated wirings import it)."""
+
+
 class Diagnostic(_Frozen):
     code: str
     severity: Severity
@@ -113,6 +160,7 @@ class AnalysisReport(_Frozen):
     version: int = REPORT_VERSION
     workflows: list[WorkflowMeta] = Field(default_factory=list)
     rpcs: list[RpcMeta] = Field(default_factory=list)
+    events: list[EventMeta] = Field(default_factory=list)
     diagnostics: list[Diagnostic] = Field(default_factory=list)
 
     def workflow(self, name: str) -> WorkflowMeta | None:
@@ -120,3 +168,6 @@ class AnalysisReport(_Frozen):
 
     def rpc(self, name: str) -> RpcMeta | None:
         return next((r for r in self.rpcs if r.name == name), None)
+
+    def event(self, name: str) -> EventMeta | None:
+        return next((e for e in self.events if e.name == name), None)

@@ -122,7 +122,7 @@ def test_example_has_no_diagnostics(example: AnalysisResult) -> None:
 def test_report_data_is_exactly_the_pydantic_dump(example: AnalysisResult) -> None:
     dumped = AnalysisReport.model_validate(example.data).model_dump(mode="json")
     assert dumped == example.data
-    assert list(dumped) == ["version", "workflows", "rpcs", "diagnostics"]
+    assert list(dumped) == ["version", "workflows", "rpcs", "events", "diagnostics"]
 
 
 def test_spec_json_keys_present(example: AnalysisResult) -> None:

@@ -207,6 +207,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "ANALYZER_ERROR": ([wf("pass")], []),
+    # SPEC 8 / NESTED_STEP: the codes exist; their detection (and INVALID cases) comes next.
+    "NESTED_STEP": ([wf('await workflow.do("a", lambda: 1)')], []),
+    "UNKNOWN_EVENT": ([wf("pass")], []),
+    "DUPLICATE_EVENT_NAME": ([wf("pass")], []),
+    "UNKNOWN_WORKFLOW": ([wf("pass")], []),
 }
 
 # UNREADABLE_FILE, FILE_TOO_LARGE, SYMLINK_LOOP and ANALYZER_ERROR are about files, not

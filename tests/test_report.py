@@ -85,7 +85,7 @@ def test_text_colour_only_when_asked(problems: AnalysisResult) -> None:
 
 def test_json_shape(problems: AnalysisResult) -> None:
     data = json.loads(render(problems, "json"))
-    assert list(data) == ["version", "workflows", "rpcs", "diagnostics"]
+    assert list(data) == ["version", "workflows", "rpcs", "events", "diagnostics"]
     assert [d["code"] for d in data["diagnostics"]] == [
         "UNKNOWN_RPC",
         "DYNAMIC_STEP_NAME",
