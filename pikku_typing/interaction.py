@@ -6,11 +6,15 @@ import inspect
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, Final, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
 from pikku_typing.durations import Duration
 from pikku_typing.models import WorkflowRun
+
+if TYPE_CHECKING:
+    from pikku_typing.wiring import Registry
 
 T = TypeVar("T")
 
@@ -155,6 +159,11 @@ class Workflow(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not support random")
 
 
+_rpc_registry: ContextVar[Registry | None] = ContextVar("pikku_rpc_registry", default=None)
+"""The registry ``rpc.invoke`` resolves names in, when not the process-wide one (a test
+environment sets it while it runs jobs, so ``env.mock_rpc`` reaches ``rpc.invoke`` too)."""
+
+
 @final
 class RPCInvoker:
     """``await rpc.invoke("users.get", data)`` calls a registered ``@pikku_func``."""
@@ -162,7 +171,7 @@ class RPCInvoker:
     async def invoke(self, rpc_name: str, data: Any) -> Any:
         from pikku_typing.wiring import registry
 
-        definition = registry.get_rpc(rpc_name)
+        definition = (_rpc_registry.get() or registry).get_rpc(rpc_name)
         result = definition.func(data)
         if inspect.isawaitable(result):
             result = await result

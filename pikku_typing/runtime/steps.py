@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
+from pikku_typing import _clock
 from pikku_typing.durations import parse_duration
 from pikku_typing.errors import PikkuError
 from pikku_typing.models import ClaimOwner, ErrorInfo, StepState, StepStatus
@@ -26,7 +27,9 @@ left, at most this many extra times (a step that kills its process every time mu
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    """The runtime's clock (:func:`pikku_typing._clock.now`: a test environment's fake clock
+    when one is installed, else the wall clock)."""
+    return _clock.now()
 
 
 class StepKeys:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pikku_typing import _clock
 from pikku_typing.models import (
     ClaimOwner,
     ErrorInfo,
@@ -62,7 +63,7 @@ def aware(value: datetime) -> datetime:
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    return _clock.now()  # the wall clock, or a test environment's fake clock
 
 
 def to_micros(value: datetime) -> int:
