@@ -56,6 +56,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
+from pikku_typing._fs import atomic_write_bytes, is_temp_name
 from pikku_typing.errors import (
     RunAlreadyExistsError,
     RunNotFoundError,
@@ -158,7 +159,7 @@ class FileWorkflowStateService(WorkflowStateService):
         for d in (self._runs, self._steps, self._events):
             with os.scandir(d) as entries:
                 for entry in entries:
-                    if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                    if not is_temp_name(entry.name):
                         continue
                     with suppress(OSError):
                         if entry.stat(follow_symlinks=False).st_mtime < cutoff:
@@ -199,31 +200,7 @@ class FileWorkflowStateService(WorkflowStateService):
 
     def _write(self, path: Path, data: bytes) -> None:
         """Atomically replace ``path`` with ``data`` (temp file, fsync, rename, fsync dir)."""
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if self._fsync:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        if self._fsync:
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        atomic_write_bytes(path, data, fsync=self._fsync)
 
     # --------------------------------------------------------- run documents
     def _load_run(self, path: Path, doc: Any) -> WorkflowRun[Any, Any]:

@@ -26,8 +26,13 @@ Design:
   transaction-level advisory lock so concurrent workers do not race; ``pikku-worker migrate
   --dsn DSN`` applies it ahead of time. Tables go to the first schema of the connection's
   ``search_path`` (``public`` by default; e.g. ``?options=-csearch_path%3Dmyapp`` in the DSN).
-* A connection failure is a :class:`~pikku_typing.errors.StoreUnavailableError` naming the
-  server (never the password).
+* The statements and the DDL are package resources: ``sql/postgres/queries.sql`` (named
+  statements) and ``sql/postgres/migrations/NNNN_*.sql`` (schema version NNNN). Rows are read
+  by column name (psycopg's ``dict_row``).
+* Every driver failure passes through ONE translation, :meth:`_unavailable_on_error`: a
+  connection failure is a :class:`~pikku_typing.errors.StoreUnavailableError` naming the
+  server (never the password). A stored row that does not decode is a
+  :class:`~pikku_typing.errors.StateCorruptedError` naming the run.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,6 +50,7 @@ from pikku_typing._pool_guard import PoolGuard, close_on_loop_shutdown
 from pikku_typing.errors import (
     RunAlreadyExistsError,
     RunNotFoundError,
+    StateCorruptedError,
     StepSerializationError,
     StoreUnavailableError,
 )
@@ -59,6 +65,7 @@ from pikku_typing.models import (
     WorkflowRun,
 )
 from pikku_typing.state import _common as c
+from pikku_typing.state import _sql
 from pikku_typing.state.base import UNSET, RunChanges, WorkflowStateService, validate_run_id
 
 if TYPE_CHECKING:
@@ -72,76 +79,30 @@ __all__ = [
     "require_postgres_extra",
 ]
 
-SCHEMA_VERSION: Final = 1
+_MIGRATIONS: Final = _sql.migrations("postgres")
+"""``{version: DDL}``: ``pikku_typing/state/sql/postgres/migrations/NNNN_*.sql``."""
+
+SCHEMA_VERSION: Final = max(_MIGRATIONS)
 """Latest schema version this code knows (``pikku_schema_version``)."""
+
+_Q: Final = _sql.queries("postgres")
+"""The named statements of ``pikku_typing/state/sql/postgres/queries.sql``."""
 
 # A fixed key for the transaction-level advisory lock that serialises migrations.
 _MIGRATION_LOCK_KEY: Final = 0x70696B6B75_01  # "pikku" + 1
 
-_MIGRATIONS: Final[dict[int, str]] = {
-    1: """
-CREATE TABLE pikku_runs (
-    id text PRIMARY KEY,
-    workflow text NOT NULL,
-    status text NOT NULL,
-    input text NOT NULL,
-    output text,
-    error jsonb,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    wake_at timestamptz,
-    owner jsonb,
-    cancel_requested boolean NOT NULL DEFAULT false,
-    extra jsonb
-);
-CREATE INDEX pikku_runs_created_idx ON pikku_runs (created_at DESC, id DESC);
-CREATE INDEX pikku_runs_workflow_idx ON pikku_runs (workflow, created_at DESC, id DESC);
-CREATE INDEX pikku_runs_status_idx ON pikku_runs (status, created_at DESC, id DESC);
-CREATE TABLE pikku_steps (
-    run_id text NOT NULL REFERENCES pikku_runs (id) ON DELETE CASCADE,
-    key text NOT NULL,
-    seq bigint GENERATED ALWAYS AS IDENTITY,
-    step_name text NOT NULL,
-    kind text NOT NULL,
-    status text NOT NULL,
-    rpc_name text,
-    data text,
-    data_digest text,
-    result text,
-    error jsonb,
-    attempt_count integer NOT NULL DEFAULT 0,
-    max_attempts integer,
-    attempts jsonb NOT NULL DEFAULT '[]'::jsonb,
-    next_attempt_at timestamptz,
-    lease_token text,
-    lease_expires_at timestamptz,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    started_at timestamptz,
-    finished_at timestamptz,
-    extra jsonb,
-    PRIMARY KEY (run_id, key)
-);
-CREATE INDEX pikku_steps_run_seq_idx ON pikku_steps (run_id, seq);
-CREATE INDEX pikku_steps_active_idx ON pikku_steps (status, next_attempt_at)
-    WHERE status IN ('running', 'scheduled');
-""",
-}
-
-_RUN_COLS: Final = (
-    "id, workflow, status, input, output, error, created_at, updated_at, wake_at, owner, "
-    "cancel_requested"
-)
-_STEP_COLS: Final = (
-    "key, step_name, kind, status, rpc_name, data, data_digest, result, error, attempt_count, "
-    "max_attempts, attempts, next_attempt_at, created_at, updated_at, started_at, finished_at,"
-    " extra"
-)
-_STEP_FIELDS: Final = frozenset(
-    {col.strip() for col in _STEP_COLS.split(",")} - {"extra"} | {"attempts"}
-)
+_STEP_COLUMNS: Final = frozenset(
+    {
+        "key", "step_name", "kind", "status", "rpc_name", "data", "data_digest", "result",
+        "error", "attempt_count", "max_attempts", "attempts", "next_attempt_at", "created_at",
+        "updated_at", "started_at", "finished_at",
+    }
+)  # fmt: skip
 """StepState fields kept in their own columns; any other field (added to the model later, e.g.
 ``retry_delay``) is kept in the ``extra`` jsonb column, written at insert and never changed."""
+
+_TRANSIENT_SQLSTATE_CLASSES: Final = ("08", "53", "57", "58")
+"""connection exception, insufficient resources, operator intervention, system error."""
 
 
 def require_postgres_extra(what: str, *modules: str) -> None:
@@ -186,51 +147,52 @@ def _ts(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
-def _ts_req(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
 def _iso(value: datetime) -> str:
     return c.aware(value).astimezone(UTC).isoformat()
 
 
-def _row_to_run(row: Sequence[Any]) -> WorkflowRun[Any, Any]:
+def _row_to_run(row: Mapping[str, Any]) -> WorkflowRun[Any, Any]:
     return WorkflowRun(
-        id=row[0],
-        workflow=row[1],
-        status=RunStatus(row[2]),
-        input=_loads(row[3]),
-        output=_loads(row[4]),
-        error=None if row[5] is None else ErrorInfo.model_validate(row[5]),
-        created_at=_ts_req(row[6]),
-        updated_at=_ts_req(row[7]),
-        wake_at=_ts(row[8]),
-        owner=None if row[9] is None else ClaimOwner.model_validate(row[9]),
-        cancel_requested=row[10],
+        id=row["id"],
+        workflow=row["workflow"],
+        status=RunStatus(row["status"]),
+        input=_loads(row["input"]),
+        output=_loads(row["output"]),
+        error=None if row["error"] is None else ErrorInfo.model_validate(row["error"]),
+        created_at=row["created_at"].astimezone(UTC),
+        updated_at=row["updated_at"].astimezone(UTC),
+        wake_at=_ts(row["wake_at"]),
+        owner=None if row["owner"] is None else ClaimOwner.model_validate(row["owner"]),
+        cancel_requested=row["cancel_requested"],
     )
 
 
-def _row_to_step(row: Sequence[Any]) -> StepState:
+def _row_to_step(row: Mapping[str, Any]) -> StepState:
     return StepState(
-        key=row[0],
-        step_name=row[1],
-        kind=StepKind(row[2]),
-        status=StepStatus(row[3]),
-        rpc_name=row[4],
-        data=_loads(row[5]),
-        data_digest=row[6],
-        result=_loads(row[7]),
-        error=None if row[8] is None else ErrorInfo.model_validate(row[8]),
-        attempt_count=row[9],
-        max_attempts=row[10],
-        attempts=[StepAttempt.model_validate(a) for a in row[11]],
-        next_attempt_at=_ts(row[12]),
-        created_at=_ts_req(row[13]),
-        updated_at=_ts_req(row[14]),
-        started_at=_ts(row[15]),
-        finished_at=_ts(row[16]),
-        **(row[17] or {}),
+        key=row["key"],
+        step_name=row["step_name"],
+        kind=StepKind(row["kind"]),
+        status=StepStatus(row["status"]),
+        rpc_name=row["rpc_name"],
+        data=_loads(row["data"]),
+        data_digest=row["data_digest"],
+        result=_loads(row["result"]),
+        error=None if row["error"] is None else ErrorInfo.model_validate(row["error"]),
+        attempt_count=row["attempt_count"],
+        max_attempts=row["max_attempts"],
+        attempts=[StepAttempt.model_validate(a) for a in row["attempts"]],
+        next_attempt_at=_ts(row["next_attempt_at"]),
+        created_at=row["created_at"].astimezone(UTC),
+        updated_at=row["updated_at"].astimezone(UTC),
+        started_at=_ts(row["started_at"]),
+        finished_at=_ts(row["finished_at"]),
+        **(row["extra"] or {}),
     )
+
+
+_DECODE_ERRORS: Final = (ValueError, TypeError, KeyError, AttributeError)
+"""What decoding a damaged row raises (JSONDecodeError and pydantic's ValidationError are
+ValueErrors)."""
 
 
 def _schema_seed(schema: str) -> int:
@@ -274,7 +236,6 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
         self._seed = 0
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r})"
@@ -283,25 +244,59 @@ class PostgresWorkflowStateService(WorkflowStateService):
     def dsn(self) -> str:
         return self._dsn
 
-    # ------------------------------------------------------------ connections
+    # ------------------------------------------------------------ errors
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         return StoreUnavailableError(f"PostgreSQL at {self._where} is unavailable: {detail}")
 
+    @contextmanager
+    def _unavailable_on_error(self) -> Iterator[None]:
+        """The one translation of driver failures: a lost or refused connection, a server
+        shutting down, a pool with no connection to give (``psycopg.OperationalError``,
+        ``InterfaceError``, ``PoolTimeout``) becomes :class:`StoreUnavailableError`."""
+        import psycopg
+
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._unavailable(exc) from None
+
+    def _damaged(self, what: str, exc: BaseException) -> StateCorruptedError:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        return StateCorruptedError(
+            f"PostgreSQL at {self._where}: {what} is damaged and cannot be read "
+            f"({type(exc).__name__}: {detail}); it was left untouched"
+        )
+
+    def _run(self, row: Mapping[str, Any]) -> WorkflowRun[Any, Any]:
+        try:
+            return _row_to_run(row)
+        except _DECODE_ERRORS as exc:
+            raise self._damaged(f"the row of run {row.get('id')!r}", exc) from exc
+
+    def _step(self, run_id: str, row: Mapping[str, Any]) -> StepState:
+        try:
+            return _row_to_step(row)
+        except _DECODE_ERRORS as exc:
+            raise self._damaged(f"step {row.get('key')!r} of run {run_id!r}", exc) from exc
+
+    # ------------------------------------------------------------ connections
     async def _connect(self, **kwargs: Any) -> AsyncConnection[Any]:
         try:
             import psycopg
+            from psycopg.rows import dict_row
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError(
                 "PostgresWorkflowStateService needs psycopg: "
                 "pip install 'pikku-workflows[postgres]'"
             ) from exc
-        try:
+        with self._unavailable_on_error():
             return await psycopg.AsyncConnection.connect(
-                self._dsn, connect_timeout=max(1, round(self._connect_timeout)), **kwargs
+                self._dsn,
+                connect_timeout=max(1, round(self._connect_timeout)),
+                row_factory=dict_row,
+                **kwargs,
             )
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from None
 
     async def migrate(self) -> int:
         """Create or upgrade the schema; return the schema version now in the database."""
@@ -312,27 +307,20 @@ class PostgresWorkflowStateService(WorkflowStateService):
             await conn.close()
 
     async def _migrate(self, conn: AsyncConnection[Any]) -> int:
-        import psycopg
-
-        try:
+        with self._unavailable_on_error():
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
-                row = await (await conn.execute("SELECT current_schema()")).fetchone()
-                schema = None if row is None else row[0]
+                row = await (await conn.execute("SELECT current_schema() AS name")).fetchone()
+                schema = None if row is None else row["name"]
                 if schema is None:
                     raise StoreUnavailableError(
                         f"PostgreSQL at {self._where}: no schema to create tables in "
                         "(the first schema of search_path does not exist)"
                     )
                 self._seed = _schema_seed(schema)
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS pikku_schema_version ("
-                    " version integer PRIMARY KEY,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                cur = await conn.execute("SELECT coalesce(max(version), 0) FROM pikku_schema_version")
-                got = await cur.fetchone()
-                current = 0 if got is None else int(got[0])
+                await conn.execute(_Q["create_version_table"])
+                got = await (await conn.execute(_Q["current_version"])).fetchone()
+                current = 0 if got is None else int(got["version"])
                 if current > SCHEMA_VERSION:
                     raise StoreUnavailableError(
                         f"PostgreSQL at {self._where} has pikku schema version {current}, "
@@ -341,12 +329,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
                     )
                 for version in range(current + 1, SCHEMA_VERSION + 1):
                     await conn.execute(_MIGRATIONS[version])
-                    await conn.execute(
-                        "INSERT INTO pikku_schema_version (version) VALUES (%s)", (version,)
-                    )
+                    await conn.execute(_Q["record_version"], {"version": version})
                 return SCHEMA_VERSION
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from None
 
     async def _ensure_open(self) -> AsyncConnectionPool[Any]:
         loop = asyncio.get_running_loop()
@@ -362,9 +346,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
             if self._pool is not None:
                 return self._pool
             require_postgres_extra("PostgresWorkflowStateService", "psycopg", "psycopg_pool")
+            from psycopg.rows import dict_row
+
             await self.migrate()
             timeout = max(1, round(self._connect_timeout))
-            kwargs = {"autocommit": True, "connect_timeout": timeout}
+            kwargs = {"autocommit": True, "connect_timeout": timeout, "row_factory": dict_row}
             from psycopg_pool import AsyncConnectionPool
 
             data_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -391,42 +377,40 @@ class PostgresWorkflowStateService(WorkflowStateService):
             self._guards = [close_on_loop_shutdown(data_pool), close_on_loop_shutdown(lock_pool)]
             self._lock_pool = lock_pool
             self._pool = data_pool
-            self._closed = False
             return data_pool
 
-    async def _query(
-        self, query: str, params: Sequence[Any] | dict[str, Any], *, many: bool
-    ) -> Any:
-        """One statement on a pooled connection. A pooled session that the server ended while
-        it was idle (a restart: ``admin_shutdown``...) failed before running anything, so the
-        statement is sent again on another connection (the pool drops the dead ones)."""
+    async def _query(self, name: str, params: Mapping[str, Any], *, many: bool) -> Any:
+        """One named statement on a pooled connection. A pooled session that the server ended
+        while it was idle (a restart: ``admin_shutdown``...) failed before running anything,
+        so the statement is sent again on another connection (the pool drops the dead ones)."""
+        return await self._execute(_Q[name], params, many=many)
+
+    async def _execute(self, query: str, params: Mapping[str, Any], *, many: bool) -> Any:
         import psycopg
 
         pool = await self._ensure_open()
         for attempt in range(self._pool_size + 1):
-            try:
-                async with pool.connection() as conn:
-                    cur = await conn.execute(query, params)
-                    return await cur.fetchall() if many else await cur.fetchone()
-            except psycopg.OperationalError as exc:
-                if _ended_while_idle(exc) and attempt < self._pool_size:
-                    continue
-                raise self._unavailable(exc) from None
+            with self._unavailable_on_error():
+                try:
+                    async with pool.connection() as conn:
+                        cur = await conn.execute(query, params)
+                        return await cur.fetchall() if many else await cur.fetchone()
+                except psycopg.OperationalError as exc:
+                    if _ended_while_idle(exc) and attempt < self._pool_size:
+                        continue
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _fetchone(self, query: str, params: Sequence[Any] | dict[str, Any]) -> Any:
-        return await self._query(query, params, many=False)
+    async def _fetchone(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = await self._query(name, params, many=False)
+        return row
 
-    async def _fetchall(self, query: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
-        rows: list[Any] = await self._query(query, params, many=True)
+    async def _fetchall(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._query(name, params, many=True)
         return rows
 
-    async def _run_exists(self, run_id: str) -> bool:
-        row = await self._fetchone("SELECT 1 FROM pikku_runs WHERE id = %s", (run_id,))
-        return row is not None
-
     async def _require_run(self, run_id: str) -> None:
-        if not await self._run_exists(run_id):
+        if await self._fetchone("run_exists", {"run_id": run_id}) is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
 
     # ------------------------------------------------------------------ runs
@@ -441,23 +425,23 @@ class PostgresWorkflowStateService(WorkflowStateService):
         if parent_run_id is not None:
             raise NotImplementedError("child runs are not stored by PostgreSQL yet")
         run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
-        text = _dumps(input, "the run input")
-        now = c.now_utc()
-        row = await self._fetchone(
-            f"INSERT INTO pikku_runs (id, workflow, status, input, created_at, updated_at)"
-            f" VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING {_RUN_COLS}",
-            (run_id, workflow, RunStatus.RUNNING.value, text, now, now),
-        )
+        params = {
+            "run_id": run_id,
+            "workflow": workflow,
+            "input": _dumps(input, "the run input"),
+            "now": c.now_utc(),
+        }
+        row = await self._fetchone("insert_run", params)
         if row is None:
             raise RunAlreadyExistsError(f"a run with id {run_id!r} already exists")
-        return _row_to_run(row)
+        return self._run(row)
 
     async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:
         validate_run_id(run_id)
-        row = await self._fetchone(f"SELECT {_RUN_COLS} FROM pikku_runs WHERE id = %s", (run_id,))
+        row = await self._fetchone("get_run", {"run_id": run_id})
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
-        return _row_to_run(row)
+        return self._run(row)
 
     async def list_runs(
         self,
@@ -468,22 +452,24 @@ class PostgresWorkflowStateService(WorkflowStateService):
     ) -> list[WorkflowRun[Any, Any]]:
         c.check_limit(limit)
         statuses = c.status_filter(status)
+        # Built here (not one static statement) so each filter can use its own index.
         where: list[str] = []
-        params: list[Any] = []
+        params: dict[str, Any] = {}
         if workflow is not None:
-            where.append("workflow = %s")
-            params.append(workflow)
+            where.append("workflow = %(workflow)s")
+            params["workflow"] = workflow
         if statuses is not None:
-            where.append("status = ANY(%s)")
-            params.append(sorted(s.value for s in statuses))
-        query = f"SELECT {_RUN_COLS} FROM pikku_runs"
+            where.append("status = ANY(%(statuses)s)")
+            params["statuses"] = sorted(s.value for s in statuses)
+        query = "SELECT * FROM pikku_runs"
         if where:
             query += " WHERE " + " AND ".join(where)
         query += " ORDER BY created_at DESC, id DESC"
         if limit is not None:
-            query += " LIMIT %s"
-            params.append(limit)
-        return [_row_to_run(row) for row in await self._fetchall(query, params)]
+            query += " LIMIT %(limit)s"
+            params["limit"] = limit
+        rows: list[dict[str, Any]] = await self._execute(query, params, many=True)
+        return [self._run(row) for row in rows]
 
     async def _update_run(
         self,
@@ -493,141 +479,106 @@ class PostgresWorkflowStateService(WorkflowStateService):
     ) -> WorkflowRun[Any, Any] | None:
         validate_run_id(run_id)
         expect = c.expect_filter(expect_status)
-        sets = ["updated_at = %s"]
-        params: list[Any] = [c.now_utc()]
-        if isinstance(changes.status, RunStatus):
-            sets.append("status = %s")
-            params.append(changes.status.value)
-        if changes.output is not UNSET:
-            sets.append("output = %s")
-            params.append(_dumps(changes.output, "the run output"))
-        if changes.error is None or isinstance(changes.error, ErrorInfo):
-            sets.append("error = %s::jsonb")
-            params.append(None if changes.error is None else _model_json(changes.error))
-        if changes.wake_at is not UNSET:
-            sets.append("wake_at = %s")
-            params.append(changes.wake_at)
-        if changes.owner is None or isinstance(changes.owner, ClaimOwner):
-            sets.append("owner = %s::jsonb")
-            params.append(None if changes.owner is None else _model_json(changes.owner))
-        if changes.cancel_requested is not UNSET:
-            sets.append("cancel_requested = %s")
-            params.append(bool(changes.cancel_requested))
-        query = f"UPDATE pikku_runs SET {', '.join(sets)} WHERE id = %s"
-        params.append(run_id)
-        if expect is not None:
-            query += " AND status = ANY(%s)"
-            params.append(sorted(s.value for s in expect))
-        query += f" RETURNING {_RUN_COLS}"
-        row = await self._fetchone(query, params)
+        status, output, error = changes.status, changes.output, changes.error
+        wake_at, owner, cancel = changes.wake_at, changes.owner, changes.cancel_requested
+        params = {
+            "run_id": run_id,
+            "now": c.now_utc(),
+            "expect": None if expect is None else sorted(s.value for s in expect),
+            "set_status": isinstance(status, RunStatus),
+            "status": RunStatus(status).value if isinstance(status, RunStatus) else None,
+            "set_output": output is not UNSET,
+            "output": None if output is UNSET else _dumps(output, "the run output"),
+            "set_error": error is None or isinstance(error, ErrorInfo),
+            "error": error.model_dump_json() if isinstance(error, ErrorInfo) else None,
+            "set_wake_at": wake_at is None or isinstance(wake_at, datetime),
+            "wake_at": wake_at if isinstance(wake_at, datetime) else None,
+            "set_owner": owner is None or isinstance(owner, ClaimOwner),
+            "owner": owner.model_dump_json() if isinstance(owner, ClaimOwner) else None,
+            "set_cancel_requested": cancel is not UNSET,
+            "cancel_requested": bool(cancel) if cancel is not UNSET else None,
+        }
+        row = await self._fetchone("update_run", params)
         if row is None:
             await self._require_run(run_id)
             return None
-        return _row_to_run(row)
+        return self._run(row)
 
     # ----------------------------------------------------------------- steps
     async def get_step_states(self, run_id: str) -> dict[str, StepState]:
         validate_run_id(run_id)
-        cols = ", ".join(f"s.{col.strip()}" for col in _STEP_COLS.split(","))
-        rows = await self._fetchall(
-            f"SELECT {cols} FROM pikku_runs r LEFT JOIN pikku_steps s ON s.run_id = r.id"
-            " WHERE r.id = %s ORDER BY s.seq",
-            (run_id,),
-        )
+        rows = await self._fetchall("get_step_states", {"run_id": run_id})
         if not rows:
             raise RunNotFoundError(f"no run with id {run_id!r}")
-        return {row[0]: _row_to_step(row) for row in rows if row[0] is not None}
+        return {row["key"]: self._step(run_id, row) for row in rows if row["key"] is not None}
 
     async def get_step(self, run_id: str, key: str) -> StepState | None:
         validate_run_id(run_id)
-        cols = ", ".join(f"s.{col.strip()}" for col in _STEP_COLS.split(","))
-        row = await self._fetchone(
-            f"SELECT {cols} FROM pikku_runs r LEFT JOIN pikku_steps s"
-            " ON s.run_id = r.id AND s.key = %s WHERE r.id = %s",
-            (key, run_id),
-        )
+        row = await self._fetchone("get_step", {"run_id": run_id, "key": key})
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
-        return None if row[0] is None else _row_to_step(row)
+        return None if row["key"] is None else self._step(run_id, row)
 
     async def insert_step(self, run_id: str, step: StepState) -> StepState:
         import psycopg
 
         validate_run_id(run_id)
-        data = None if step.data is None else _dumps(step.data, f"the data of step {step.key!r}")
-        result = (
-            None if step.result is None else _dumps(step.result, f"the result of step {step.key!r}")
-        )
-        attempts = json.dumps([a.model_dump(mode="json") for a in step.attempts])
         running = c.running_attempt(step, None)
-        token = running.owner.token if running is not None and running.owner else None
-        lease = running.lease_expires_at if running is not None else None
-        extra_fields = set(StepState.model_fields) - _STEP_FIELDS
+        extra_fields = set(StepState.model_fields) - _STEP_COLUMNS
         extra = step.model_dump(mode="json", include=extra_fields) if extra_fields else {}
+        params = {
+            "run_id": run_id,
+            "key": step.key,
+            "step_name": step.step_name,
+            "kind": StepKind(step.kind).value,
+            "status": StepStatus(step.status).value,
+            "rpc_name": step.rpc_name,
+            "data": None
+            if step.data is None
+            else _dumps(step.data, f"the data of step {step.key!r}"),
+            "data_digest": step.data_digest,
+            "result": None
+            if step.result is None
+            else _dumps(step.result, f"the result of step {step.key!r}"),
+            "error": None if step.error is None else step.error.model_dump_json(),
+            "attempt_count": step.attempt_count,
+            "max_attempts": step.max_attempts,
+            "attempts": json.dumps([a.model_dump(mode="json") for a in step.attempts]),
+            "next_attempt_at": step.next_attempt_at,
+            "lease_token": running.owner.token if running is not None and running.owner else None,
+            "lease_expires_at": running.lease_expires_at if running is not None else None,
+            "created_at": step.created_at,
+            "updated_at": step.updated_at,
+            "started_at": step.started_at,
+            "finished_at": step.finished_at,
+            "extra": json.dumps(extra) if extra else None,
+        }
         try:
-            row = await self._fetchone(
-                f"INSERT INTO pikku_steps (run_id, key, step_name, kind, status, rpc_name, data,"
-                " data_digest, result, error, attempt_count, max_attempts, attempts,"
-                " next_attempt_at, lease_token, lease_expires_at, created_at, updated_at,"
-                " started_at, finished_at, extra)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s::jsonb,"
-                " %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
-                f" ON CONFLICT (run_id, key) DO NOTHING RETURNING {_STEP_COLS}",
-                (
-                    run_id,
-                    step.key,
-                    step.step_name,
-                    StepKind(step.kind).value,
-                    StepStatus(step.status).value,
-                    step.rpc_name,
-                    data,
-                    step.data_digest,
-                    result,
-                    None if step.error is None else _model_json(step.error),
-                    step.attempt_count,
-                    step.max_attempts,
-                    attempts,
-                    step.next_attempt_at,
-                    token,
-                    lease,
-                    step.created_at,
-                    step.updated_at,
-                    step.started_at,
-                    step.finished_at,
-                    json.dumps(extra) if extra else None,
-                ),
-            )
+            row = await self._fetchone("insert_step", params)
         except psycopg.errors.ForeignKeyViolation:
             raise RunNotFoundError(f"no run with id {run_id!r}") from None
         if row is not None:
-            return _row_to_step(row)
+            return self._step(run_id, row)
         existing = await self.get_step(run_id, step.key)
         if existing is None:  # deleted meanwhile (never by this store)
             raise RunNotFoundError(f"no run with id {run_id!r}")
         return existing
 
     async def _step_update(
-        self, run_id: str, key: str, query: str, params: dict[str, Any]
+        self, name: str, run_id: str, key: str, params: dict[str, Any]
     ) -> StepState | None:
-        """Run a guarded ``UPDATE pikku_steps ... RETURNING``; ``None`` when the guard did not
-        match (RunNotFoundError when the run does not exist at all)."""
+        """Run the guarded ``UPDATE pikku_steps ... RETURNING`` named ``name``; ``None`` when
+        the guard did not match (RunNotFoundError when the run does not exist at all)."""
         validate_run_id(run_id)
-        params = {**params, "run_id": run_id, "key": key}
-        row = await self._fetchone(query + f" RETURNING {_STEP_COLS}", params)
+        row = await self._fetchone(name, {**params, "run_id": run_id, "key": key})
         if row is None:
             await self._require_run(run_id)
             return None
-        return _row_to_step(row)
+        return self._step(run_id, row)
 
     async def schedule_step(self, run_id: str, key: str, *, at: datetime | None) -> StepState:
-        step = await self._step_update(
-            run_id,
-            key,
-            "UPDATE pikku_steps SET status = 'scheduled', next_attempt_at = %(at)s,"
-            " updated_at = %(now)s"
-            " WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'pending'",
-            {"at": None if at is None else c.aware(at), "now": c.now_utc()},
-        )
+        params = {"at": None if at is None else c.aware(at), "now": c.now_utc()}
+        step = await self._step_update("schedule_step", run_id, key, params)
         return step if step is not None else await self._require_step(run_id, key)
 
     async def claim_step(
@@ -651,73 +602,28 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 "error": None,
             }
         )
-        return await self._step_update(
-            run_id,
-            key,
-            "UPDATE pikku_steps SET status = 'running', attempt_count = attempt_count + 1,"
-            " attempts = attempts || jsonb_build_array("
-            "   jsonb_build_object('number', attempt_count + 1) || %(attempt)s::jsonb),"
-            " next_attempt_at = NULL, lease_token = %(token)s, lease_expires_at = %(lease)s,"
-            " started_at = coalesce(started_at, %(now)s), updated_at = %(now)s"
-            " WHERE run_id = %(run_id)s AND key = %(key)s"
-            " AND status IN ('pending', 'scheduled')"
-            " AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)",
-            {"attempt": attempt, "token": owner.token, "lease": lease, "now": when},
-        )
+        params = {"attempt": attempt, "token": owner.token, "lease": lease, "now": when}
+        return await self._step_update("claim_step", run_id, key, params)
 
     async def heartbeat_step(
         self, run_id: str, key: str, *, token: str, lease_seconds: float
     ) -> bool:
         now = c.now_utc()
         lease = now + timedelta(seconds=lease_seconds)
-        step = await self._step_update(
-            run_id,
-            key,
-            "UPDATE pikku_steps SET"
-            " attempts = jsonb_set(attempts, '{-1,lease_expires_at}', to_jsonb(%(lease_iso)s::text)),"
-            " lease_expires_at = %(lease)s, updated_at = %(now)s"
-            " WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'running'"
-            " AND lease_token = %(token)s AND attempts->-1->>'status' = 'running'",
-            {"lease_iso": _iso(lease), "lease": lease, "now": now, "token": token},
-        )
-        return step is not None
+        params = {"lease_iso": _iso(lease), "lease": lease, "now": now, "token": token}
+        return await self._step_update("heartbeat_step", run_id, key, params) is not None
 
     async def complete_step(
         self, run_id: str, key: str, *, result: Any, token: str | None
     ) -> bool:
         now = c.now_utc()
-        finish_attempt = (
-            "jsonb_set(jsonb_set(attempts, '{-1,status}', '\"succeeded\"'),"
-            " '{-1,finished_at}', to_jsonb(%(now_iso)s::text))"
-        )
-        if token is not None:
-            attempts_expr = finish_attempt
-            guard = (
-                "status = 'running' AND lease_token = %(token)s"
-                " AND attempts->-1->>'status' = 'running'"
-            )
-        else:
-            attempts_expr = (
-                "CASE WHEN status = 'running' AND attempts->-1->>'status' = 'running'"
-                f" THEN {finish_attempt} ELSE attempts END"
-            )
-            guard = "status <> 'succeeded'"
-        step = await self._step_update(
-            run_id,
-            key,
-            f"UPDATE pikku_steps SET attempts = {attempts_expr}, status = 'succeeded',"
-            " result = %(result)s, error = NULL, next_attempt_at = NULL,"
-            " lease_token = NULL, lease_expires_at = NULL,"
-            " finished_at = %(now)s, updated_at = %(now)s"
-            f" WHERE run_id = %(run_id)s AND key = %(key)s AND {guard}",
-            {
-                "result": _dumps(result, f"the result of step {key!r}"),
-                "now": now,
-                "now_iso": _iso(now),
-                "token": token,
-            },
-        )
-        return step is not None
+        params = {
+            "result": _dumps(result, f"the result of step {key!r}"),
+            "now": now,
+            "now_iso": _iso(now),
+            "token": token,
+        }
+        return await self._step_update("complete_step", run_id, key, params) is not None
 
     async def fail_step_attempt(
         self,
@@ -729,45 +635,26 @@ class PostgresWorkflowStateService(WorkflowStateService):
         retry_at: datetime | None,
     ) -> StepState | None:
         now = c.now_utc()
-        if retry_at is not None:
-            outcome = "status = 'scheduled', next_attempt_at = %(retry_at)s"
-        else:
-            outcome = "status = 'failed', next_attempt_at = NULL, finished_at = %(now)s"
-        guard = "status = 'running' AND attempts->-1->>'status' = 'running'"
-        if token is not None:
-            guard += " AND lease_token = %(token)s"
-        return await self._step_update(
-            run_id,
-            key,
-            "UPDATE pikku_steps SET attempts = jsonb_set(jsonb_set(jsonb_set(attempts,"
-            " '{-1,status}', '\"failed\"'), '{-1,finished_at}', to_jsonb(%(now_iso)s::text)),"
-            " '{-1,error}', %(error)s::jsonb),"
-            f" error = %(error)s::jsonb, {outcome}, lease_token = NULL, lease_expires_at = NULL,"
-            " updated_at = %(now)s"
-            f" WHERE run_id = %(run_id)s AND key = %(key)s AND {guard}",
-            {
-                "now": now,
-                "now_iso": _iso(now),
-                "error": _model_json(error),
-                "retry_at": None if retry_at is None else c.aware(retry_at),
-                "token": token,
-            },
-        )
+        params = {
+            "now": now,
+            "now_iso": _iso(now),
+            "error": error.model_dump_json(),
+            "retry_at": None if retry_at is None else c.aware(retry_at),
+            "token": token,
+        }
+        return await self._step_update("fail_step_attempt", run_id, key, params)
 
     async def reset_step(
         self, run_id: str, key: str, *, attempts: int = 1, at: datetime | None = None
     ) -> StepState | None:
         if attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {attempts}")
-        step = await self._step_update(
-            run_id,
-            key,
-            "UPDATE pikku_steps SET status = 'scheduled', error = NULL,"
-            " next_attempt_at = %(at)s, finished_at = NULL,"
-            " max_attempts = attempt_count + %(attempts)s, updated_at = %(now)s"
-            " WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'failed'",
-            {"at": None if at is None else c.aware(at), "attempts": attempts, "now": c.now_utc()},
-        )
+        params = {
+            "at": None if at is None else c.aware(at),
+            "attempts": attempts,
+            "now": c.now_utc(),
+        }
+        step = await self._step_update("reset_step", run_id, key, params)
         if step is None:
             await self._require_step(run_id, key)
         return step
@@ -783,7 +670,6 @@ class PostgresWorkflowStateService(WorkflowStateService):
 
     @asynccontextmanager
     async def _lock(self, run_id: str, timeout: float | None) -> AsyncIterator[None]:
-        import psycopg
         from psycopg_pool import PoolTimeout
 
         await self._ensure_open()
@@ -793,16 +679,15 @@ class PostgresWorkflowStateService(WorkflowStateService):
         deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
         what = f"the lock of run {run_id!r}"
         for attempt in range(self._lock_pool_size + 1):
-            try:
-                conn = await lock_pool.getconn(
-                    timeout=None if deadline is None else max(deadline - loop.time(), 0.001)
-                )
-            except PoolTimeout:
-                if deadline is not None and loop.time() >= deadline:
-                    raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from None
-                raise self._unavailable(Exception("no connection for a run lock")) from None
-            except psycopg.OperationalError as exc:
-                raise self._unavailable(exc) from None
+            with self._unavailable_on_error():
+                try:
+                    conn = await lock_pool.getconn(
+                        timeout=None if deadline is None else max(deadline - loop.time(), 0.001)
+                    )
+                except PoolTimeout:
+                    if deadline is not None and loop.time() >= deadline:
+                        raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from None
+                    raise self._unavailable(Exception("no connection for a run lock")) from None
             try:
                 locked = await self._acquire(conn, run_id, deadline, loop)
                 break
@@ -841,45 +726,39 @@ class PostgresWorkflowStateService(WorkflowStateService):
         deadline: float | None,
         loop: asyncio.AbstractEventLoop,
     ) -> bool:
+        """Wait for the run's advisory lock on ``conn`` until ``deadline``: whether it was
+        taken. ``_SessionEnded`` when the pooled session had been ended by the server."""
         import psycopg
         from psycopg import sql
 
-        if deadline is None:
-            wait_ms = 0  # lock_timeout 0: wait forever
-        else:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                try:
+        with self._unavailable_on_error():
+            try:
+                if deadline is not None and deadline - loop.time() <= 0:
                     cur = await conn.execute(
-                        "SELECT pg_try_advisory_lock(hashtextextended(%s, %s))",
+                        "SELECT pg_try_advisory_lock(hashtextextended(%s, %s)) AS locked",
                         (run_id, self._seed),
                     )
                     row = await cur.fetchone()
-                except psycopg.OperationalError as exc:
-                    if _ended_while_idle(exc):
-                        raise _SessionEnded() from exc
-                    raise self._unavailable(exc) from None
-                return bool(row and row[0])
-            wait_ms = max(1, int(remaining * 1000))
-        # One round trip: set this session's lock_timeout and wait for the lock.
-        query = sql.SQL(
-            "SET lock_timeout = {}; SELECT pg_advisory_lock(hashtextextended({}, {}))"
-        ).format(sql.Literal(wait_ms), sql.Literal(run_id), sql.Literal(self._seed))
-        try:
-            await conn.execute(query)
-        except psycopg.errors.LockNotAvailable:
-            return False
-        except psycopg.OperationalError as exc:
-            if _ended_while_idle(exc):
-                raise _SessionEnded() from exc
-            raise self._unavailable(exc) from None
-        return True
+                    return bool(row and row["locked"])
+                # lock_timeout 0: wait forever
+                wait_ms = 0 if deadline is None else max(1, int((deadline - loop.time()) * 1000))
+                # One round trip: set this session's lock_timeout and wait for the lock.
+                query = sql.SQL(
+                    "SET lock_timeout = {}; SELECT pg_advisory_lock(hashtextextended({}, {}))"
+                ).format(sql.Literal(wait_ms), sql.Literal(run_id), sql.Literal(self._seed))
+                await conn.execute(query)
+                return True
+            except psycopg.errors.LockNotAvailable:
+                return False
+            except psycopg.OperationalError as exc:
+                if _ended_while_idle(exc):
+                    raise _SessionEnded() from exc
+                raise
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:
         guards, self._guards = self._guards, []
         self._pool = self._lock_pool = None
-        self._closed = True
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - close() is async
@@ -900,10 +779,6 @@ _ENDED_WHILE_IDLE: Final = frozenset({"57P01", "57P02", "57P03"})
 
 def _ended_while_idle(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) in _ENDED_WHILE_IDLE
-
-
-def _model_json(model: ErrorInfo | ClaimOwner) -> str:
-    return model.model_dump_json()
 
 
 async def _close_quietly(conn: AsyncConnection[Any]) -> None:

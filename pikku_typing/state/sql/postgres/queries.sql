@@ -1,0 +1,151 @@
+-- The statements of the PostgreSQL state store (pikku_typing/state/postgres.py).
+-- Each starts with a "-- name: <name>" line; parameters are psycopg's %(name)s.
+-- Step transitions are ONE guarded UPDATE ... RETURNING each: the WHERE clause is the guard
+-- (a claim only matches a pending/scheduled step that is due; a completion or failure only
+-- matches while the claim token still holds the running attempt).
+
+-- name: create_version_table
+CREATE TABLE IF NOT EXISTS pikku_schema_version (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: current_version
+SELECT coalesce(max(version), 0) AS version FROM pikku_schema_version
+
+-- name: record_version
+INSERT INTO pikku_schema_version (version) VALUES (%(version)s)
+
+-- name: run_exists
+SELECT 1 AS found FROM pikku_runs WHERE id = %(run_id)s
+
+-- name: insert_run
+INSERT INTO pikku_runs (id, workflow, status, input, created_at, updated_at)
+VALUES (%(run_id)s, %(workflow)s, 'running', %(input)s, %(now)s, %(now)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING *
+
+-- name: get_run
+SELECT * FROM pikku_runs WHERE id = %(run_id)s
+
+-- name: update_run
+-- Every field has a set_<field> flag: false keeps the stored value (RunChanges' UNSET).
+UPDATE pikku_runs SET
+    updated_at = %(now)s,
+    status = CASE WHEN %(set_status)s THEN %(status)s::text ELSE status END,
+    output = CASE WHEN %(set_output)s THEN %(output)s::text ELSE output END,
+    error = CASE WHEN %(set_error)s THEN %(error)s::jsonb ELSE error END,
+    wake_at = CASE WHEN %(set_wake_at)s THEN %(wake_at)s::timestamptz ELSE wake_at END,
+    owner = CASE WHEN %(set_owner)s THEN %(owner)s::jsonb ELSE owner END,
+    cancel_requested = CASE WHEN %(set_cancel_requested)s
+        THEN %(cancel_requested)s::boolean ELSE cancel_requested END
+WHERE id = %(run_id)s
+    AND (%(expect)s::text[] IS NULL OR status = ANY(%(expect)s::text[]))
+RETURNING *
+
+-- name: get_step_states
+SELECT s.* FROM pikku_runs r LEFT JOIN pikku_steps s ON s.run_id = r.id
+WHERE r.id = %(run_id)s
+ORDER BY s.seq
+
+-- name: get_step
+SELECT s.* FROM pikku_runs r LEFT JOIN pikku_steps s ON s.run_id = r.id AND s.key = %(key)s
+WHERE r.id = %(run_id)s
+
+-- name: insert_step
+INSERT INTO pikku_steps (
+    run_id, key, step_name, kind, status, rpc_name, data, data_digest, result, error,
+    attempt_count, max_attempts, attempts, next_attempt_at, lease_token, lease_expires_at,
+    created_at, updated_at, started_at, finished_at, extra
+) VALUES (
+    %(run_id)s, %(key)s, %(step_name)s, %(kind)s, %(status)s, %(rpc_name)s, %(data)s,
+    %(data_digest)s, %(result)s, %(error)s::jsonb, %(attempt_count)s, %(max_attempts)s,
+    %(attempts)s::jsonb, %(next_attempt_at)s, %(lease_token)s, %(lease_expires_at)s,
+    %(created_at)s, %(updated_at)s, %(started_at)s, %(finished_at)s, %(extra)s::jsonb
+)
+ON CONFLICT (run_id, key) DO NOTHING
+RETURNING *
+
+-- name: schedule_step
+UPDATE pikku_steps SET status = 'scheduled', next_attempt_at = %(at)s, updated_at = %(now)s
+WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'pending'
+RETURNING *
+
+-- name: claim_step
+-- The attempt parameter is the new attempt (without its number) as a JSON object.
+UPDATE pikku_steps SET
+    status = 'running',
+    attempt_count = attempt_count + 1,
+    attempts = attempts || jsonb_build_array(
+        jsonb_build_object('number', attempt_count + 1) || %(attempt)s::jsonb),
+    next_attempt_at = NULL,
+    lease_token = %(token)s,
+    lease_expires_at = %(lease)s,
+    started_at = coalesce(started_at, %(now)s),
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s AND key = %(key)s
+    AND status IN ('pending', 'scheduled')
+    AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
+RETURNING *
+
+-- name: heartbeat_step
+UPDATE pikku_steps SET
+    attempts = jsonb_set(attempts, '{-1,lease_expires_at}', to_jsonb(%(lease_iso)s::text)),
+    lease_expires_at = %(lease)s,
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'running'
+    AND lease_token = %(token)s AND attempts->-1->>'status' = 'running'
+RETURNING *
+
+-- name: complete_step
+-- With a token: only while that token holds the running attempt. Without (sleeps): unless the
+-- step already succeeded; a running attempt, if any, is marked succeeded.
+UPDATE pikku_steps SET
+    attempts = CASE WHEN status = 'running' AND attempts->-1->>'status' = 'running'
+        THEN jsonb_set(jsonb_set(attempts, '{-1,status}', '"succeeded"'),
+                       '{-1,finished_at}', to_jsonb(%(now_iso)s::text))
+        ELSE attempts END,
+    status = 'succeeded',
+    result = %(result)s,
+    error = NULL,
+    next_attempt_at = NULL,
+    lease_token = NULL,
+    lease_expires_at = NULL,
+    finished_at = %(now)s,
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s AND key = %(key)s
+    AND CASE WHEN %(token)s::text IS NULL THEN status <> 'succeeded'
+        ELSE status = 'running' AND lease_token = %(token)s::text
+            AND attempts->-1->>'status' = 'running' END
+RETURNING *
+
+-- name: fail_step_attempt
+-- With a retry time the step is scheduled for it; without, the step fails. Without a token,
+-- whatever attempt is running ends (abandoning a dead holder).
+UPDATE pikku_steps SET
+    attempts = jsonb_set(jsonb_set(jsonb_set(attempts,
+        '{-1,status}', '"failed"'),
+        '{-1,finished_at}', to_jsonb(%(now_iso)s::text)),
+        '{-1,error}', %(error)s::jsonb),
+    error = %(error)s::jsonb,
+    status = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN 'failed' ELSE 'scheduled' END,
+    next_attempt_at = %(retry_at)s::timestamptz,
+    finished_at = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN %(now)s ELSE finished_at END,
+    lease_token = NULL,
+    lease_expires_at = NULL,
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s AND key = %(key)s
+    AND status = 'running' AND attempts->-1->>'status' = 'running'
+    AND (%(token)s::text IS NULL OR lease_token = %(token)s::text)
+RETURNING *
+
+-- name: reset_step
+UPDATE pikku_steps SET
+    status = 'scheduled',
+    error = NULL,
+    next_attempt_at = %(at)s,
+    finished_at = NULL,
+    max_attempts = attempt_count + %(attempts)s,
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'failed'
+RETURNING *
