@@ -26,6 +26,8 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from pikku_typing.errors import (
+    RunAlreadyExistsError,
+    RunExistsError,
     StepSerializationError,
     StoreUnavailableError,
     WorkflowCancelledError,
@@ -33,7 +35,7 @@ from pikku_typing.errors import (
     WorkflowInputError,
 )
 from pikku_typing.models import RunStatus, StepState, WorkflowRun
-from pikku_typing.runtime import codec, process
+from pikku_typing.runtime import codec, lifecycle, process
 from pikku_typing.runtime.orchestrator import (
     Orchestrator,
     Services,
@@ -42,7 +44,7 @@ from pikku_typing.runtime.orchestrator import (
 )
 from pikku_typing.runtime.queues.base import Job, WorkflowQueue
 from pikku_typing.runtime.queues.memory import InProcessQueue
-from pikku_typing.state.base import RunChanges, WorkflowStateService
+from pikku_typing.state.base import WorkflowStateService
 from pikku_typing.wiring import Registry, WorkflowDefinition, registry
 
 log = logging.getLogger("pikku_typing.runtime")
@@ -99,17 +101,56 @@ class WorkflowClient(Generic[InputT, OutputT]):
 
     async def start(self, input: InputT, *, run_id: str | None = None) -> RunHandle[OutputT]:
         """Validate ``input`` against the workflow's input annotation (raise
-        :class:`WorkflowInputError`), store a new run and queue its first pass."""
+        :class:`WorkflowInputError`), store a new run and queue its first pass.
+
+        With ``run_id`` the start is idempotent (one atomic insert in the store, across
+        processes): when a run with that id already exists for this workflow with the same
+        input, its handle is returned (and its pass queued again if it has not settled, in
+        case the first start crashed before queueing it); with another input, or for another
+        workflow, :class:`RunExistsError` is raised."""
         try:
-            _, encoded = codec.coerce(input, self._definition.input_type, what="input")
+            typed, encoded = codec.coerce(input, self._definition.input_type, what="input")
         except StepSerializationError as exc:
             raise WorkflowInputError(
                 f"invalid input for workflow {self.name!r}: {exc}"
             ) from exc
         rt = self._runtime
-        run = await rt.state.create_run(self.name, encoded, run_id=run_id)
+        try:
+            run = await rt.state.create_run(self.name, encoded, run_id=run_id)
+        except RunAlreadyExistsError:
+            assert run_id is not None
+            run = await rt.state.get_run(run_id)
+            if run.workflow != self.name or not self._same_input(run.input, encoded, typed):
+                what = (
+                    "with another input"
+                    if run.workflow == self.name
+                    else f"for workflow {run.workflow!r}"
+                )
+                raise RunExistsError(
+                    f"client.start({self.name!r}, run_id={run_id!r}): a run with that id "
+                    f"already exists {what}"
+                ) from None
+            if run.status.is_settled:
+                return RunHandle(self, run.id)
         await enqueue_orchestrator(rt.queue, self.name, run.id)
         return RunHandle(self, run.id)
+
+    def _same_input(self, stored: Any, encoded: Any, typed: Any) -> bool:
+        """Is a stored run input the same as a new one (same JSON, or equal typed values:
+        ``Decimal("9.5")`` and ``Decimal("9.50")`` are the same input)?"""
+        if codec.digest(stored) == codec.digest(encoded):
+            return True
+        try:
+            return bool(
+                codec.decode(stored, self._definition.input_type, what="stored input") == typed
+            )
+        except Exception:
+            return False
+
+    async def send_event(self, run_id: str, name: str, payload: Any) -> bool:
+        """Send event ``name`` (declared with ``wire_event``) to run ``run_id``: see
+        :meth:`WorkflowRuntime.send_event`."""
+        return await self._runtime.send_event(run_id, name, payload)
 
     async def get_run(self, run_id: str) -> WorkflowRun[InputT, OutputT]:
         """The stored run, with ``input`` and ``output`` rebuilt to the workflow's types."""
@@ -228,28 +269,19 @@ class WorkflowRuntime:
 
     async def cancel_run(self, run_id: str) -> bool:
         """Request cancellation; a suspended run is cancelled at once, a running one at its
-        next step boundary. ``False`` when the run is already settled."""
-        while True:
-            run = await self.state.get_run(run_id)
-            if run.status.is_settled:
-                return False
-            if run.status is RunStatus.SUSPENDED:
-                done = await self.state.transition_run(
-                    run_id,
-                    (RunStatus.SUSPENDED,),
-                    RunChanges(status=RunStatus.CANCELLED, cancel_requested=True, wake_at=None),
-                )
-                if done is not None:
-                    self._notify_settled(run_id)
-                    await enqueue_orchestrator(self.queue, run.workflow, run_id)
-                    return True
-                continue
-            marked = await self.state.transition_run(
-                run_id, (RunStatus.RUNNING,), RunChanges(cancel_requested=True)
-            )
-            if marked is not None:
-                await enqueue_orchestrator(self.queue, run.workflow, run_id)
-                return True
+        next step boundary; its unsettled child runs are cancelled too. ``False`` when the
+        run is already settled."""
+        return await lifecycle.cancel_run(self.services, run_id)
+
+    async def send_event(self, run_id: str, name: str, payload: Any) -> bool:
+        """Send event ``name`` (declared with ``wire_event``) to run ``run_id``. The event is
+        stored durably and delivered to the first ``wait_for_event`` of that name the run
+        reaches (now, or later: events are kept, consumed in send order); the run is woken
+        through the queue. Returns ``False`` (nothing stored) when the run is completed,
+        failed, cancelled or does not exist. Raises :class:`EventNotFoundError` for an
+        undeclared event and :class:`EventPayloadError` for a payload that does not match
+        the declared type."""
+        return await lifecycle.send_event(self.services, run_id, name, payload)
 
     # ----------------------------------------------------------------- workers
     async def handle_job(self, job: Job) -> None:
