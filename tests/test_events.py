@@ -109,15 +109,6 @@ def new_runtime(made: list[WorkflowRuntime], state: WorkflowStateService) -> Wor
     return test_runtime.new_runtime(made, state)
 
 
-@pytest.fixture(autouse=True)
-def _store_has_events(request: pytest.FixtureRequest) -> None:
-    """PostgreSQL stores events once the ``stores`` lane's schema reshape has landed."""
-    if "store" in request.fixturenames:
-        state = request.getfixturevalue("store")
-        if type(state).send_event is WorkflowStateService.send_event:
-            pytest.skip(f"{type(state).__name__} does not store events yet")
-
-
 class OrderIn(TypedDict):
     id: str
     amount: Decimal

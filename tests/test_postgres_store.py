@@ -105,7 +105,9 @@ class TestOnServer:
             "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename",
             schema,
         )
-        assert [t for (t,) in tables] == ["pikku_runs", "pikku_schema_version", "pikku_steps"]
+        assert [t for (t,) in tables] == [
+            "pikku_events", "pikku_runs", "pikku_schema_version", "pikku_steps"
+        ]
 
     async def test_newer_schema_is_refused_with_a_clear_error(self, dsn: str) -> None:
         async with PostgresWorkflowStateService(dsn) as first:

@@ -1011,20 +1011,8 @@ def test_open_store_rejects_bad_urls(url: str, message: str) -> None:
 # ------------------------------------------------------------------------ events
 # (SPEC section 8: send_event / consume_event / list_events, parent_run_id, idempotent create)
 
-_EVENT_STORES = ("memory", "file", "sqlite")
 
 
-@pytest.fixture
-def _events_supported(factory: StoreFactory) -> None:
-    """The PostgreSQL store gets events with its schema reshape (lane ``stores``)."""
-    if factory.name not in _EVENT_STORES:
-        pytest.skip(f"events are not stored by the {factory.name} store yet")
-
-
-EVENTS = pytest.mark.usefixtures("_events_supported")
-
-
-@EVENTS
 async def test_create_run_records_parent_run_id(store: WorkflowStateService) -> None:
     parent = await store.create_run("parent", None)
     assert parent.parent_run_id is None
@@ -1037,7 +1025,6 @@ async def test_create_run_records_parent_run_id(store: WorkflowStateService) -> 
         await store.create_run("child", None, parent_run_id="../escape")
 
 
-@EVENTS
 async def test_events_are_consumed_in_send_order_per_name(store: WorkflowStateService) -> None:
     run = await store.create_run("wf", None)
     sent = [
@@ -1063,7 +1050,6 @@ async def test_events_are_consumed_in_send_order_per_name(store: WorkflowStateSe
     assert [e.payload["n"] for e in events] == [1, 2, 3]
 
 
-@EVENTS
 async def test_consume_event_is_idempotent_by_step_key(store: WorkflowStateService) -> None:
     """A replay after a crash between consuming and recording the step gets the SAME event
     back (never the next one: an event is never consumed twice, nor lost)."""
@@ -1078,7 +1064,6 @@ async def test_consume_event_is_idempotent_by_step_key(store: WorkflowStateServi
     assert [e.consumed_by for e in events] == ["k", None]
 
 
-@EVENTS
 async def test_event_sent_later_is_consumed_later(store: WorkflowStateService) -> None:
     run = await store.create_run("wf", None)
     assert await store.consume_event(run.id, "e", "k") is None
@@ -1090,7 +1075,6 @@ async def test_event_sent_later_is_consumed_later(store: WorkflowStateService) -
 @pytest.mark.parametrize(
     "status", [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
 )
-@EVENTS
 async def test_send_event_to_settled_or_unknown_run_stores_nothing(
     store: WorkflowStateService, status: RunStatus
 ) -> None:
@@ -1103,7 +1087,6 @@ async def test_send_event_to_settled_or_unknown_run_stores_nothing(
         await store.send_event("../x", "e", 1)
 
 
-@EVENTS
 async def test_send_event_makes_a_suspended_run_due(store: WorkflowStateService) -> None:
     far = datetime.now(UTC) + timedelta(days=3)
     sleeping = await store.create_run("wf", None)
@@ -1121,7 +1104,6 @@ async def test_send_event_makes_a_suspended_run_due(store: WorkflowStateService)
     assert (await store.get_run(running.id)).wake_at is None  # its pass is running
 
 
-@EVENTS
 async def test_event_methods_on_unknown_run(store: WorkflowStateService) -> None:
     with pytest.raises(RunNotFoundError):
         await store.consume_event("no-such-run", "e", "k")
@@ -1129,7 +1111,6 @@ async def test_event_methods_on_unknown_run(store: WorkflowStateService) -> None
         await store.list_events("no-such-run")
 
 
-@EVENTS
 @pytest.mark.parametrize("name", ["nested", "unicode", "scalars", "null", "string"])
 async def test_event_payload_json_round_trip(store: WorkflowStateService, name: str) -> None:
     value = JSON_VALUES[name]
@@ -1142,7 +1123,6 @@ async def test_event_payload_json_round_trip(store: WorkflowStateService, name: 
     assert listed.payload == value and listed.consumed_by == "k"
 
 
-@EVENTS
 async def test_concurrent_consumers_in_one_process_never_share_an_event(
     store: WorkflowStateService,
 ) -> None:
@@ -1159,7 +1139,6 @@ SENDERS = 3
 EVENTS_PER_SENDER = 15
 
 
-@EVENTS
 @pytest.mark.usefixtures("cross_process")
 async def test_processes_racing_to_send_and_consume_lose_nothing(
     store: WorkflowStateService, spec: StoreSpec
@@ -1204,7 +1183,6 @@ async def test_processes_racing_to_send_and_consume_lose_nothing(
     assert all(k is not None and k.startswith(("c0#", "c1#")) for k in by_key)
 
 
-@EVENTS
 @pytest.mark.usefixtures("cross_process")
 async def test_processes_racing_to_create_one_run_id_one_wins(spec: StoreSpec) -> None:
     ctx = _ctx()

@@ -62,6 +62,7 @@ from pikku_typing.models import (
     StepKind,
     StepState,
     StepStatus,
+    WorkflowEvent,
     WorkflowRun,
 )
 from pikku_typing.state import _common as c
@@ -164,6 +165,19 @@ def _row_to_run(row: Mapping[str, Any]) -> WorkflowRun[Any, Any]:
         wake_at=_ts(row["wake_at"]),
         owner=None if row["owner"] is None else ClaimOwner.model_validate(row["owner"]),
         cancel_requested=row["cancel_requested"],
+        parent_run_id=row.get("parent_run_id"),
+    )
+
+
+def _row_to_event(row: Mapping[str, Any]) -> WorkflowEvent:
+    return WorkflowEvent(
+        seq=row["seq"],
+        run_id=row["run_id"],
+        name=row["name"],
+        payload=_loads(row["payload"]),
+        sent_at=row["sent_at"].astimezone(UTC),
+        consumed_by=row["consumed_by"],
+        consumed_at=_ts(row["consumed_at"]),
     )
 
 
@@ -422,14 +436,13 @@ class PostgresWorkflowStateService(WorkflowStateService):
         run_id: str | None = None,
         parent_run_id: str | None = None,
     ) -> WorkflowRun[Any, Any]:
-        if parent_run_id is not None:
-            raise NotImplementedError("child runs are not stored by PostgreSQL yet")
         run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
         params = {
             "run_id": run_id,
             "workflow": workflow,
             "input": _dumps(input, "the run input"),
             "now": c.now_utc(),
+            "parent_run_id": None if parent_run_id is None else validate_run_id(parent_run_id),
         }
         row = await self._fetchone("insert_run", params)
         if row is None:
@@ -660,6 +673,45 @@ class PostgresWorkflowStateService(WorkflowStateService):
         return step
 
     reset_step.__doc__ = c.RESET_DOC
+
+    # ---------------------------------------------------------------- events
+    def _event(self, row: Mapping[str, Any]) -> WorkflowEvent:
+        try:
+            return _row_to_event(row)
+        except _DECODE_ERRORS as exc:
+            what = f"event {row.get('seq')!r} of run {row.get('run_id')!r}"
+            raise self._damaged(what, exc) from exc
+
+    async def send_event(
+        self, run_id: str, name: str, payload: Any
+    ) -> WorkflowEvent | None:
+        validate_run_id(run_id)
+        params = {
+            "run_id": run_id,
+            "name": name,
+            "payload": _dumps(payload, f"the payload of event {name!r}"),
+            "now": c.now_utc(),
+        }
+        row = await self._fetchone("send_event", params)
+        return None if row is None else self._event(row)
+
+    async def consume_event(
+        self, run_id: str, name: str, step_key: str
+    ) -> WorkflowEvent | None:
+        validate_run_id(run_id)
+        params = {"run_id": run_id, "name": name, "key": step_key, "now": c.now_utc()}
+        row = await self._fetchone("consume_event", params)
+        if row is None:
+            await self._require_run(run_id)
+            return None
+        return self._event(row)
+
+    async def list_events(self, run_id: str) -> list[WorkflowEvent]:
+        validate_run_id(run_id)
+        rows = await self._fetchall("list_events", {"run_id": run_id})
+        if not rows:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        return [self._event(row) for row in rows if row["seq"] is not None]
 
     # ------------------------------------------------------------- locking
     def lock_run(

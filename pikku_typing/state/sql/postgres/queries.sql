@@ -20,8 +20,8 @@ INSERT INTO pikku_schema_version (version) VALUES (%(version)s)
 SELECT 1 AS found FROM pikku_runs WHERE id = %(run_id)s
 
 -- name: insert_run
-INSERT INTO pikku_runs (id, workflow, status, input, created_at, updated_at)
-VALUES (%(run_id)s, %(workflow)s, 'running', %(input)s, %(now)s, %(now)s)
+INSERT INTO pikku_runs (id, workflow, status, input, created_at, updated_at, parent_run_id)
+VALUES (%(run_id)s, %(workflow)s, 'running', %(input)s, %(now)s, %(now)s, %(parent_run_id)s)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 
@@ -149,3 +149,48 @@ UPDATE pikku_steps SET
     updated_at = %(now)s
 WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'failed'
 RETURNING *
+
+-- name: send_event
+-- One statement: the run's row is locked (FOR UPDATE waits for a concurrent status change and
+-- reads its result), the event is inserted only if the run exists and is not settled, and a
+-- suspended run becomes due now (wake_at) so a poller of due runs wakes it.
+WITH run AS (
+    SELECT id, status FROM pikku_runs WHERE id = %(run_id)s FOR UPDATE
+), event AS (
+    INSERT INTO pikku_events (run_id, name, payload, sent_at)
+    SELECT id, %(name)s, %(payload)s, %(now)s FROM run
+    WHERE status NOT IN ('completed', 'failed', 'cancelled')
+    RETURNING *
+), woken AS (
+    UPDATE pikku_runs SET wake_at = %(now)s, updated_at = %(now)s
+    WHERE id = %(run_id)s AND status = 'suspended'
+        AND (wake_at IS NULL OR wake_at > %(now)s)
+        AND EXISTS (SELECT 1 FROM event)
+)
+SELECT * FROM event
+
+-- name: consume_event
+-- The event this step key consumed already (idempotent by key), else the first unconsumed
+-- event of that name, marked consumed by the key. SKIP LOCKED: a concurrent consumer takes
+-- the next event instead of finding none.
+WITH mine AS (
+    SELECT * FROM pikku_events
+    WHERE run_id = %(run_id)s AND consumed_by = %(key)s
+    ORDER BY seq LIMIT 1
+), pick AS (
+    SELECT seq FROM pikku_events
+    WHERE run_id = %(run_id)s AND name = %(name)s AND consumed_by IS NULL
+        AND NOT EXISTS (SELECT 1 FROM mine)
+    ORDER BY seq LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE pikku_events e SET consumed_by = %(key)s, consumed_at = %(now)s
+    FROM pick WHERE e.seq = pick.seq AND e.consumed_by IS NULL
+    RETURNING e.*
+)
+SELECT * FROM mine UNION ALL SELECT * FROM taken
+
+-- name: list_events
+SELECT e.* FROM pikku_runs r LEFT JOIN pikku_events e ON e.run_id = r.id
+WHERE r.id = %(run_id)s
+ORDER BY e.seq
