@@ -1,0 +1,477 @@
+"""Speed at the floor (issue 16): pikku's per-step cost against one durable commit.
+
+    eval "$(bash scripts/postgres.sh)"           # a throwaway server: PIKKU_TEST_POSTGRES_DSN
+    python benchmarks/floor.py [--dsn DSN] [--reps 5] [--quick] [--only floor,trips,throughput,latency]
+
+Every figure is printed next to its baseline, both measured in the same run (interleaved, on
+the same machine load); the medians of ``--reps`` repetitions, each in a fresh child process
+on a fresh database or schema.
+
+[1] **floor**: the physical floor is one fsync'd single-row commit: SQLite in WAL mode with
+    ``synchronous=FULL`` (the settings of pikku's SQLite store), and a PostgreSQL loopback
+    autocommit ``INSERT`` on the same server as pikku. Against it, pikku's cost per step
+    (a workflow of N sequential no-op steps, each durable before the next): SQLite inline
+    (target <= 2x the SQLite floor), SQLite remote on the in-process queue (<= 4x),
+    PostgreSQL inline (<= 2.5x the PostgreSQL floor), PostgreSQL remote on ``PostgresQueue``
+    in one process (<= 6x).
+[2] **trips**: statements sent to PostgreSQL per step (a psycopg hook counts every
+    ``cursor.execute``/``executemany`` and every transaction block, the store's and
+    procrastinate's), inline and remote.
+[3] **throughput**: remote steps per second with 1 and 2 ``pikku-worker`` processes on
+    ``PostgresQueue`` against procrastinate's own throughput for a no-op job with the same
+    number of worker processes on the same server (target >= 0.5x).
+[4] **latency**: ``client.start`` -> ``result()`` of a 3-step remote workflow with one
+    ``pikku-worker`` serving, median and p99 over ``--latency-runs`` runs.
+
+The numbers depend on the machine: they compare, they do not promise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _common import fmt
+from _common import run_child as _run_child
+from runtime_postgres import _drop_schema, _new_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+COMMITS = 400
+
+
+def run_child(*args: str) -> dict[str, Any]:
+    return _run_child(__file__, *args, prefix="pikku-floor-")
+
+
+def run_script(script: str, *args: str) -> dict[str, Any]:
+    return _run_child(str(BENCH / script), *args, prefix="pikku-floor-")
+
+
+# ------------------------------------------------------------------ children: the floor
+
+
+def child_floor_sqlite(directory: Path) -> dict[str, Any]:
+    """Median of COMMITS single-row commits, WAL + synchronous=FULL, one connection."""
+    conn = sqlite3.connect(directory / "floor.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    samples = []
+    for i in range(COMMITS):
+        t0 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (v) VALUES (?)", (f"value {i}",))
+        conn.execute("COMMIT")
+        samples.append(time.perf_counter() - t0)
+    conn.close()
+    return {"per_commit_us": statistics.median(samples) * 1e6}
+
+
+def child_floor_postgres(dsn: str, _directory: Path) -> dict[str, Any]:
+    """Median of COMMITS autocommit single-row INSERTs over one loopback connection."""
+    import psycopg
+
+    async def main() -> dict[str, Any]:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE floor_t (id bigserial PRIMARY KEY, v text NOT NULL)")
+            samples = []
+            for i in range(COMMITS):
+                t0 = time.perf_counter()
+                await conn.execute("INSERT INTO floor_t (v) VALUES (%s)", (f"value {i}",))
+                samples.append(time.perf_counter() - t0)
+        return {"per_commit_us": statistics.median(samples) * 1e6}
+
+    return asyncio.run(main())
+
+
+# ------------------------------------------------------------------ children: statements
+
+
+def _count_statements() -> dict[str, int]:
+    """Count what psycopg sends: cursor statements and transaction blocks (BEGIN + COMMIT)."""
+    import psycopg
+
+    counts = {"statements": 0, "transactions": 0}
+    execute, executemany = psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany
+    enter = psycopg.AsyncTransaction.__aenter__
+
+    async def counted_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counts["statements"] += 1
+        return await execute(self, *args, **kwargs)
+
+    async def counted_executemany(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counts["statements"] += 1
+        return await executemany(self, *args, **kwargs)
+
+    async def counted_enter(self: Any) -> Any:
+        counts["transactions"] += 1
+        return await enter(self)
+
+    psycopg.AsyncCursor.execute = counted_execute  # type: ignore[method-assign]
+    psycopg.AsyncCursor.executemany = counted_executemany  # type: ignore[method-assign]
+    psycopg.AsyncTransaction.__aenter__ = counted_enter  # type: ignore[method-assign]
+    return counts
+
+
+def child_trips(mode: str, steps: int, dsn: str, _directory: Path) -> dict[str, Any]:
+    counts = _count_statements()
+    sys.path.insert(0, str(ROOT))
+    from pikku_typing import (
+        InProcessQueue,
+        PostgresQueue,
+        PostgresWorkflowStateService,
+        Workflow,
+        WorkflowRuntime,
+        pikku_func,
+        wire_workflow,
+    )
+
+    @pikku_func(name="bench.echo")
+    def echo(data: int) -> int:
+        return data
+
+    async def inline_flow(workflow: Workflow, n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await workflow.do("step", lambda i=i: i)  # type: ignore[misc]
+        return total
+
+    async def remote_flow(workflow: Workflow, n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await workflow.do("step", "bench.echo", i)
+        return int(total)
+
+    wire_workflow(name="bench_inline", func=inline_flow, execution_mode="inline")
+    wire_workflow(name="bench_remote", func=remote_flow, execution_mode="remote")
+
+    async def main() -> dict[str, Any]:
+        state = PostgresWorkflowStateService(dsn)
+        queue = PostgresQueue(dsn) if mode == "remote" else InProcessQueue()
+        runtime = WorkflowRuntime(state, queue)
+        try:
+            client = runtime.client(f"bench_{mode}")
+            warm = await client.start(3)
+            await runtime.drain()
+            assert await client.result(warm.run_id, timeout=60) == 3
+
+            async def one(n: int) -> dict[str, int]:
+                before = dict(counts)
+                handle = await client.start(n)
+                await runtime.drain()
+                assert await client.result(handle.run_id, timeout=600) == n * (n - 1) // 2
+                return {k: counts[k] - before[k] for k in counts}
+
+            # the difference between a long and a short run removes the per-run cost
+            small, large = await one(10), await one(10 + steps)
+        finally:
+            await runtime.close()
+            await queue.close()
+            await state.close()
+        per = {k: (large[k] - small[k]) / steps for k in counts}
+        return {
+            "statements_per_step": per["statements"],
+            "transactions_per_step": per["transactions"],
+            "round_trips_per_step": per["statements"] + 2 * per["transactions"],
+            "statements_per_run": small["statements"] - 10 * per["statements"],
+        }
+
+    return asyncio.run(main())
+
+
+# ------------------------------------------------------------------ children: procrastinate
+
+
+PROCRASTINATE_APP = textwrap.dedent(
+    """
+    import os
+
+    from procrastinate import App, PsycopgConnector
+
+    app = App(connector=PsycopgConnector(conninfo=os.environ["BENCH_DSN"]))
+
+    @app.task(name="noop", queue="bench")
+    async def noop(n: int) -> int:
+        return n
+    """
+)
+
+
+def child_procrastinate(workers: int, jobs: int, dsn: str, directory: Path) -> dict[str, Any]:
+    """procrastinate's own throughput: ``workers`` processes (``--concurrency 4``) run
+    ``jobs`` no-op jobs deferred as fast as one client can; time from the first defer until
+    every job is done."""
+    (directory / "bench_noop.py").write_text(PROCRASTINATE_APP)
+    sys.path.insert(0, str(directory))
+    os.environ["BENCH_DSN"] = dsn
+    import bench_noop  # type: ignore[import-not-found]
+
+    env = {**os.environ, "PYTHONPATH": str(directory)}
+    app = bench_noop.app
+
+    async def main() -> dict[str, Any]:
+        async with app.open_async():
+            await app.schema_manager.apply_schema_async()
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "procrastinate", "--app", "bench_noop.app", "worker",
+                     "--concurrency", "4", "--queues", "bench"],
+                    cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                for _ in range(workers)
+            ]
+            try:
+                conn = app.connector
+                for _ in range(600):
+                    rows = await conn.execute_query_all_async(
+                        "SELECT count(*) AS n FROM procrastinate_workers"
+                    )
+                    if rows and rows[0]["n"] >= workers:
+                        break
+                    await asyncio.sleep(0.05)
+                t0 = time.perf_counter()
+                for n in range(jobs):
+                    await bench_noop.noop.defer_async(n=n)
+                while True:
+                    rows = await conn.execute_query_all_async(
+                        "SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'succeeded'"
+                    )
+                    if rows[0]["n"] >= jobs:
+                        break
+                    await asyncio.sleep(0.02)
+                elapsed = time.perf_counter() - t0
+            finally:
+                for p in procs:
+                    p.send_signal(signal.SIGTERM)
+                for p in procs:
+                    try:
+                        p.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+        return {"seconds": elapsed, "jobs_per_s": jobs / elapsed}
+
+    return asyncio.run(main())
+
+
+# ------------------------------------------------------------------ children: latency
+
+
+LATENCY_APP = textwrap.dedent(
+    """
+    import os
+
+    from pikku_typing import (
+        PostgresQueue, PostgresWorkflowStateService, Workflow, WorkflowRuntime, pikku_func,
+        wire_workflow,
+    )
+
+    @pikku_func(name="lat.echo")
+    async def echo(data: int) -> int:
+        return data
+
+    async def flow(workflow: Workflow, n: int) -> int:
+        a = await workflow.do("a", "lat.echo", n)
+        b = await workflow.do("b", "lat.echo", a + 1)
+        return await workflow.do("c", "lat.echo", b + 1)
+
+    wire_workflow(name="bench_latency", func=flow, execution_mode="remote")
+
+    DSN = os.environ["BENCH_DSN"]
+    runtime = WorkflowRuntime(PostgresWorkflowStateService(DSN), PostgresQueue(DSN))
+    """
+)
+
+
+def child_latency(runs: int, dsn: str, directory: Path) -> dict[str, Any]:
+    (directory / "bench_latency.py").write_text(LATENCY_APP)
+    sys.path.insert(0, str(directory))
+    sys.path.insert(0, str(ROOT))
+    os.environ["BENCH_DSN"] = dsn
+    import bench_latency  # type: ignore[import-not-found]
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(directory)])}
+
+    async def main() -> dict[str, Any]:
+        runtime = bench_latency.runtime
+        await runtime.queue.check()
+        await runtime.state.list_runs(limit=0)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pikku_typing.runtime.worker_cli", "bench_latency:runtime",
+             "--concurrency", "4", "--log-level", "WARNING"],
+            cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            client = runtime.client("bench_latency")
+            for n in range(3):  # warm-up: the worker is serving and its imports are done
+                handle = await client.start(n)
+                assert await client.result(handle.run_id, timeout=120) == n + 2
+            samples = []
+            for n in range(runs):
+                t0 = time.perf_counter()
+                handle = await client.start(n)
+                output = await client.result(handle.run_id, timeout=120)
+                samples.append(time.perf_counter() - t0)
+                assert output == n + 2
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            await runtime.queue.close()
+            await runtime.state.close()
+        samples.sort()
+        return {
+            "median_ms": statistics.median(samples) * 1e3,
+            "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e3,
+        }
+
+    return asyncio.run(main())
+
+
+# ------------------------------------------------------------------- driver
+
+
+def _with_schema(dsn: str, fn: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    schema_dsn = _new_schema(dsn)
+    try:
+        return fn(schema_dsn)
+    finally:
+        _drop_schema(dsn, schema_dsn)
+
+
+def _verdict(ratio: float, target: float, higher_is_better: bool = False) -> str:
+    ok = ratio >= target if higher_is_better else ratio <= target
+    sign = ">=" if higher_is_better else "<="
+    return f"target {sign} {target:g}x: {'meets' if ok else 'MISSES'}"
+
+
+def section_floor(dsn: str, reps: int, steps: int) -> None:
+    names = ["sqlite floor", "sqlite inline", "sqlite remote", "pg floor", "pg inline", "pg remote"]
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    remote_steps = max(steps // 2, 50)
+    for _ in range(reps):  # interleaved: every figure sees the same machine load
+        samples["sqlite floor"].append(float(run_child("floor-sqlite")["per_commit_us"]))
+        samples["sqlite inline"].append(float(run_script(
+            "runtime.py", "pikku", "inline", str(steps), "sqlite")["per_step_us"]))
+        samples["sqlite remote"].append(float(run_script(
+            "runtime.py", "pikku", "remote", str(remote_steps), "sqlite")["per_step_us"]))
+        samples["pg floor"].append(float(_with_schema(
+            dsn, lambda d: run_child("floor-postgres", d))["per_commit_us"]))
+        samples["pg inline"].append(float(_with_schema(
+            dsn, lambda d: run_script("runtime_postgres.py", "pikku", "inline", str(steps), d)
+        )["per_step_us"]))
+        samples["pg remote"].append(float(_with_schema(
+            dsn, lambda d: run_script("runtime_postgres.py", "pikku", "remote", str(remote_steps), d)
+        )["per_step_us"]))
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    print(f"[1] per step against one durable commit ({steps} inline / {remote_steps} remote steps)")
+    for floor, rows in (("sqlite floor", (("sqlite inline", 2.0), ("sqlite remote", 4.0))),
+                        ("pg floor", (("pg inline", 2.5), ("pg remote", 6.0)))):
+        print(f"    {floor:14s} {med[floor]:8.0f} us/commit  ({fmt(samples[floor])})")
+        for name, target in rows:
+            ratio = med[name] / med[floor]
+            print(f"    {name:14s} {med[name]:8.0f} us/step    = {ratio:5.1f}x floor  "
+                  f"({_verdict(ratio, target)})  ({fmt(samples[name])})")
+
+
+def section_trips(dsn: str, steps: int) -> None:
+    print("\n[2] PostgreSQL statements per step (psycopg hook; a transaction block = BEGIN + COMMIT)")
+    for mode in ("inline", "remote"):
+        out = _with_schema(dsn, lambda d, mode=mode: run_child("trips", mode, str(steps), d))
+        print(f"    {mode:6s}: {out['statements_per_step']:5.1f} statements + "
+              f"{out['transactions_per_step']:4.1f} transactions = "
+              f"{out['round_trips_per_step']:5.1f} round trips per step "
+              f"(+{out['statements_per_run']:.0f} statements per run)")
+
+
+def section_throughput(dsn: str, reps: int, runs: int) -> None:
+    print(f"\n[3] throughput: {runs} runs x 5 remote no-op steps vs procrastinate, "
+          f"{runs * 5} no-op jobs; --concurrency 4 per worker process")
+    for workers in (1, 2):
+        pikku_s: list[float] = []
+        proc_s: list[float] = []
+        for _ in range(reps):
+            pikku_s.append(float(_with_schema(dsn, lambda d, w=workers: run_script(
+                "runtime_postgres.py", "throughput", str(w), str(runs), d))["steps_per_s"]))
+            proc_s.append(float(_with_schema(dsn, lambda d, w=workers: run_child(
+                "procrastinate", str(w), str(runs * 5), d))["jobs_per_s"]))
+        p, q = statistics.median(pikku_s), statistics.median(proc_s)
+        print(f"    {workers} worker(s): pikku {p:7.1f} steps/s  procrastinate {q:7.1f} jobs/s  "
+              f"= {p / q:.2f}x  ({_verdict(p / q, 0.5, higher_is_better=True)})")
+        print(f"        pikku ({', '.join(f'{s:.1f}' for s in pikku_s)}), "
+              f"procrastinate ({', '.join(f'{s:.1f}' for s in proc_s)})")
+
+
+def section_latency(dsn: str, runs: int) -> None:
+    out = _with_schema(dsn, lambda d: run_child("latency", str(runs), d))
+    print(f"\n[4] client.start -> result(), 3 remote steps, 1 pikku-worker, {runs} runs: "
+          f"median {out['median_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dsn", default=os.environ.get("PIKKU_TEST_POSTGRES_DSN"))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=400, help="steps of the inline workflows")
+    parser.add_argument("--runs", type=int, default=60, help="throughput: runs of 5 steps")
+    parser.add_argument("--latency-runs", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, smaller runs")
+    parser.add_argument("--only", default="floor,trips,throughput,latency")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+
+    if ns.child:
+        kind, *rest = ns.child
+        directory = Path(rest[-1])
+        if kind == "floor-sqlite":
+            out = child_floor_sqlite(directory)
+        elif kind == "floor-postgres":
+            out = child_floor_postgres(rest[0], directory)
+        elif kind == "trips":
+            out = child_trips(rest[0], int(rest[1]), rest[2], directory)
+        elif kind == "procrastinate":
+            out = child_procrastinate(int(rest[0]), int(rest[1]), rest[2], directory)
+        else:
+            out = child_latency(int(rest[0]), rest[1], directory)
+        print(json.dumps(out))
+        return 0
+
+    if not ns.dsn:
+        print("no DSN: pass --dsn or eval \"$(bash scripts/postgres.sh)\"", file=sys.stderr)
+        return 2
+    reps = 3 if ns.quick else ns.reps
+    steps = 200 if ns.quick else ns.steps
+    runs = 30 if ns.quick else ns.runs
+    latency_runs = 50 if ns.quick else ns.latency_runs
+    only = {x.strip() for x in ns.only.split(",")}
+    print(f"pikku floor benchmark: {reps} repetitions, medians (python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})\n")
+    if "floor" in only:
+        section_floor(ns.dsn, reps, steps)
+    if "trips" in only:
+        section_trips(ns.dsn, steps // 2)
+    if "throughput" in only:
+        section_throughput(ns.dsn, reps, runs)
+    if "latency" in only:
+        section_latency(ns.dsn, latency_runs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
