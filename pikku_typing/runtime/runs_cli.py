@@ -4,6 +4,7 @@
     pikku-runs [--store URL] show RUN_ID [--traceback]
     pikku-runs [--store URL] cancel RUN_ID
     pikku-runs [--store URL] resume RUN_ID [--attempts N]
+    pikku-runs [--store URL] serve [--host 127.0.0.1] [--port 8765] [--token TOKEN]
 
 ``--store`` is ``file:DIR``, ``sqlite:PATH`` or ``postgres:DSN`` (a ``postgresql://`` URL is
 accepted as it is); the default is the embedded store ``file:.pikku/state``. Every command
@@ -427,7 +428,54 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="new attempts for the failed step (default 1)",
     )
+    _add_serve_parser(sub, common)
     return parser
+
+
+def _add_serve_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``serve``: the web console (``pikku_typing.console``, extra ``pikku-workflows[console]``)."""
+    p_serve = sub.add_parser(
+        "serve", parents=[common], help="the web console (needs pikku-workflows[console])"
+    )
+    p_serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p_serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
+    p_serve.add_argument(
+        "--token",
+        default=None,
+        help="required on every request (default $PIKKU_CONSOLE_TOKEN); needed off loopback",
+    )
+    p_serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host header name to answer (repeatable)",
+    )
+    p_serve.add_argument(
+        "--meta", metavar="PATH", help="workflow_meta.json for step diagrams (default: found)"
+    )
+    p_serve.add_argument(
+        "--page-size", type=int, default=50, metavar="N", help="runs per page (default 50)"
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pikku_typing.console import missing_extra
+
+    problem = missing_extra()
+    if problem is not None:
+        raise CliError(problem, EXIT_USAGE)
+    from pikku_typing.console.server import serve
+
+    return serve(
+        store_url=getattr(args, "store", DEFAULT_STORE),
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        allow_hosts=args.allow_host,
+        meta=args.meta,
+        page_size=args.page_size,
+    )
 
 
 def _parse_statuses(text: str | None) -> list[RunStatus] | None:
@@ -517,6 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     out = sys.stdout
     try:
+        if args.command == "serve":
+            return _serve(args)
         return asyncio.run(_run_command(args, out))
     except CliError as exc:
         print(f"pikku-runs: {exc}", file=sys.stderr)
