@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
             "(the others are always syntax-checked: SYNTAX_ERROR is reported either way; slower)"
         ),
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="PATH|git:REF",
+        help=(
+            "compare with a baseline workflow_meta.json (a file, or git:REF to read the committed "
+            "one from git) and report changes that break runs in flight (SPEC section 9)"
+        ),
+    )
     return parser
 
 
@@ -104,6 +112,8 @@ def _main(argv: list[str]) -> int:
         "--watch", action="store_true", help="analyse, then re-analyse and regenerate on every save"
     )
     args = parser.parse_args(argv)
+    if args.watch and args.baseline:
+        raise _UsageError("--baseline cannot be combined with --watch")
     if args.watch:
         from pikku_analyzer.watch import run_watch
 
@@ -151,6 +161,15 @@ def _main(argv: list[str]) -> int:
             result = analyze(
                 config, use_cache=use_cache, jobs=args.jobs, prefilter=not args.all_files
             )
+
+    if args.baseline:
+        from pikku_analyzer.compat import BaselineError, check_baseline
+
+        try:
+            check_baseline(result, args.baseline)
+        except BaselineError as exc:
+            _err(f"error: --baseline: {exc}")
+            return 2
 
     from pikku_analyzer.report import render
 

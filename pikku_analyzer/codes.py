@@ -184,6 +184,55 @@ _CODES: Final = (
         "wire it with wire_workflow(name=..., func=...) or fix the name",
     ),
     Code(
+        "WORKFLOW_REMOVED",
+        "error",
+        "Workflow removed while runs may be in flight",
+        "pikku-analyze --baseline: a workflow of the baseline workflow_meta.json is no longer "
+        "wired; its runs in flight can neither be resumed nor replayed (SPEC section 9).",
+        "keep the workflow wired until its runs have settled (pikku-runs list --workflow NAME)",
+    ),
+    Code(
+        "WORKFLOW_INPUT_CHANGED",
+        "error",
+        "Workflow input type changed incompatibly",
+        "pikku-analyze --baseline: the stored input of a run in flight no longer rehydrates "
+        "into the workflow's input type (a required field added, removed or retyped, a scalar "
+        "type changed; see docs/deploys.md).",
+        "make the new field optional (NotRequired / a default), or wire a new workflow name",
+    ),
+    Code(
+        "STEP_TARGET_CHANGED",
+        "error",
+        "Step key now names another RPC or kind",
+        "pikku-analyze --baseline: a step key recorded by runs in flight now names another RPC "
+        "(or another kind of step); replaying them raises WorkflowNonDeterminismError.",
+        "give the changed step a new name, or branch on workflow.patched(\"change-id\")",
+    ),
+    Code(
+        "STEP_OUTPUT_CHANGED",
+        "error",
+        "RPC output type of a step changed incompatibly",
+        "pikku-analyze --baseline: the stored result of an existing RPC step no longer "
+        "rehydrates into the RPC's new output type on replay.",
+        "keep the output compatible (add optional fields only), or call a new RPC name",
+    ),
+    Code(
+        "STEP_RENAMED",
+        "warning",
+        "Step renamed",
+        "pikku-analyze --baseline: a step disappeared and a new one calls the same target at the "
+        "same place; runs in flight past it will run it again under the new name.",
+        "keep the old step name, or make the step idempotent",
+    ),
+    Code(
+        "STEP_INSERTED",
+        "warning",
+        "Step inserted before existing steps",
+        "pikku-analyze --baseline: a new step comes before steps that runs in flight may have "
+        "recorded; those runs run it late (after the steps they already passed).",
+        "append new steps at the end, or branch on workflow.patched(\"change-id\")",
+    ),
+    Code(
         "ANALYZER_ERROR",
         "error",
         "Internal analyzer error",
@@ -209,3 +258,13 @@ SPEC_CODES: Final = (
     "NON_DETERMINISTIC_CALL",
     "SYNTAX_ERROR",
 )
+
+COMPAT_CODES: Final = (
+    "WORKFLOW_REMOVED",
+    "WORKFLOW_INPUT_CHANGED",
+    "STEP_TARGET_CHANGED",
+    "STEP_OUTPUT_CHANGED",
+    "STEP_RENAMED",
+    "STEP_INSERTED",
+)
+"""The codes of ``pikku-analyze --baseline`` (SPEC section 9), reported only with it."""

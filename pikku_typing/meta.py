@@ -15,6 +15,11 @@ DYNAMIC: Final = "<dynamic>"
 """Marker for a value the analyzer cannot know statically."""
 
 REPORT_VERSION: Final = 1
+"""``version`` of the JSON report (SPEC section 4)."""
+
+META_VERSION: Final = 2
+"""``version`` of the generated ``workflow_meta.json``: the report's layout plus the ``types``
+table of field-level type shapes (version 1 had no ``types``; both are read)."""
 
 ExecutionMode: TypeAlias = Literal["inline", "remote"]
 Severity: TypeAlias = Literal["error", "warning"]
@@ -162,6 +167,10 @@ class AnalysisReport(_Frozen):
     rpcs: list[RpcMeta] = Field(default_factory=list)
     events: list[EventMeta] = Field(default_factory=list)
     diagnostics: list[Diagnostic] = Field(default_factory=list)
+    types: dict[str, dict[str, object]] = Field(default_factory=dict, exclude=True)
+    """Field-level shapes of the named types (``workflow_meta.json`` version 2 only, never in
+    the JSON report; see ``pikku_analyzer.shapes``): what ``pikku-analyze --baseline``
+    compares."""
 
     def workflow(self, name: str) -> WorkflowMeta | None:
         return next((w for w in self.workflows if w.name == name), None)

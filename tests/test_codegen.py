@@ -162,7 +162,7 @@ def test_meta_json_is_the_report_sorted_without_diagnostics(tmp_path: Path) -> N
     assert loaded.diagnostics == []
     assert [r.name for r in loaded.rpcs] == ["emails.send", "users.create", "users.get"]
     assert loaded.workflows == report.workflows
-    assert json.loads(text)["version"] == 1
+    assert json.loads(text)["version"] == 2  # META_VERSION: the report's layout plus "types"
 
 
 def test_workers_one_orchestrator_per_workflow_one_step_worker_per_rpc(tmp_path: Path) -> None:

@@ -45,6 +45,9 @@ class GeneratedFile:
 
 def render_package(report: AnalysisReport, config: PikkuConfig) -> list[GeneratedFile]:
     """Every file of the generated package, sorted by path (nothing is written)."""
+    from pikku_analyzer.shapes import with_type_shapes
+
+    report = with_type_shapes(report, config)  # the meta's field-level type shapes (read statically)
     package_dir = config.package_dir.resolve()
     stub_dir = config.stub_package_dir.resolve()
     files = [

@@ -20,6 +20,9 @@ from pikku_typing.mypy.config import PluginConfig
 
 SUPPORTED_VERSION: Final = 1
 """``AnalysisReport.version`` this plugin reads."""
+READABLE_VERSIONS: Final = (SUPPORTED_VERSION, 2)
+"""Also ``workflow_meta.json`` version 2 (``META_VERSION``: the same layout plus a ``types``
+table, which the plugin does not need)."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,8 @@ def _parse(path: Path, raw: bytes) -> WorkflowMap:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     version = data.get("version")
-    if version != SUPPORTED_VERSION:
-        raise ValueError(f"version {version!r}, this plugin reads version {SUPPORTED_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"version {version!r}, this plugin reads versions {READABLE_VERSIONS}")
     rpcs = _signatures(data.get("rpcs", []), "rpcs")
     workflows = _signatures(data.get("workflows", []), "workflows")
     projection = {
