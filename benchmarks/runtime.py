@@ -2,6 +2,7 @@
 
     pip install dbos            # the comparison: DBOS Transact on SQLite (optional)
     python benchmarks/runtime.py [--reps 5] [--store sqlite|file|memory] [--quick]
+                                 [--queue default|inprocess]
 
 1. **Inline overhead**: a 1000-step inline workflow on SQLite (each step durable before the
    next), per-step cost, against the same 1000-step workflow in DBOS on SQLite, in the same
@@ -71,7 +72,12 @@ def child_pikku(mode: str, steps: int, store: str, directory: Path) -> dict[str,
 
     async def main() -> dict[str, Any]:
         state = open_store(_store_url(store, directory))
-        async with WorkflowRuntime(state) as runtime:
+        queue = None
+        if os.environ.get("PIKKU_BENCH_QUEUE") == "inprocess":  # --queue inprocess
+            from pikku_typing import InProcessQueue
+
+            queue = InProcessQueue()
+        async with WorkflowRuntime(state, queue) as runtime:
             client = runtime.client(f"bench_{mode}")
             # warm-up run (schemas, adapters, imports), not timed
             warm = await client.start(3)
@@ -112,6 +118,11 @@ def main() -> int:
     parser.add_argument("--store", default="sqlite", choices=["sqlite", "file", "memory"])
     parser.add_argument("--quick", action="store_true", help="3 repetitions, skip the 10k run")
     parser.add_argument("--sections", default="1,2,3", help="which of 1,2,3 to run")
+    parser.add_argument(
+        "--queue", default="default", choices=["default", "inprocess"],
+        help="default: the store's default queue (StoreQueue for file/sqlite); inprocess: "
+        "InProcessQueue (the single-process queue, for comparison)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ns = parser.parse_args()
 
@@ -126,9 +137,11 @@ def main() -> int:
         print(json.dumps(out))
         return 0
 
+    if ns.queue == "inprocess":
+        os.environ["PIKKU_BENCH_QUEUE"] = "inprocess"  # inherited by the child processes
     reps = 3 if ns.quick else ns.reps
     store = ns.store
-    print(f"pikku runtime benchmark: store={store}, {reps} repetitions each, medians "
+    print(f"pikku runtime benchmark: store={store}, queue={ns.queue}, {reps} repetitions each, medians "
           f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)\n")
 
     sections = {x.strip() for x in ns.sections.split(",")}

@@ -866,7 +866,9 @@ async def test_default_runtime_uses_the_file_store(tmp_path: Path, monkeypatch: 
     wire_workflow(name="default", func=wf)
     async with WorkflowRuntime() as rt:
         assert isinstance(rt.state, FileWorkflowStateService)
-        assert isinstance(rt.queue, InProcessQueue)
+        from pikku_typing.runtime.queues.store import StoreQueue
+
+        assert isinstance(rt.queue, StoreQueue)  # shared with other processes on the store
         handle = await rt.client("default").start(None)
         await rt.drain()
         assert await handle.result(timeout=SETTLE_CAP) == "hi"

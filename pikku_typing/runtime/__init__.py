@@ -3,6 +3,7 @@
 from pikku_typing.runtime.queues.base import Job, WorkflowQueue
 from pikku_typing.runtime.queues.memory import InProcessQueue
 from pikku_typing.runtime.queues.postgres import PostgresQueue
+from pikku_typing.runtime.queues.store import StoreQueue
 from pikku_typing.runtime.runtime import RunHandle, WorkflowClient, WorkflowRuntime
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "Job",
     "PostgresQueue",
     "RunHandle",
+    "StoreQueue",
     "WorkflowClient",
     "WorkflowQueue",
     "WorkflowRuntime",

@@ -2,7 +2,7 @@
 
 .. code-block:: python
 
-    runtime = WorkflowRuntime()                 # file store under .pikku/state, in-process queue
+    runtime = WorkflowRuntime()                 # file store under .pikku/state and its job queue
     client = runtime.client("onboarding")
     handle = await client.start({"email": "a@example.com", ...})
     await runtime.drain()                       # run every due job (sleeps not due stay suspended)
@@ -43,7 +43,6 @@ from pikku_typing.runtime.orchestrator import (
     typed_run,
 )
 from pikku_typing.runtime.queues.base import Job, WorkflowQueue
-from pikku_typing.runtime.queues.memory import InProcessQueue
 from pikku_typing.state.base import WorkflowStateService
 from pikku_typing.wiring import Registry, WorkflowDefinition, registry
 
@@ -208,7 +207,9 @@ class WorkflowRuntime:
     """Runs workflows durably on a state store and a queue.
 
     ``WorkflowRuntime()`` uses the embedded defaults: ``FileWorkflowStateService(".pikku/state")``
-    and an :class:`InProcessQueue`.
+    and its :class:`~pikku_typing.runtime.queues.store.StoreQueue` (jobs shared by every
+    process on the store). Without a queue, the file and SQLite stores get their
+    ``StoreQueue``, other stores an :class:`InProcessQueue`.
 
     Options: ``lease_seconds`` (a step attempt's lease, renewed by a heartbeat; a holder on
     another host is abandoned when it runs out), ``max_inline_wait`` (retry delays up to this
@@ -237,7 +238,11 @@ class WorkflowRuntime:
 
             state = FileWorkflowStateService(Path(DEFAULT_STATE_DIR))
         self.state: WorkflowStateService = state
-        self.queue: WorkflowQueue = queue if queue is not None else InProcessQueue()
+        if queue is None:
+            from pikku_typing.runtime.queues.store import default_queue_for
+
+            queue = default_queue_for(state)
+        self.queue: WorkflowQueue = queue
         self.registry = registry
         self.concurrency = concurrency
         self.workers: dict[str, WorkerFunc] = dict(workers or {})
@@ -332,8 +337,9 @@ class WorkflowRuntime:
             self._serving -= 1
 
     def _self_driving(self) -> bool:
-        """Nobody else can run this runtime's jobs: an in-process queue, not being served."""
-        return isinstance(self.queue, InProcessQueue) and self._serving == 0
+        """This process runs this runtime's jobs itself: an embedded queue (in-process, or the
+        store queue of the file/SQLite store), not being served here."""
+        return self.queue.self_driving and self._serving == 0
 
     async def recover(self) -> int:
         """Rebuild the queue from the store after a restart; return how many runs were

@@ -55,6 +55,11 @@ def step_queue(workflow: str, rpc_name: str) -> str:
 class WorkflowQueue(ABC):
     """A job transport."""
 
+    self_driving: bool = False
+    """``True``: this process can run the queue's jobs itself, so ``client.result()`` in a
+    process that does not ``serve()`` drains the due jobs while it waits (the embedded
+    queues); ``False``: other workers run them (``PostgresQueue``)."""
+
     @abstractmethod
     async def enqueue(self, job: Job) -> None:
         """Add a job (due at ``job.run_at``)."""

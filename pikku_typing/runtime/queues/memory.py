@@ -49,6 +49,8 @@ class InProcessQueue(WorkflowQueue):
     failure up to ``max_retry_backoff``. ``clock``: the wall clock jobs are due by (seconds
     since the epoch, default ``time.time``; tests inject a fake one)."""
 
+    self_driving = True
+
     def __init__(
         self,
         *,
