@@ -23,10 +23,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from pikku_analyzer.detect import extract
-from pikku_analyzer.detect.extract import FACTS_VERSION
+from pikku_analyzer.facts import FACTS_VERSION, FileFacts
 
 ANALYZER_VERSION = "0.1.0"
 PRUNE_AFTER_SECONDS = 14 * 24 * 3600
@@ -61,12 +61,9 @@ class FactsCache:
         self.directory = directory
         self.enabled = enabled
         self.read_only = read_only
-        self.hits = 0
-        self.misses = 0
-        self.write_errors = 0
         self._created = False
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> FileFacts | None:
         if not self.enabled:
             return None
         path = self.directory / key[:2] / f"{key}.json"
@@ -74,15 +71,12 @@ class FactsCache:
             with open(path, "rb") as handle:
                 data = json.loads(handle.read())
         except (OSError, ValueError, RecursionError):
-            self.misses += 1
             return None
         if not isinstance(data, dict) or data.get("v") != FACTS_VERSION or "module" not in data:
-            self.misses += 1
             return None
-        self.hits += 1
-        return data
+        return cast("FileFacts", data)  # written by put() with this FACTS_VERSION
 
-    def put(self, key: str, facts: dict[str, Any]) -> None:
+    def put(self, key: str, facts: FileFacts) -> None:
         if not self.enabled or self.read_only:
             return
         folder = self.directory / key[:2]
@@ -94,7 +88,7 @@ class FactsCache:
             payload = json.dumps(facts, separators=(",", ":"), ensure_ascii=False)
             _atomic_write(folder / f"{key}.json", payload.encode("utf-8", "surrogatepass"))
         except (OSError, ValueError, TypeError, RecursionError):
-            self.write_errors += 1  # a cache that cannot be written only costs speed
+            pass  # a cache that cannot be written only costs speed
 
     def prune(self, used: set[str], *, now: float | None = None) -> int:
         """Delete entries not used by this run and older than two weeks; returns the count."""
@@ -169,7 +163,6 @@ class SyntaxIndex:
         self.path = path
         self.enabled = enabled
         self.read_only = read_only
-        self.write_errors = 0
         self._used: set[bytes] = set()
         self._new: set[bytes] = set()
         known = _read_index(path) if enabled else None
@@ -207,8 +200,7 @@ class SyntaxIndex:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _ensure_gitignore(self.path.parent)
             _atomic_write(self.path, _INDEX_HEADER + payload)
-        except OSError:
-            self.write_errors += 1  # a cache that cannot be written only costs speed
+        except OSError:  # a cache that cannot be written only costs speed
             return False
         self._known |= self._new
         self._new = set()

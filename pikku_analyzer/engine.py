@@ -34,9 +34,10 @@ from pikku_analyzer.cache import (
     cache_key,
     content_digest,
 )
-from pikku_analyzer.checks import Diag, LinkResult, Unit, link, make_diag
+from pikku_analyzer.checks import Diag, LinkResult, link, make_diag
 from pikku_analyzer.config import PikkuConfig
 from pikku_analyzer.detect.extract import extract_facts, passes_prefilter, prefilter_tokens
+from pikku_analyzer.facts import FileFacts, ReportData, Unit
 from pikku_analyzer.files import SourceFile, discover, read_source
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class AnalysisResult:
     """What :func:`analyze` found. ``data`` is the JSON report as plain Python values."""
 
     config: PikkuConfig
-    data: dict[str, Any]
+    data: ReportData
     diagnostics: list[Diag]
     stats: Stats = field(default_factory=Stats)
     suppressions: dict[str, dict[str, list[str]]] = field(default_factory=dict)
@@ -105,7 +106,7 @@ Job = tuple[bool, bytes, str, bool, str, str]
 """(extract, source, module, is_package, rel, package): extract facts, or only check syntax."""
 
 
-def _extract_job(args: tuple[bytes, str, bool, str, str]) -> dict[str, Any]:
+def _extract_job(args: tuple[bytes, str, bool, str, str]) -> FileFacts:
     source, module, is_package, rel, package = args
     return extract_facts(source, module=module, is_package=is_package, filename=rel, package=package)
 
@@ -144,19 +145,19 @@ def parses(source: bytes, filename: str = "<unknown>") -> bool:
     return True
 
 
-def _job(args: Job) -> dict[str, Any] | None:
+def _job(args: Job) -> FileFacts | None:
     """Facts of a candidate; for a syntax check, None when the file parses, else its facts
     (with a ``syntax_error``)."""
     extract, source, module, is_package, rel, package = args
     if not extract and parses(source, rel):
         return None
     facts = _extract_job((source, module, is_package, rel, package))
-    if not extract and not facts.get("syntax_error"):
+    if not extract and not facts["syntax_error"]:
         return None  # the fast check was stricter than ast.parse
     return facts
 
 
-def _batch(jobs: list[Job]) -> list[dict[str, Any] | None]:
+def _batch(jobs: list[Job]) -> list[FileFacts | None]:
     """Run in a worker process. Without the cyclic GC while it runs (about 5% faster: the
     symbol tables and facts are dicts, and a collection would also walk every object
     inherited from the parent); it is turned on again, and collects, between batches."""
@@ -183,7 +184,7 @@ class _Runner:
         self.queue: list[Job] = []
         self.weight = 0
         """Work found so far, in syntax checks."""
-        self.futures: list[Future[list[dict[str, Any] | None]]] = []
+        self.futures: list[Future[list[FileFacts | None]]] = []
         self.pool: ProcessPoolExecutor | None = None
         self.workers = 1
         self.failed = False
@@ -230,12 +231,12 @@ class _Runner:
         except (OSError, RuntimeError):  # no processes available: serial
             self.failed = True
 
-    def results(self, progress: ProgressCallback | None, total: int) -> list[dict[str, Any] | None]:
+    def results(self, progress: ProgressCallback | None, total: int) -> list[FileFacts | None]:
         """The result of every job, in the order they were added."""
         offset = total - len(self.all)
         if self.pool is not None and not self.failed:
             self._submit()
-            out: list[dict[str, Any] | None] = []
+            out: list[FileFacts | None] = []
             try:
                 for future in self.futures:
                     out.extend(future.result())
@@ -306,7 +307,7 @@ def analyze(
                             # a file known NOT to parse has its facts cached (no index: none)
                             key = _key(source_file, data, config.package)
                             facts = cache.get(key)
-                        if facts is not None and facts.get("syntax_error"):
+                        if facts is not None and facts["syntax_error"]:
                             used_keys.add(key)
                             stats.cache_hits += 1
                             units.append(Unit(source_file.rel, source_file.module, facts))
@@ -382,7 +383,7 @@ def analyze(
 
     linked = link(units, load)
     diags.extend(linked.diagnostics)
-    suppressions = {rel: unit.facts.get("suppressions") or {} for rel, unit in linked.units.items()}
+    suppressions = {rel: unit.facts["suppressions"] for rel, unit in linked.units.items()}
     diags = _suppress(diags, suppressions)
     diags = sorted(set(diags), key=Diag.sort_key)
     if progress is not None:
@@ -431,7 +432,7 @@ def _suppress(diags: list[Diag], suppressions: dict[str, dict[str, list[str]]]) 
     return out
 
 
-def _report_data(linked: LinkResult, diags: list[Diag]) -> dict[str, Any]:
+def _report_data(linked: LinkResult, diags: list[Diag]) -> ReportData:
     return {
         "version": REPORT_VERSION,
         "workflows": linked.workflows,

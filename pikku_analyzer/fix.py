@@ -24,6 +24,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from pikku_analyzer.checks.step_kinds import close_match
 from pikku_analyzer.engine import AnalysisResult
 from pikku_analyzer.files import read_source
 
@@ -40,12 +41,6 @@ class FileEdit:
     """line -> codes to add."""
 
 
-def close_match(name: str, candidates: list[str]) -> str | None:
-    """The one close match of ``name`` (difflib, cutoff 0.6), or None if none or several."""
-    matches = difflib.get_close_matches(name, candidates, n=2, cutoff=0.6)
-    return matches[0] if len(matches) == 1 else None
-
-
 def plan_edits(result: AnalysisResult, *, fix: bool, add_ignore: list[str]) -> list[FileEdit]:
     edits: dict[str, FileEdit] = {}
 
@@ -54,16 +49,11 @@ def plan_edits(result: AnalysisResult, *, fix: bool, add_ignore: list[str]) -> l
             edits[rel] = FileEdit(result.config.root / rel, rel)
         return edits[rel]
 
-    rpc_names = [r["name"] for r in result.data["rpcs"]]
     wanted = set(add_ignore)
     for diag in result.diagnostics:
         if fix and diag.code == "UNKNOWN_RPC":
-            match = re.search(r"calls RPC '((?:[^'\\]|\\.)*)'|calls RPC \"((?:[^\"\\]|\\.)*)\"", diag.message)
-            if match is None:
-                continue
-            old = match.group(1) if match.group(1) is not None else match.group(2)
-            new = close_match(old, rpc_names)
-            if new is not None:
+            old, new = diag.data.get("rpc_name"), diag.data.get("suggestion")
+            if isinstance(old, str) and isinstance(new, str):
                 edit_for(diag.file).renames[(diag.line, diag.column - 1)] = (old, new)
         if diag.code in wanted:
             edit_for(diag.file).ignores.setdefault(diag.line, set()).add(diag.code)

@@ -41,10 +41,11 @@ from typing import Any, Final, TextIO
 
 from pikku_analyzer import engine
 from pikku_analyzer.cache import FactsCache, cache_key
-from pikku_analyzer.checks import Diag, Unit, link, make_diag
+from pikku_analyzer.checks import Diag, link, make_diag
 from pikku_analyzer.config import ConfigError, PikkuConfig, load_config
 from pikku_analyzer.detect.extract import extract_facts, passes_prefilter, prefilter_tokens
 from pikku_analyzer.engine import AnalysisResult, Stats
+from pikku_analyzer.facts import FileFacts, Unit
 from pikku_analyzer.files import SourceFile, discover, read_source
 
 DEBOUNCE_MS: Final = 400
@@ -192,7 +193,7 @@ class IncrementalAnalyzer:
             # so a half-written unrelated module is reported too.
             if len(data) <= engine.PARSE_LIMIT_BYTES and not engine.parses(data, source.rel):
                 facts = self._facts(source, data)
-                if facts.get("syntax_error"):
+                if facts["syntax_error"]:
                     entry.unit = Unit(source.rel, source.module, facts)
                     return entry
             entry.other = True
@@ -209,7 +210,7 @@ class IncrementalAnalyzer:
         entry.unit = Unit(source.rel, source.module, self._facts(source, data))
         return entry
 
-    def _facts(self, source: SourceFile, data: bytes) -> dict[str, Any]:
+    def _facts(self, source: SourceFile, data: bytes) -> FileFacts:
         key = cache_key(
             data,
             module=source.module,
@@ -286,9 +287,7 @@ class IncrementalAnalyzer:
         diags.extend(e.problem for e in ordered if e.problem is not None)
         linked = link(units, self._load_other(others))
         diags.extend(linked.diagnostics)
-        suppressions = {
-            rel: unit.facts.get("suppressions") or {} for rel, unit in linked.units.items()
-        }
+        suppressions = {rel: unit.facts["suppressions"] for rel, unit in linked.units.items()}
         diags = engine._suppress(diags, suppressions)
         diags = sorted(set(diags), key=Diag.sort_key)
         self.stats.seconds = time.perf_counter() - started

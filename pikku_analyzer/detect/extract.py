@@ -24,11 +24,19 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-DYNAMIC: Final = "<dynamic>"
-FACTS_VERSION: Final = 3
-
-JSON = Any
-"""A JSON-able value (facts are plain dicts, lists, str, int, float, bool, None)."""
+from pikku_analyzer.facts import (
+    DYNAMIC,
+    JSON,
+    FileFacts,
+    FunctionFact,
+    HelperCallFact,
+    NondetFact,
+    RpcFact,
+    StepFact,
+    SyntaxErrorFact,
+    WiringFact,
+    empty_facts,
+)
 
 _BUILTINS: Final = frozenset(dir(builtins))
 _SUPPRESS_RE: Final = re.compile(r"#\s*pikku:\s*ignore(?:\[([^\]]*)\])?", re.IGNORECASE)
@@ -526,9 +534,9 @@ class StepWalker:
     def __init__(self, scope: ModuleScope, func: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self.scope = scope
         self.func = func
-        self.steps: list[dict[str, JSON]] = []
-        self.nondet: list[dict[str, JSON]] = []
-        self.helper_calls: list[dict[str, JSON]] = []
+        self.steps: list[StepFact] = []
+        self.nondet: list[NondetFact] = []
+        self.helper_calls: list[HelperCallFact] = []
         self._branch_ids = 0
         self._walked: set[int] = set()
         self._pending: dict[int, tuple[ast.FunctionDef | ast.AsyncFunctionDef, _Ctx]] = {}
@@ -797,7 +805,7 @@ class StepWalker:
         name_node = args[0] if args else keywords.get("step_name")
         step_name = scope.string(name_node, shadow) if name_node is not None else DYNAMIC
         description = scope.string(keywords.get("description"), shadow)
-        step: dict[str, JSON] = {
+        step: StepFact = {
             "step_name": step_name,
             "description": description,
             "line": node.lineno,
@@ -828,7 +836,7 @@ class StepWalker:
         for expr in body_exprs:
             self._visit(expr, ctx)
 
-    def _classify(self, step: dict[str, JSON], target: ast.expr | None, has_data: bool, ctx: _Ctx) -> None:
+    def _classify(self, step: StepFact, target: ast.expr | None, has_data: bool, ctx: _Ctx) -> None:
         scope = self.scope
         in_step = ctx.replace(in_step=True)
         if target is None:
@@ -876,7 +884,7 @@ class StepWalker:
         self._unresolved(step, has_data, f"`{_short(target)}` is neither a string nor a callable")
 
     def _inline_ref(
-        self, step: dict[str, JSON], target: ast.expr, ctx: _Ctx, in_step: _Ctx, has_data: bool = False
+        self, step: StepFact, target: ast.expr, ctx: _Ctx, in_step: _Ctx, has_data: bool = False
     ) -> None:
         """``target`` names a function (inline), a string constant (RPC) or a reference."""
         scope = self.scope
@@ -937,7 +945,7 @@ class StepWalker:
         self._unresolved(step, has_data, f"`{_short(target)}` cannot be resolved statically")
 
     @staticmethod
-    def _unresolved(step: dict[str, JSON], has_data: bool, why: str) -> None:
+    def _unresolved(step: StepFact, has_data: bool, why: str) -> None:
         step["type"] = "rpc" if has_data else "inline"
         if has_data:
             step["rpc_name"] = DYNAMIC
@@ -967,7 +975,7 @@ def _rpc_record(
     fn: ast.FunctionDef | ast.AsyncFunctionDef,
     call: ast.Call | None,
     anchor: ast.expr,
-) -> dict[str, JSON]:
+) -> RpcFact:
     """An RPC: ``fn`` registered by ``@pikku_func``/``@pikku_func(...)`` (``call`` the
     decorator call) or by ``pikku_func(name=...)(fn)`` / ``pikku_func(fn)``."""
     name: JSON = fn.name
@@ -995,7 +1003,7 @@ def _rpc_record(
     }
 
 
-def _rpc_facts(scope: ModuleScope, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, JSON] | None:
+def _rpc_facts(scope: ModuleScope, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> RpcFact | None:
     for decorator in fn.decorator_list:
         call = decorator if isinstance(decorator, ast.Call) else None
         target = call.func if call is not None else decorator
@@ -1004,9 +1012,9 @@ def _rpc_facts(scope: ModuleScope, fn: ast.FunctionDef | ast.AsyncFunctionDef) -
     return None
 
 
-def _rpc_call_facts(scope: ModuleScope, tree: ast.Module, decorated: set[str]) -> list[dict[str, JSON]]:
+def _rpc_call_facts(scope: ModuleScope, tree: ast.Module, decorated: set[str]) -> list[RpcFact]:
     """Module-level ``pikku_func(name="x")(fn)`` and ``pikku_func(fn)`` of a module function."""
-    out: list[dict[str, JSON]] = []
+    out: list[RpcFact] = []
     for stmt in _module_statements(tree.body):
         value = stmt.value if isinstance(stmt, ast.Expr | ast.Assign | ast.AnnAssign) else None
         if not isinstance(value, ast.Call) or len(value.args) != 1 or value.keywords:
@@ -1069,7 +1077,7 @@ def _literal(node: ast.expr, scope: ModuleScope, depth: int = 0) -> JSON:
     return DYNAMIC
 
 
-def _wiring_facts(scope: ModuleScope, call: ast.Call) -> dict[str, JSON]:
+def _wiring_facts(scope: ModuleScope, call: ast.Call) -> WiringFact:
     keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
     starred = any(k.arg is None for k in call.keywords) or bool(call.args)
     name_node = keywords.get("name")
@@ -1139,7 +1147,7 @@ def find_suppressions(source: bytes) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- entry point
 
 
-def _syntax_error(line: int, column: int, message: str) -> dict[str, JSON]:
+def _syntax_error(line: int, column: int, message: str) -> SyntaxErrorFact:
     return {"line": max(line, 1), "column": max(column, 1), "message": message}
 
 
@@ -1150,22 +1158,10 @@ def extract_facts(
     is_package: bool = False,
     filename: str = "<unknown>",
     package: str = "pikku_gen",
-) -> dict[str, JSON]:
+) -> FileFacts:
     """The facts of one file. Never raises for bad input: a file that does not parse
     gives ``{"syntax_error": {...}}``; an internal failure ``{"internal_error": ...}``."""
-    facts: dict[str, JSON] = {
-        "v": FACTS_VERSION,
-        "module": module,
-        "syntax_error": None,
-        "internal_error": None,
-        "imports": {},
-        "constants": {},
-        "defs": [],
-        "functions": {},
-        "rpcs": [],
-        "wirings": [],
-        "suppressions": {},
-    }
+    facts = empty_facts(module)
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
@@ -1192,15 +1188,15 @@ def extract_facts(
 
 
 def _fill(
-    facts: dict[str, JSON], tree: ast.Module, source: bytes, module: str, is_package: bool, package: str
+    facts: FileFacts, tree: ast.Module, source: bytes, module: str, is_package: bool, package: str
 ) -> None:
     scope = ModuleScope(tree, module, is_package, source)
     facts["imports"] = dict(scope.imports)
     facts["star_imports"] = list(scope.star_imports)
     facts["constants"] = dict(scope.constants)
     facts["defs"] = sorted(scope.functions)
-    functions: dict[str, JSON] = {}
-    rpcs: list[JSON] = []
+    functions: dict[str, FunctionFact] = {}
+    rpcs: list[RpcFact] = []
     decorated: set[str] = set()
     for name, fn in scope.functions.items():
         rpc = _rpc_facts(scope, fn) if fn.decorator_list else None
@@ -1226,7 +1222,7 @@ def _fill(
     if b"pikku_func" in source:
         rpcs.extend(_rpc_call_facts(scope, tree, decorated))
     facts["rpcs"] = rpcs
-    wirings: list[JSON] = []
+    wirings: list[WiringFact] = []
     if b"wire_workflow" in source or package.encode() in source:
         targets = wire_targets(package)
         for node in ast.walk(tree):

@@ -4,9 +4,9 @@ drawn with different shapes (rectangle, rounded, hexagon) and classes."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from pikku_analyzer.engine import AnalysisResult
+from pikku_analyzer.facts import StepInfo
 
 
 def _label(text: str) -> str:
@@ -22,7 +22,7 @@ def _node_id(prefix: str, index: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_]', '_', prefix)}_{index}"
 
 
-def _step_node(node: str, step: dict[str, Any]) -> str:
+def _step_node(node: str, step: StepInfo) -> str:
     name = _label(str(step["step_name"]))
     loop = " ⟳" if step.get("in_loop") else ""
     if step["type"] == "rpc":

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pikku_analyzer.engine import AnalysisResult, source_lines
+from pikku_analyzer.facts import StepInfo
 
 _COLORS = {"error": "31", "warning": "33", "bold": "1", "dim": "2", "cyan": "36", "green": "32"}
 
@@ -42,7 +43,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _step_row(index: int, step: dict[str, Any]) -> list[str]:
+def _step_row(index: int, step: StepInfo) -> list[str]:
     kind = step["type"]
     if kind == "rpc":
         target = step["rpc_name"]

@@ -1,0 +1,248 @@
+"""The analyzer's typed facts: what extraction finds in one file, and what linking reports.
+
+Pipeline: ``files.discover`` → ``cache`` (load) → ``detect.extract`` (:class:`FileFacts` of
+one file) → ``link`` (resolve names across modules: the :class:`~pikku_analyzer.link.Project`)
+→ ``checks`` (diagnostics) → ``report`` (render).
+
+The per-file facts are JSON-cached (``.pikku/cache/facts``), so they are ``TypedDict``\\ s:
+loading a cache entry is one ``json.loads``, with no conversion, and mypy checks every key
+that extraction writes and linking, the checks, the report, codegen and watch read. A change
+of their shape bumps :data:`FACTS_VERSION` (old cache entries are then misses).
+
+A string-ish value in the facts (:data:`StrValue`) is a literal ``str``, ``"<dynamic>"``
+(:data:`DYNAMIC`: not known statically), a :class:`Ref` to a name in another module (a
+constant imported from elsewhere, resolved when linking), or ``None`` (absent).
+
+To add a fact: add the key to the TypedDict here (``NotRequired`` if older extractors did not
+write it), write it in ``detect/extract.py``, bump :data:`FACTS_VERSION`, read it in a check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, NotRequired, TypedDict
+
+DYNAMIC: Final = "<dynamic>"
+FACTS_VERSION: Final = 4
+
+JSON = Any
+"""A JSON-able value (plain dicts, lists, str, int, float, bool, None)."""
+
+
+class Ref(TypedDict):
+    """A dotted name resolved when linking (e.g. an imported string constant)."""
+
+    ref: str
+
+
+StrValue = str | Ref | None
+"""A literal string, :data:`DYNAMIC`, a :class:`Ref`, or ``None`` (not given)."""
+Number = int | float | str | None
+"""A literal number, :data:`DYNAMIC`, or ``None``."""
+Branch = list[int]
+"""``[branch id, arm]``: the ``if``/``match`` arm a step is in (ids are per function)."""
+
+
+class SyntaxErrorFact(TypedDict):
+    line: int
+    column: int
+    message: str
+
+
+class StepFact(TypedDict):
+    """One ``workflow.do(...)`` / ``workflow.sleep(...)`` call."""
+
+    step_name: StrValue
+    description: StrValue
+    line: int
+    column: int
+    in_loop: bool
+    branches: list[Branch]
+    type: NotRequired[str]
+    """``"rpc"``, ``"inline"``, ``"sleep"``, or ``"ref"`` (decided when linking)."""
+    duration: NotRequired[Number]
+    retries: NotRequired[Number]
+    retry_delay: NotRequired[Number]
+    rpc_name: NotRequired[str]
+    rpc_span: NotRequired[list[int]]
+    """``[line, column, end line, end column]`` of the RPC name literal (0-based columns)."""
+    unresolved: NotRequired[str]
+    """Why the step kind cannot be told (``UNRESOLVED_STEP_KIND``)."""
+    ref: NotRequired[str]
+    """``type == "ref"``: the dotted name of the second argument."""
+    has_data: NotRequired[bool]
+
+
+class NondetFact(TypedDict):
+    """A non-deterministic call made in a workflow body outside a step."""
+
+    line: int
+    column: int
+    name: str
+    message: str
+    hint: str
+
+
+class HelperCallFact(TypedDict):
+    """A call of an imported function with the workflow object as its first argument."""
+
+    ref: str
+    line: int
+    column: int
+    in_loop: bool
+    in_step: bool
+    branches: list[Branch]
+
+
+class FunctionFact(TypedDict):
+    """A module-level ``async def`` with a first parameter (a possible workflow body)."""
+
+    line: int
+    column: int
+    params: list[str]
+    input_type: str | None
+    output_type: str | None
+    steps: list[StepFact]
+    nondet: list[NondetFact]
+    helper_calls: list[HelperCallFact]
+
+
+class RpcFact(TypedDict):
+    """A function registered with ``@pikku_func`` (or ``pikku_func(...)(fn)``)."""
+
+    name: StrValue
+    func: str
+    line: int
+    column: int
+    name_line: int
+    name_column: int
+    is_async: bool
+    input_type: str | None
+    output_type: str | None
+
+
+class WiringFact(TypedDict):
+    """A ``wire_workflow(...)`` call."""
+
+    line: int
+    column: int
+    name: StrValue
+    name_line: int
+    name_column: int
+    func: Ref | str | None
+    """A :class:`Ref` to the function, :data:`DYNAMIC` (not a name), or ``None`` (missing)."""
+    func_text: str | None
+    description: StrValue
+    execution_mode: StrValue
+    mode_line: int
+    mode_column: int
+    tags: list[StrValue] | str
+    middleware: list[str]
+    docs: dict[str, JSON] | str | None
+    starred: bool
+    """Positional arguments or ``**kwargs``: name/func may be hidden there."""
+
+
+class FileFacts(TypedDict):
+    """Everything extraction found in one file (one cache entry)."""
+
+    v: int
+    module: str
+    syntax_error: SyntaxErrorFact | None
+    internal_error: str | None
+    imports: dict[str, str]
+    """Local name -> dotted name it is bound to."""
+    star_imports: list[str]
+    constants: dict[str, str | int | float]
+    defs: list[str]
+    functions: dict[str, FunctionFact]
+    rpcs: list[RpcFact]
+    wirings: list[WiringFact]
+    suppressions: dict[str, list[str]]
+    """``{"<line>": [codes]}`` of ``# pikku: ignore[...]`` (``["*"]``: every code)."""
+
+
+def empty_facts(module: str) -> FileFacts:
+    return {
+        "v": FACTS_VERSION,
+        "module": module,
+        "syntax_error": None,
+        "internal_error": None,
+        "imports": {},
+        "star_imports": [],
+        "constants": {},
+        "defs": [],
+        "functions": {},
+        "rpcs": [],
+        "wirings": [],
+        "suppressions": {},
+    }
+
+
+@dataclass(slots=True)
+class Unit:
+    """A parsed file: where it is and its facts."""
+
+    rel: str
+    module: str
+    facts: FileFacts
+
+
+# ---------------------------------------------------------------- what linking reports
+# (the JSON report, ``pikku_typing.meta.AnalysisReport``, as plain values)
+
+
+class StepInfo(TypedDict):
+    type: str
+    step_name: str
+    description: str | None
+    line: int
+    column: int
+    in_loop: bool
+    rpc_name: NotRequired[str]
+    duration: NotRequired[Number]
+    retries: NotRequired[Number]
+    retry_delay: NotRequired[Number]
+
+
+class WorkflowInfo(TypedDict):
+    name: str
+    description: str | None
+    execution_mode: str
+    tags: list[str]
+    middleware: list[str]
+    docs: dict[str, JSON] | None
+    func: str
+    file: str
+    line: int
+    input_type: str | None
+    output_type: str | None
+    steps: list[StepInfo]
+
+
+class RpcInfo(TypedDict):
+    name: str
+    func: str
+    input_type: str | None
+    output_type: str | None
+    is_async: bool
+    file: str
+    line: int
+
+
+class DiagnosticInfo(TypedDict):
+    code: str
+    severity: str
+    file: str
+    line: int
+    column: int
+    message: str
+    hint: str | None
+
+
+class ReportData(TypedDict):
+    version: int
+    workflows: list[WorkflowInfo]
+    rpcs: list[RpcInfo]
+    events: list[JSON]
+    diagnostics: list[DiagnosticInfo]
