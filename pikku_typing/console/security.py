@@ -12,7 +12,7 @@
   ``Sec-Fetch-Site`` (when the browser sends them) must be this origin.
 * **Headers.** Every response has a strict Content-Security-Policy (no external source at
   all; the one inline script carries a per-response nonce), ``X-Frame-Options: DENY``,
-  ``nosniff``, ``no-referrer`` and ``no-store``.
+  ``nosniff``, ``Referrer-Policy: same-origin`` and ``no-store``.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _security_headers(nonce: str) -> list[tuple[bytes, bytes]]:
         (b"content-security-policy", csp.encode()),
         (b"x-frame-options", b"DENY"),
         (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
+        (b"referrer-policy", b"same-origin"),  # no-referrer makes POSTs Origin: null
         (b"cache-control", b"no-store"),
         (b"cross-origin-opener-policy", b"same-origin"),
         (b"cross-origin-resource-policy", b"same-origin"),
