@@ -21,6 +21,7 @@ before the patch never take; they are not compared. Nothing here imports user co
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -233,13 +234,60 @@ def _target_text(target: tuple[str, str | None]) -> str:
     return f"{kind} {name}" if name else kind
 
 
-def _patched_new(step: Any) -> bool:
-    """A step only new code reaches: in the ``True`` branch of ``workflow.patched(...)``."""
-    return bool(getattr(step, "patch", None)) and getattr(step, "patch_branch", True) is not False
+def patched_ranges(source: bytes) -> list[tuple[int, int]]:
+    """Line ranges that only new code reaches: the body of ``if <w>.patched("id"):`` (the
+    ``else`` of ``if not <w>.patched("id"):``). Runs recorded before the patch take the other
+    branch, so the steps in these ranges are not compared with the baseline."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    out: list[tuple[int, int]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.If):
+            continue
+        test, negated = node.test, False
+        if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            test, negated = test.operand, True
+        if isinstance(test, ast.Await):
+            test = test.value
+        if not (
+            isinstance(test, ast.Call)
+            and isinstance(test.func, ast.Attribute)
+            and test.func.attr == "patched"
+            and test.args
+            and isinstance(test.args[0], ast.Constant)
+            and isinstance(test.args[0].value, str)
+        ):
+            continue
+        arm = node.orelse if negated else node.body
+        if arm:
+            out.append((arm[0].lineno, max(getattr(s, "end_lineno", s.lineno) or s.lineno for s in arm)))
+    return out
 
 
-def _named(steps: Iterable[Any], *, current: bool) -> list[Any]:
-    return [s for s in steps if s.step_name != DYNAMIC and not (current and _patched_new(s))]
+class _PatchedLines:
+    """:func:`patched_ranges` of the files of the current code, read once each."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._ranges: dict[str, list[tuple[int, int]]] = {}
+
+    def __call__(self, file: str, line: int) -> bool:
+        if self.root is None:
+            return False
+        ranges = self._ranges.get(file)
+        if ranges is None:
+            try:
+                ranges = patched_ranges((self.root / file).read_bytes())
+            except OSError:
+                ranges = []
+            self._ranges[file] = ranges
+        return any(start <= line <= end for start, end in ranges)
+
+
+def _named(steps: Iterable[Any]) -> list[Any]:
+    return [s for s in steps if s.step_name != DYNAMIC]
 
 
 def _anchor(index: int, steps: Sequence[Any], common: set[str]) -> str | None:
@@ -249,9 +297,12 @@ def _anchor(index: int, steps: Sequence[Any], common: set[str]) -> str | None:
     return None
 
 
-def compare(baseline: AnalysisReport, current: AnalysisReport) -> list[Finding]:
+def compare(baseline: AnalysisReport, current: AnalysisReport, *, root: Path | None = None) -> list[Finding]:
     """Every incompatibility of ``current`` for runs started with ``baseline`` (both with
-    their ``types`` tables; a version-1 baseline has none: its types compare by name)."""
+    their ``types`` tables; a version-1 baseline has none: its types compare by name).
+    ``root``: where the current sources are, to leave out steps in ``workflow.patched(...)``
+    branches (:func:`patched_ranges`)."""
+    patched = _PatchedLines(root)
     types = TypeCompat(dict(baseline.types), dict(current.types))
     old_shapes = ShapeBuilder(None)
     old_shapes.types = dict(baseline.types)
@@ -288,7 +339,7 @@ def compare(baseline: AnalysisReport, current: AnalysisReport) -> list[Finding]:
                         new.line,
                     )
                 )
-        findings.extend(_compare_steps(old, new, baseline, current, types, old_shapes, new_shapes))
+        findings.extend(_compare_steps(old, new, baseline, current, types, old_shapes, new_shapes, patched))
     return findings
 
 
@@ -300,10 +351,11 @@ def _compare_steps(
     types: TypeCompat,
     old_shapes: ShapeBuilder,
     new_shapes: ShapeBuilder,
+    patched: _PatchedLines,
 ) -> list[Finding]:
     findings: list[Finding] = []
-    old_steps = _named(old_wf.steps, current=False)
-    new_steps = _named(new_wf.steps, current=True)
+    old_steps = _named(old_wf.steps)
+    new_steps = [s for s in _named(new_wf.steps) if not patched(new_wf.file, s.line)]
     old_names = {s.step_name for s in old_steps}
     new_names = {s.step_name for s in new_steps}
     common = old_names & new_names
@@ -475,7 +527,7 @@ def check_baseline(result: AnalysisResult, spec: str) -> list[Diag]:
 
     baseline = read_baseline(spec, result.config, cwd=Path.cwd())
     current = with_type_shapes(result.report, result.config)
-    diags = [f.to_diag() for f in compare(baseline, current)]
+    diags = [f.to_diag() for f in compare(baseline, current, root=result.config.root)]
     diags = _suppress(diags, result.suppressions)
     merged = sorted(set(result.diagnostics) | set(diags), key=Diag.sort_key)
     result.diagnostics[:] = merged
