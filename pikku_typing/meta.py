@@ -7,6 +7,8 @@ The JSON report of ``pikku-analyze --format json`` is ``AnalysisReport.model_dum
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Final, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -180,3 +182,25 @@ class AnalysisReport(_Frozen):
 
     def event(self, name: str) -> EventMeta | None:
         return next((e for e in self.events if e.name == name), None)
+
+
+def structural_hash(workflow: WorkflowMeta) -> str:
+    """The hash of a workflow's structure (``WorkflowRun.version``, SPEC section 9): its name,
+    input and output type expressions, and per step (in source order) the kind, the step name,
+    what it calls (RPC, event, child workflow) and whether it is in a loop. Lines, columns,
+    descriptions, retries and durations are left out: moving code or editing a description
+    keeps the version."""
+    steps: list[dict[str, object]] = []
+    for step in workflow.steps:
+        target = getattr(step, "rpc_name", None) or getattr(step, "event_name", None) or getattr(
+            step, "workflow_name", None
+        )
+        steps.append({"type": step.type, "name": step.step_name, "target": target, "loop": step.in_loop})
+    document = {
+        "name": workflow.name,
+        "input": workflow.input_type,
+        "output": workflow.output_type,
+        "steps": steps,
+    }
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

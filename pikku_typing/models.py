@@ -134,6 +134,11 @@ class WorkflowRun(BaseModel, Generic[InputT, OutputT]):
     cancel_requested: bool = False
     parent_run_id: str | None = None
     """The run that started this one as a child (``workflow.run_child``/``start_child``)."""
+    version: str | None = None
+    """Structural hash of the workflow when the run started (SPEC section 9): its steps'
+    kinds, names and targets and its input/output types, from the generated
+    ``workflow_meta.json`` (``pikku_typing.meta.structural_hash``); ``None`` when the
+    generated package was not imported."""
 
 
 class WorkflowEvent(BaseModel):

@@ -113,6 +113,21 @@ class Registry:
 
 
 registry: Final = Registry()
+
+_workflow_versions: dict[str, str] = {}
+
+
+def set_workflow_versions(versions: Mapping[str, str]) -> None:
+    """Record the structural hash of each workflow (SPEC section 9): the generated
+    ``workflow_wirings`` module calls it with the hashes of ``workflow_meta.json``; a run
+    records its workflow's hash when it starts (``WorkflowRun.version``)."""
+    _workflow_versions.update(versions)
+
+
+def workflow_version(name: str) -> str | None:
+    """The structural hash of workflow ``name`` (``None``: not known, the generated package
+    was not imported)."""
+    return _workflow_versions.get(name)
 """The process-wide registry filled by ``wire_workflow`` and ``@pikku_func``."""
 
 
@@ -277,6 +292,8 @@ __all__ = [
     "WorkflowDefinition",
     "pikku_func",
     "registry",
+    "set_workflow_versions",
     "wire_event",
     "wire_workflow",
+    "workflow_version",
 ]

@@ -5,10 +5,18 @@ from typing import Final
 
 import app.onboarding
 import app.rpcs
+from pikku_typing.wiring import set_workflow_versions
 
 WIRED_MODULES: Final[tuple[str, ...]] = (
     app.onboarding.__name__,
     app.rpcs.__name__,
 )
 
-__all__ = ["WIRED_MODULES"]
+WORKFLOW_VERSIONS: Final[dict[str, str]] = {
+    "onboarding": "0ab5a75c308e075f",
+}
+"""Structural hash of each workflow: ``WorkflowRun.version`` of the runs it starts."""
+
+set_workflow_versions(WORKFLOW_VERSIONS)
+
+__all__ = ["WIRED_MODULES", "WORKFLOW_VERSIONS"]

@@ -42,7 +42,11 @@ def new_run_id() -> str:
 
 
 def new_run(
-    workflow: str, input: Any, run_id: str | None, parent_run_id: str | None = None
+    workflow: str,
+    input: Any,
+    run_id: str | None,
+    parent_run_id: str | None = None,
+    version: str | None = None,
 ) -> WorkflowRun[Any, Any]:
     """A new run in status ``running`` (a fresh id unless a valid ``run_id`` is given)."""
     now = now_utc()
@@ -54,6 +58,7 @@ def new_run(
         created_at=now,
         updated_at=now,
         parent_run_id=None if parent_run_id is None else validate_run_id(parent_run_id),
+        version=version,
     )
 
 

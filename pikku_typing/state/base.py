@@ -100,11 +100,12 @@ class WorkflowStateService(ABC):
         *,
         run_id: str | None = None,
         parent_run_id: str | None = None,
+        version: str | None = None,
     ) -> WorkflowRun[Any, Any]:
         """Create a run in status ``running`` (a new uuid4 hex id unless ``run_id`` is given;
         a given id is validated and must not exist yet: one atomic insert, else
         :class:`RunAlreadyExistsError`). ``parent_run_id`` records the run that started it
-        as a child."""
+        as a child; ``version`` the workflow's structural hash (``WorkflowRun.version``)."""
 
     @abstractmethod
     async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:

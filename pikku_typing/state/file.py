@@ -343,8 +343,9 @@ class FileWorkflowStateService(WorkflowStateService):
         *,
         run_id: str | None = None,
         parent_run_id: str | None = None,
+        version: str | None = None,
     ) -> WorkflowRun[Any, Any]:
-        run = c.new_run(workflow, input, run_id, parent_run_id)
+        run = c.new_run(workflow, input, run_id, parent_run_id, version)
         run_id = run.id
         data = _dumps({"format": FORMAT, "run": run.model_dump(mode="json")})
         async with self._locked(run_id):

@@ -88,8 +88,9 @@ class InMemoryWorkflowStateService(WorkflowStateService):
         *,
         run_id: str | None = None,
         parent_run_id: str | None = None,
+        version: str | None = None,
     ) -> WorkflowRun[Any, Any]:
-        run = c.new_run(workflow, input, run_id, parent_run_id)
+        run = c.new_run(workflow, input, run_id, parent_run_id, version)
         run_id = run.id
         record = _Record(run)
         with self._mutex:

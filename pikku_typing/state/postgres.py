@@ -166,6 +166,7 @@ def _row_to_run(row: Mapping[str, Any]) -> WorkflowRun[Any, Any]:
         owner=None if row["owner"] is None else ClaimOwner.model_validate(row["owner"]),
         cancel_requested=row["cancel_requested"],
         parent_run_id=row.get("parent_run_id"),
+        version=row.get("version"),
     )
 
 
@@ -435,6 +436,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         *,
         run_id: str | None = None,
         parent_run_id: str | None = None,
+        version: str | None = None,
     ) -> WorkflowRun[Any, Any]:
         run_id = c.new_run_id() if run_id is None else validate_run_id(run_id)
         params = {
@@ -443,6 +445,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
             "input": _dumps(input, "the run input"),
             "now": c.now_utc(),
             "parent_run_id": None if parent_run_id is None else validate_run_id(parent_run_id),
+            "version": version,
         }
         row = await self._fetchone("insert_run", params)
         if row is None:

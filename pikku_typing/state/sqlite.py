@@ -271,8 +271,9 @@ class SqliteWorkflowStateService(WorkflowStateService):
         *,
         run_id: str | None = None,
         parent_run_id: str | None = None,
+        version: str | None = None,
     ) -> WorkflowRun[Any, Any]:
-        run = c.new_run(workflow, input, run_id, parent_run_id)
+        run = c.new_run(workflow, input, run_id, parent_run_id, version)
         run_id = run.id
         doc = run.model_dump_json()
         with self._tx() as conn:

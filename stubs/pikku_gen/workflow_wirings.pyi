@@ -4,5 +4,6 @@
 from typing import Final
 
 WIRED_MODULES: Final[tuple[str, ...]]
+WORKFLOW_VERSIONS: Final[dict[str, str]]
 
-__all__ = ["WIRED_MODULES"]
+__all__ = ["WIRED_MODULES", "WORKFLOW_VERSIONS"]

@@ -20,8 +20,8 @@ INSERT INTO pikku_schema_version (version) VALUES (%(version)s)
 SELECT 1 AS found FROM pikku_runs WHERE id = %(run_id)s
 
 -- name: insert_run
-INSERT INTO pikku_runs (id, workflow, status, input, created_at, updated_at, parent_run_id)
-VALUES (%(run_id)s, %(workflow)s, 'running', %(input)s, %(now)s, %(now)s, %(parent_run_id)s)
+INSERT INTO pikku_runs (id, workflow, status, input, created_at, updated_at, parent_run_id, version)
+VALUES (%(run_id)s, %(workflow)s, 'running', %(input)s, %(now)s, %(now)s, %(parent_run_id)s, %(version)s)
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 
