@@ -61,6 +61,15 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (StoreUnavailableError, TimeoutE
 raises one is redelivered by its queue instead of being marked done."""
 
 
+
+POLL_FIRST = 0.005
+"""Seconds ``result()`` first waits between two reads of the run; the wait grows 1.5x per read."""
+POLL_MAX = 0.25
+"""The longest wait between two reads on a store that cannot push settle notices."""
+POLL_MAX_PUSHED = 2.0
+"""The longest wait on a store that pushes them (a notice ends the wait at once; the reads are
+a safety net for a listener that is down)."""
+
 class RunHandle(Generic[OutputT]):
     """What ``client.start`` returns: the run's id, and shortcuts to wait for it."""
 
@@ -173,7 +182,7 @@ class WorkflowClient(Generic[InputT, OutputT]):
         the in-process queue and no ``serve()`` running in this runtime, ``result`` runs the
         due jobs itself (``drain()``) while it waits."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
+        delay = POLL_FIRST
         while True:
             if self._runtime._self_driving():
                 await self._runtime.drain()
@@ -200,7 +209,9 @@ class WorkflowClient(Generic[InputT, OutputT]):
                     )
                 wait = min(wait, remaining)
             await self._runtime._wait_settled(run_id, wait)
-            delay = min(delay * 1.5, 0.25)
+            # a store that pushes settle notices wakes the wait at once: poll rarely
+            pushed = self._runtime.state.pushes_settled
+            delay = min(delay * 1.5, POLL_MAX_PUSHED if pushed else POLL_MAX)
 
 
 class WorkflowRuntime:
@@ -367,10 +378,24 @@ class WorkflowRuntime:
             event.set()
 
     async def _wait_settled(self, run_id: str, timeout: float) -> None:
+        """Until the run settles in this process (an in-memory event) or, on a store that
+        pushes settle notices (PostgreSQL's LISTEN/NOTIFY), in any process; at most
+        ``timeout`` seconds."""
         event = asyncio.Event()
         self._settled.setdefault(run_id, []).append(event)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            if self.state.pushes_settled:
+                local = asyncio.ensure_future(event.wait())
+                remote = asyncio.ensure_future(self.state.wait_settled(run_id, timeout))
+                try:
+                    await asyncio.wait({local, remote}, timeout=timeout,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (local, remote):
+                        task.cancel()
+                    await asyncio.gather(local, remote, return_exceptions=True)
+            else:
+                await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
         finally:

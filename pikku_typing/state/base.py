@@ -15,6 +15,7 @@ Design rules the runtime relies on:
 
 from __future__ import annotations
 
+import asyncio
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection
@@ -22,7 +23,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Self, final
+from typing import Any, ClassVar, Final, Self, final
 
 from pikku_typing.errors import InvalidRunIdError, StepNotFoundError
 from pikku_typing.models import (
@@ -264,6 +265,18 @@ class WorkflowStateService(ABC):
     ) -> AbstractAsyncContextManager[None]:
         """Exclusive per-run lock across processes and tasks. Waits at most ``timeout``
         seconds (forever if ``None``), then raises ``TimeoutError``."""
+
+    # ------------------------------------------------------- settle notices
+    #: True when :meth:`wait_settled` returns as soon as a run settles in any process (a push
+    #: from the store, e.g. PostgreSQL's LISTEN/NOTIFY); False when it only sleeps, and
+    #: ``result()`` polls.
+    pushes_settled: ClassVar[bool] = False
+
+    async def wait_settled(self, run_id: str, timeout: float) -> None:
+        """Return when run ``run_id`` may have settled (completed, failed or cancelled) in any
+        process, or after ``timeout`` seconds, whichever is first. A hint, not a guarantee:
+        the caller reads the run again. The default sleeps for ``timeout``."""
+        await asyncio.sleep(timeout)
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:  # noqa: B027 - optional hook

@@ -67,6 +67,7 @@ from pikku_typing.models import (
 )
 from pikku_typing.state import _common as c
 from pikku_typing.state import _sql
+from pikku_typing.state._pg_listen import SettleListener
 from pikku_typing.state.base import UNSET, RunChanges, WorkflowStateService, validate_run_id
 
 if TYPE_CHECKING:
@@ -251,6 +252,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
         self._seed = 0
+        self._listener = SettleListener(lambda: self._connect(autocommit=True))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r})"
@@ -811,7 +813,17 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 raise
 
     # ------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------- settle notices
+    pushes_settled = True
+
+    async def wait_settled(self, run_id: str, timeout: float) -> None:
+        """Wait for the NOTIFY the ``update_run`` statement sends when run ``run_id`` settles
+        (in any process), at most ``timeout`` seconds; see :mod:`pikku_typing.state._pg_listen`."""
+        validate_run_id(run_id)
+        await self._listener.wait(run_id, timeout)
+
     async def close(self) -> None:
+        await self._listener.close()
         guards, self._guards = self._guards, []
         self._pool = self._lock_pool = None
         try:

@@ -30,6 +30,9 @@ SELECT * FROM pikku_runs WHERE id = %(run_id)s
 
 -- name: update_run
 -- Every field has a set_<field> flag: false keeps the stored value (RunChanges' UNSET).
+-- A run that settles is announced on the channel pikku_settled (payload: the run id; sent at
+-- commit) for the result() waiters of every process (LISTEN/NOTIFY instead of polling).
+WITH updated AS (
 UPDATE pikku_runs SET
     updated_at = %(now)s,
     status = CASE WHEN %(set_status)s THEN %(status)s::text ELSE status END,
@@ -42,6 +45,11 @@ UPDATE pikku_runs SET
 WHERE id = %(run_id)s
     AND (%(expect)s::text[] IS NULL OR status = ANY(%(expect)s::text[]))
 RETURNING *
+)
+SELECT updated.*, CASE WHEN %(set_status)s
+        AND updated.status IN ('completed', 'failed', 'cancelled')
+    THEN pg_notify('pikku_settled', updated.id) END AS settled_notify
+FROM updated
 
 -- name: get_step_states
 SELECT s.* FROM pikku_runs r LEFT JOIN pikku_steps s ON s.run_id = r.id
