@@ -36,7 +36,12 @@ from pikku_analyzer.cache import (
 )
 from pikku_analyzer.checks import Diag, LinkResult, link, make_diag
 from pikku_analyzer.config import PikkuConfig
-from pikku_analyzer.detect.extract import extract_facts, passes_prefilter, prefilter_tokens
+from pikku_analyzer.detect.extract import (
+    decode_problem,
+    extract_facts,
+    passes_prefilter,
+    prefilter_tokens,
+)
 from pikku_analyzer.facts import FileFacts, ReportData, Unit
 from pikku_analyzer.files import SourceFile, discover, read_source
 
@@ -135,6 +140,8 @@ def parses(source: bytes, filename: str = "<unknown>") -> bool:
     """Whether ``source`` certainly parses. False means "maybe not": :func:`extract_facts`
     decides (the symbol table also rejects e.g. ``nonlocal`` at module level, which
     ``ast.parse`` accepts)."""
+    if decode_problem(source) is not None:
+        return False  # compile() accepts some bytes that `python file.py` refuses to decode
     try:
         if _FAST_CHECK is not None:
             _FAST_CHECK(source, filename, "exec")
@@ -437,7 +444,7 @@ def _report_data(linked: LinkResult, diags: list[Diag]) -> ReportData:
         "version": REPORT_VERSION,
         "workflows": linked.workflows,
         "rpcs": linked.rpcs,
-        "events": [],
+        "events": linked.events,
         "diagnostics": [d.to_dict() for d in diags],
     }
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NotRequired, TypedDict
 
 DYNAMIC: Final = "<dynamic>"
-FACTS_VERSION: Final = 4
+FACTS_VERSION: Final = 5
 
 JSON = Any
 """A JSON-able value (plain dicts, lists, str, int, float, bool, None)."""
@@ -35,8 +35,17 @@ class Ref(TypedDict):
     ref: str
 
 
-StrValue = str | Ref | None
-"""A literal string, :data:`DYNAMIC`, a :class:`Ref`, or ``None`` (not given)."""
+class Concat(TypedDict):
+    """A string built from constants of which some are imported (``USERS + ".create"``):
+    the parts are joined when linking (:data:`DYNAMIC` if one is not a string constant)."""
+
+    concat: list[str | Ref]
+
+
+StrValue = str | Ref | Concat | None
+"""A literal string (also one built from constants only: implicit concatenation, ``+``,
+f-strings of constants), :data:`DYNAMIC`, a :class:`Ref`, a :class:`Concat`, or ``None``
+(not given)."""
 Number = int | float | str | None
 """A literal number, :data:`DYNAMIC`, or ``None``."""
 Branch = list[int]
@@ -50,7 +59,8 @@ class SyntaxErrorFact(TypedDict):
 
 
 class StepFact(TypedDict):
-    """One ``workflow.do(...)`` / ``workflow.sleep(...)`` call."""
+    """One ``workflow.do(...)`` / ``workflow.sleep(...)`` / ``workflow.wait_for_event(...)`` /
+    ``workflow.run_child(...)`` / ``workflow.start_child(...)`` call."""
 
     step_name: StrValue
     description: StrValue
@@ -59,11 +69,12 @@ class StepFact(TypedDict):
     in_loop: bool
     branches: list[Branch]
     type: NotRequired[str]
-    """``"rpc"``, ``"inline"``, ``"sleep"``, or ``"ref"`` (decided when linking)."""
+    """``"rpc"``, ``"inline"``, ``"sleep"``, ``"event"``, ``"child"``, or ``"ref"`` (decided
+    when linking)."""
     duration: NotRequired[Number]
     retries: NotRequired[Number]
     retry_delay: NotRequired[Number]
-    rpc_name: NotRequired[str]
+    rpc_name: NotRequired[StrValue]
     rpc_span: NotRequired[list[int]]
     """``[line, column, end line, end column]`` of the RPC name literal (0-based columns)."""
     unresolved: NotRequired[str]
@@ -71,6 +82,28 @@ class StepFact(TypedDict):
     ref: NotRequired[str]
     """``type == "ref"``: the dotted name of the second argument."""
     has_data: NotRequired[bool]
+    event_name: NotRequired[StrValue]
+    """``type == "event"``: the event waited for."""
+    timeout: NotRequired[Number]
+    """``type == "event"``: the timeout as written (``"3d"``, seconds), None without one."""
+    workflow_name: NotRequired[StrValue]
+    """``type == "child"``: the child workflow."""
+    wait: NotRequired[bool]
+    """``type == "child"``: ``run_child`` (True) or ``start_child`` (False)."""
+    name_span: NotRequired[list[int]]
+    """``[line, column]`` (1-based column) of the event/workflow name argument."""
+
+
+class NestedFact(TypedDict):
+    """A step call reached from the function of an inline step (``NESTED_STEP``)."""
+
+    line: int
+    column: int
+    call: str
+    """``workflow.do``, ``w.sleep``...: as written."""
+    step_name: StrValue
+    outer: StrValue
+    """The name of the inline step whose function makes the call."""
 
 
 class NondetFact(TypedDict):
@@ -105,6 +138,7 @@ class FunctionFact(TypedDict):
     steps: list[StepFact]
     nondet: list[NondetFact]
     helper_calls: list[HelperCallFact]
+    nested: list[NestedFact]
 
 
 class RpcFact(TypedDict):
@@ -143,6 +177,31 @@ class WiringFact(TypedDict):
     """Positional arguments or ``**kwargs``: name/func may be hidden there."""
 
 
+class EventFact(TypedDict):
+    """A ``wire_event(name=..., payload=...)`` call."""
+
+    line: int
+    column: int
+    name: StrValue
+    name_line: int
+    name_column: int
+    payload_type: str | None
+    starred: bool
+
+
+class UseFact(TypedDict):
+    """A workflow or event name used outside a workflow body: ``runtime.client("x")``,
+    ``workflow_client(runtime, "x")``, ``client.send_event(run_id, "e", payload)``."""
+
+    kind: str
+    """``"workflow"`` or ``"event"``."""
+    via: str
+    """``client``, ``workflow_client`` or ``send_event``."""
+    name: StrValue
+    line: int
+    column: int
+
+
 class FileFacts(TypedDict):
     """Everything extraction found in one file (one cache entry)."""
 
@@ -153,11 +212,13 @@ class FileFacts(TypedDict):
     imports: dict[str, str]
     """Local name -> dotted name it is bound to."""
     star_imports: list[str]
-    constants: dict[str, str | int | float]
+    constants: dict[str, str | int | float | Ref | Concat]
     defs: list[str]
     functions: dict[str, FunctionFact]
     rpcs: list[RpcFact]
     wirings: list[WiringFact]
+    events: list[EventFact]
+    uses: list[UseFact]
     suppressions: dict[str, list[str]]
     """``{"<line>": [codes]}`` of ``# pikku: ignore[...]`` (``["*"]``: every code)."""
 
@@ -175,6 +236,8 @@ def empty_facts(module: str) -> FileFacts:
         "functions": {},
         "rpcs": [],
         "wirings": [],
+        "events": [],
+        "uses": [],
         "suppressions": {},
     }
 
@@ -203,6 +266,10 @@ class StepInfo(TypedDict):
     duration: NotRequired[Number]
     retries: NotRequired[Number]
     retry_delay: NotRequired[Number]
+    event_name: NotRequired[str]
+    timeout: NotRequired[Number]
+    workflow_name: NotRequired[str]
+    wait: NotRequired[bool]
 
 
 class WorkflowInfo(TypedDict):
@@ -230,6 +297,16 @@ class RpcInfo(TypedDict):
     line: int
 
 
+class EventInfo(TypedDict):
+    """``pikku_typing.meta.EventMeta``."""
+
+    name: str
+    payload_type: str | None
+    file: str
+    line: int
+    module: str
+
+
 class DiagnosticInfo(TypedDict):
     code: str
     severity: str
@@ -244,5 +321,5 @@ class ReportData(TypedDict):
     version: int
     workflows: list[WorkflowInfo]
     rpcs: list[RpcInfo]
-    events: list[JSON]
+    events: list[EventInfo]
     diagnostics: list[DiagnosticInfo]

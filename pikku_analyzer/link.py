@@ -16,9 +16,13 @@ from typing import NamedTuple
 
 from pikku_analyzer.facts import (
     DYNAMIC,
+    Concat,
+    EventFact,
+    EventInfo,
     FunctionFact,
     HelperCallFact,
     NondetFact,
+    Ref,
     RpcFact,
     RpcInfo,
     StepFact,
@@ -40,7 +44,7 @@ class Target(NamedTuple):
     function), ``constant`` (``value`` the constant) or ``module`` (``value`` its name)."""
 
     kind: str
-    value: str | int | float
+    value: str | int | float | Ref | Concat
     name: str = ""
 
 
@@ -108,15 +112,32 @@ class Linker:
                 return found
         return None
 
-    def string(self, value: StrValue) -> str | None:
+    def string(self, value: StrValue, depth: int = 0) -> str | None:
         """A string value with its :class:`~pikku_analyzer.facts.Ref` resolved (to the
-        constant, or :data:`DYNAMIC` when it is not a string constant)."""
-        if isinstance(value, dict):
-            found = self.resolve(value["ref"])
-            if found is not None and found.kind == "constant" and isinstance(found.value, str):
-                return found.value
+        constant, or :data:`DYNAMIC` when it is not a string constant) and the parts of a
+        :class:`~pikku_analyzer.facts.Concat` joined."""
+        if not isinstance(value, dict):
+            return value
+        if depth > 12:
             return DYNAMIC
-        return value
+        if "concat" in value:
+            concat: Concat = value  # type: ignore[assignment]
+            parts = [self.string(part, depth + 1) for part in concat["concat"]]
+            known = [part for part in parts if isinstance(part, str) and part != DYNAMIC]
+            return "".join(known) if len(known) == len(parts) else DYNAMIC
+        if "ref" in value:
+            ref: Ref = value
+            found = self.resolve(ref["ref"])
+            if found is not None and found.kind == "constant" and isinstance(found.value, str | dict):
+                resolved = self.string(found.value, depth + 1)
+                return resolved if isinstance(resolved, str) else DYNAMIC
+        return DYNAMIC
+
+    def in_project(self, dotted: str) -> bool:
+        """Whether ``dotted`` names something in an analysed module (not an outside library
+        such as ``time`` or ``uuid``)."""
+        parts = dotted.split(".")
+        return any(self.unit(".".join(parts[:cut])) is not None for cut in range(len(parts), 0, -1))
 
 
 # ------------------------------------------------------------------ the linked project
@@ -151,6 +172,9 @@ class PlacedStep:
     kind: str
     rpc_name: str | None
     """``kind == "rpc"``: the RPC name (:data:`DYNAMIC` when not known statically)."""
+    target_name: str | None
+    """``kind == "event"``: the event's name; ``kind == "child"``: the child workflow's name
+    (:data:`DYNAMIC` when not known statically)."""
     unresolved: str | None
     """Why the kind cannot be told (``UNRESOLVED_STEP_KIND``), or None."""
 
@@ -175,9 +199,10 @@ class Wiring:
     name: str | None
     """The resolved name (None: not given, :data:`DYNAMIC`, or possibly empty)."""
     duplicate_of: tuple[str, int] | None = None
-    """(file, line) of the earlier wiring of the same name."""
+    """(file, line) of the earlier wiring of the same name (a duplicate is still a workflow
+    of the report and its body is checked; the code generator keeps the first)."""
     workflow: WorkflowInfo | None = None
-    """Set when the wiring is a workflow of the report (named, with a func=, not a duplicate)."""
+    """Set when the wiring is a workflow of the report (named, with a func=)."""
     mode: str | None = None
     """The resolved ``execution_mode=`` (None: not given)."""
     func_ref: str | None = None
@@ -190,6 +215,17 @@ class Wiring:
     @property
     def named(self) -> bool:
         return isinstance(self.name, str) and self.name != DYNAMIC and bool(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class EventDecl:
+    """A ``wire_event(...)`` call; ``name`` resolved (:data:`DYNAMIC` when not static)."""
+
+    unit: Unit
+    fact: EventFact
+    name: str
+    duplicate_of: tuple[str, int] | None
+    """(file, line) of the earlier declaration of the same name."""
 
 
 @dataclass
@@ -205,6 +241,25 @@ class Project:
     wirings: list[Wiring] = field(default_factory=list)
     bodies: dict[tuple[str, str], Body] = field(default_factory=dict)
     """Each workflow function once (several wirings may share one), by (file, name)."""
+    events: list[EventDecl] = field(default_factory=list)
+
+    def workflow_names(self) -> set[str]:
+        """Every statically named workflow that is wired."""
+        return {w.name for w in self.wirings if w.workflow is not None and w.name is not None}
+
+    def event_infos(self) -> list[EventInfo]:
+        out: list[EventInfo] = [
+            {
+                "name": decl.name,
+                "payload_type": decl.fact["payload_type"],
+                "file": decl.unit.rel,
+                "line": decl.fact["line"],
+                "module": decl.unit.module,
+            }
+            for decl in self.events
+            if decl.duplicate_of is None and decl.name != DYNAMIC
+        ]
+        return sorted(out, key=lambda e: e["name"])
 
     def workflows(self) -> list[WorkflowInfo]:
         found = [w.workflow for w in self.wirings if w.workflow is not None]
@@ -238,6 +293,7 @@ def build_project(units: list[Unit], loader: Loader | None = None) -> Project:
         project.units[unit.rel] = unit
     _link_rpcs(project, ordered)
     _link_wirings(project, ordered)
+    _link_events(project, ordered)
     for rel, unit in sorted(linker.loaded.items()):
         project.units.setdefault(rel, unit)  # a module parsed on demand (followed from func=)
     return project
@@ -268,10 +324,23 @@ def _link_wirings(project: Project, ordered: list[Unit]) -> None:
             name = wiring.name
             assert name is not None
             if name in seen:
-                wiring.duplicate_of = seen[name]
-                continue
-            seen[name] = (unit.rel, fact["line"])
+                wiring.duplicate_of = seen[name]  # still reported and its body checked
+            else:
+                seen[name] = (unit.rel, fact["line"])
             _link_workflow(project, wiring, name)
+
+
+def _link_events(project: Project, ordered: list[Unit]) -> None:
+    seen: dict[str, tuple[str, int]] = {}
+    for unit in ordered:
+        for fact in unit.facts["events"]:
+            name = project.linker.string(fact["name"])
+            if not isinstance(name, str) or not name:
+                name = DYNAMIC
+            duplicate = seen.get(name) if name != DYNAMIC else None
+            if duplicate is None and name != DYNAMIC:
+                seen[name] = (unit.rel, fact["line"])
+            project.events.append(EventDecl(unit, fact, name, duplicate))
 
 
 def _tags(linker: Linker, raw: list[StrValue] | str) -> list[str]:
@@ -380,6 +449,8 @@ def _body(linker: Linker, unit: Unit, name: str, function: FunctionFact) -> Body
     order = 0
     while queue and len(seen) < MAX_HELPERS:
         prefix, call, site_line, site_column, in_loop, outer = queue.pop(0)
+        if call["in_step"]:
+            continue  # a helper run inside an inline step: its steps are NESTED_STEP
         found = linker.resolve(call["ref"])
         if found is None or found.kind != "function":
             continue
@@ -438,14 +509,21 @@ def _place(
     step_name = linker.string(step["step_name"])
     kind = step["type"]
     unresolved = step.get("unresolved")
-    rpc_name: str | None = step.get("rpc_name")
+    rpc_name = linker.string(step.get("rpc_name"))
     if kind == "ref":
         ref = step.get("ref", "")
         found = linker.resolve(ref)
-        if found is not None and found.kind == "constant" and isinstance(found.value, str):
-            kind, rpc_name = "rpc", found.value
+        constant = (
+            linker.string(found.value)
+            if found is not None and found.kind == "constant" and isinstance(found.value, str | dict)
+            else None
+        )
+        if constant is not None and constant != DYNAMIC:
+            kind, rpc_name = "rpc", constant
         elif found is not None and found.kind == "function":
             kind = "inline"
+        elif not step.get("has_data") and not linker.in_project(ref):
+            kind = "inline"  # a function of an outside module (time.time, uuid.uuid4, os.getcwd)
         else:
             kind = "rpc" if step.get("has_data") else "inline"
             rpc_name = DYNAMIC
@@ -464,12 +542,43 @@ def _place(
         description=linker.string(step.get("description")),
         kind=kind,
         rpc_name=rpc_name if kind == "rpc" else None,
+        target_name=_target_name(linker, step, kind),
         unresolved=unresolved,
     )
 
 
+def _target_name(linker: Linker, step: StepFact, kind: str) -> str | None:
+    if kind not in ("event", "child"):
+        return None
+    raw = step.get("event_name") if kind == "event" else step.get("workflow_name")
+    name = linker.string(raw)
+    return name if isinstance(name, str) else DYNAMIC
+
+
 def _step_info(step: PlacedStep) -> StepInfo:
     fact = step.fact
+    if step.kind == "event":
+        return {
+            "type": "event",
+            "step_name": step.step_name,
+            "event_name": step.target_name or DYNAMIC,
+            "timeout": fact.get("timeout"),
+            "description": step.description,
+            "line": step.line,
+            "column": step.column,
+            "in_loop": step.in_loop,
+        }
+    if step.kind == "child":
+        return {
+            "type": "child",
+            "step_name": step.step_name,
+            "workflow_name": step.target_name or DYNAMIC,
+            "wait": bool(fact.get("wait", True)),
+            "description": step.description,
+            "line": step.line,
+            "column": step.column,
+            "in_loop": step.in_loop,
+        }
     if step.kind == "sleep":
         return {
             "type": "sleep",

@@ -467,7 +467,7 @@ def test_nested_functions_and_helpers(tmp_path: Path) -> None:
     assert by_name["closure"]["rpc_name"] == "svc.a"
     assert by_name["viaParam"]["type"] == "inline"
     assert by_name["moduleHelper"]["type"] == "inline"
-    assert "insideLambda" in by_name and "lambdaStep" in by_name
+    assert "insideLambda" not in by_name and "lambdaStep" in by_name  # nested: NESTED_STEP
 
 
 def test_step_classification(tmp_path: Path) -> None:

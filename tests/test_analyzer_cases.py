@@ -45,8 +45,10 @@ def test_case_report(name: str, tmp_path: Path) -> None:
 def test_shop_highlights(tmp_path: Path) -> None:
     result = analyze(load_config(copy_case("shop", tmp_path)), use_cache=False)
     data = result.data
-    assert [w["name"] for w in data["workflows"]] == ["broken-mode", "checkout"]
+    # the second wiring of "checkout" is reported too (DUPLICATE_WORKFLOW_NAME), after the first
+    assert [w["name"] for w in data["workflows"]] == ["broken-mode", "checkout", "checkout"]
     checkout = data["workflows"][1]
+    assert data["workflows"][2]["execution_mode"] == "remote" and data["workflows"][2]["middleware"] == []
     assert checkout["func"] == "shop.flows.checkout:checkout"
     assert checkout["middleware"] == ["shop.flows.checkout.audit"]
     assert checkout["input_type"] == "shop.types.Order"

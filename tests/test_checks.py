@@ -29,6 +29,11 @@ def send_email(data: dict) -> None:
 HEAD = "from pikku_typing import Workflow, pikku_func, rpc, wire_workflow\n"
 
 
+EVENT = 'from pikku_typing import wire_event\nwire_event(name="paid", payload=dict)\n'
+CLIENT = 'from pikku_typing import WorkflowRuntime\nruntime = WorkflowRuntime()\nclient = runtime.client("flow")\n'
+HELPER = 'async def helper(w):\n    await w.do("inner", lambda: 1)\n'
+
+
 def wf(body: str, wiring: str = 'wire_workflow(name="flow", func=flow)', header: str = "") -> str:
     return (
         HEAD
@@ -76,8 +81,16 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             wf('await workflow.do("a", "users.create", {})'),
             wf('await workflow.do("a", f"users.{data}", {})'),
             wf('await workflow.do("a", lambda: rpc.invoke("nope", {}))'),
+            # names built from constants only are static (issue 10)
+            wf('await workflow.do("a", "users" ".create", {})'),
+            wf('await workflow.do("a", "users" + ".create", {})'),
+            wf('await workflow.do("a", f"users.{ACTION}", {})', header='ACTION = "create"\n'),
+            wf('await workflow.do("a", RPC, {})', header='from typing import Final\nP: Final = "users"\nRPC = P + ".create"\n'),
         ],
         [
+            wf('await workflow.do("a", "users" + ".craete", {})  # <-'),
+            wf('await workflow.do("a", f"users.{ACTION}", {})  # <-', header='ACTION = "craete"\n'),
+            wf('await workflow.do("a", f"{P}.{1}", {})  # <-', header='P = "users"\n'),
             wf('await workflow.do("a", "users.craete", {})  # <-'),
             wf('await workflow.do("a", RPC, {})', header='RPC = "no.such.rpc"\n'),
         ],
@@ -111,9 +124,13 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         [
             wf("pass", 'wire_workflow(name="flow", func=flow)'),
             wf("pass", "wire_workflow(name=NAME, func=flow)", header='NAME = "flow"\n'),
+            # built from constants only: static (issue 10)
+            wf("pass", 'wire_workflow(name=f"flow{1}", func=flow)'),
+            wf("pass", 'wire_workflow(name="fl" "ow", func=flow)'),
+            wf("pass", "wire_workflow(name=PREFIX + '.flow', func=flow)", header='PREFIX = "app"\n'),
         ],
         [
-            wf("pass", 'wire_workflow(name=f"flow{1}", func=flow)  # <-'),
+            wf("pass", 'wire_workflow(name=f"flow{suffix()}", func=flow)  # <-'),
             wf("pass", "wire_workflow(name=compute(), func=flow)  # <-"),
             wf("pass", 'wire_workflow(name="", func=flow)  # <-'),
         ],
@@ -146,6 +163,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             wf('await workflow.do("a", helper)', header="def helper(): return 1\n"),
             wf('await workflow.do("a", "users.create", {})'),
             wf("import functools\nawait workflow.do('a', functools.partial(print, 1))"),
+            # a function of a module outside the project is an inline step (issue 10)
+            wf("import time\nawait workflow.do('a', time.time)"),
+            wf("import uuid\nawait workflow.do('a', uuid.uuid4)"),
+            wf("import os\nawait workflow.do('a', os.getcwd)"),
+            wf("from os import getcwd\nawait workflow.do('a', getcwd)"),
         ],
         [
             wf('await workflow.do("a", data["fn"])  # <-'),
@@ -207,11 +229,77 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "ANALYZER_ERROR": ([wf("pass")], []),
-    # SPEC 8 / NESTED_STEP: the codes exist; their detection (and INVALID cases) comes next.
-    "NESTED_STEP": ([wf('await workflow.do("a", lambda: 1)')], []),
-    "UNKNOWN_EVENT": ([wf("pass")], []),
-    "DUPLICATE_EVENT_NAME": ([wf("pass")], []),
-    "UNKNOWN_WORKFLOW": ([wf("pass")], []),
+    "NESTED_STEP": (
+        [
+            wf('await workflow.do("a", lambda: 1)'),
+            wf('async def inner():\n    return 1\nawait workflow.do("a", inner)'),
+            wf('await workflow.do("a", lambda: 1)\nawait helper(workflow)', header=HELPER),
+            wf('await workflow.do("a", lambda: rpc.invoke("users.create", {}))'),
+        ],
+        [
+            wf('await workflow.do("a", lambda: workflow.do("b", lambda: 1))  # <-'),
+            wf('await workflow.do("a", lambda: workflow.sleep("b", 1))  # <-'),
+            wf('async def inner():\n    await workflow.do("b", lambda: 1)  # <-\nawait workflow.do("a", inner)'),
+            wf('fn = lambda: workflow.do("b", lambda: 1)  # <-\nawait workflow.do("a", fn)'),
+            wf("await workflow.do('a', lambda: helper(workflow))", header=HELPER.replace("1)", "1)  # <-")),
+            wf(
+                "import functools\nawait workflow.do('a', functools.partial(helper, workflow))",
+                header=HELPER.replace("1)", "1)  # <-"),
+            ),
+        ],
+    ),
+    "UNKNOWN_EVENT": (
+        [
+            wf('await workflow.wait_for_event("w", "paid")', header=EVENT),
+            wf('await workflow.wait_for_event("w", PAID, timeout="1d")', header=EVENT + 'PAID = "pa" + "id"\n'),
+            wf('await workflow.wait_for_event("w", data["event"])'),  # not static: not checked
+            wf("pass", CLIENT + 'async def h(): await client.send_event("r", "paid", {})\n', header=EVENT),
+            wf("pass", CLIENT + 'async def h(): await runtime.send_event("r", "paid", {})\n', header=EVENT),
+            wf("pass", 'class Bus:\n    def send_event(self, a, b): ...\nBus().send_event(1, "other")\n'),
+        ],
+        [
+            wf('await workflow.wait_for_event("w", "payd")  # <-', header=EVENT),
+            wf('await workflow.wait_for_event("w", "paid", timeout=5)  # <-'),
+            wf("pass", CLIENT + 'async def h(): await client.send_event("r", "nope", {})  # <-\n', header=EVENT),
+            wf("pass", CLIENT + 'async def h(): await runtime.send_event("r", "nope", {})  # <-\n'),
+            wf(
+                "pass",
+                'from pikku_typing.testing import WorkflowTestEnv\n'
+                'async def t(env: WorkflowTestEnv) -> None:\n'
+                '    await env.send_event("r", "nope", {})  # <-\n',
+            ),
+        ],
+    ),
+    "DUPLICATE_EVENT_NAME": (
+        [
+            wf("pass", header=EVENT),
+            wf("pass", header=EVENT + 'wire_event(name="refunded", payload=dict)\n'),
+        ],
+        [
+            wf("pass", header=EVENT + 'wire_event(name="paid", payload=int)  # <-\n'),
+            wf("pass", header=EVENT + 'wire_event(name="pa" "id", payload=dict)  # <-\n'),
+        ],
+    ),
+    "UNKNOWN_WORKFLOW": (
+        [
+            wf('await workflow.run_child("c", "flow", {})'),
+            wf('await workflow.start_child("c", "flow", {})'),
+            wf("pass", 'wire_workflow(name="flow", func=flow)\n' + CLIENT),
+            wf("pass", 'import boto3\ns3 = boto3.client("s3")\n'),  # not a pikku runtime
+        ],
+        [
+            wf('await workflow.run_child("c", "flwo", {})  # <-'),
+            wf('await workflow.start_child("c", "billing", {})  # <-'),
+            wf("pass", 'wire_workflow(name="flow", func=flow)\n' + CLIENT.replace('"flow")', '"nope")  # <-')),
+            wf(
+                "pass",
+                'wire_workflow(name="flow", func=flow)\nfrom pikku_typing import WorkflowRuntime\n'
+                'async def main() -> None:\n'
+                '    async with WorkflowRuntime() as rt:\n'
+                '        await rt.client("nope").start({})  # <-\n',
+            ),
+        ],
+    ),
 }
 
 # UNREADABLE_FILE, FILE_TOO_LARGE, SYMLINK_LOOP and ANALYZER_ERROR are about files, not

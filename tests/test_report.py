@@ -175,7 +175,7 @@ def test_mermaid_example(example: AnalysisResult) -> None:
     assert "#lt;dynamic#gt;" in text  # escaped
     arrows = [line for line in lines if "-->" in line]
     assert len(arrows) == 7  # start -> 6 steps -> end
-    assert text.count("classDef") == 3
+    assert text.count("classDef") == 5  # rpc, inline, sleep, event, child
 
 
 def test_mermaid_escapes_quotes(tmp_path: Path) -> None:

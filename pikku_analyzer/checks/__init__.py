@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pikku_analyzer.checks import (
+    children,
     determinism,
+    events,
+    nesting,
     parse_errors,
     rpc_names,
     step_kinds,
@@ -22,7 +25,7 @@ from pikku_analyzer.checks import (
     wirings,
 )
 from pikku_analyzer.checks.base import Check, Diag, Loc, Report, Reporter, make_diag
-from pikku_analyzer.facts import RpcInfo, Unit, WorkflowInfo
+from pikku_analyzer.facts import EventInfo, RpcInfo, Unit, WorkflowInfo
 from pikku_analyzer.link import Loader, Project, build_project
 
 CHECKS: tuple[Check, ...] = (
@@ -34,6 +37,9 @@ CHECKS: tuple[Check, ...] = (
     step_names.CHECK,
     step_kinds.CHECK,
     determinism.CHECK,
+    nesting.CHECK,
+    events.CHECK,
+    children.CHECK,
 )
 """Every check, in the order they run (the diagnostics are sorted afterwards)."""
 
@@ -52,13 +58,16 @@ class LinkResult:
     diagnostics: list[Diag] = field(default_factory=list)
     units: dict[str, Unit] = field(default_factory=dict)
     """Every unit looked at, by relative path (for suppressions and excerpts)."""
+    events: list[EventInfo] = field(default_factory=list)
 
 
 def link(units: list[Unit], loader: Loader | None = None) -> LinkResult:
     """Link ``units`` and run every check: the report's workflows and RPCs, and the
     diagnostics."""
     project = build_project(units, loader)
-    return LinkResult(project.workflows(), project.rpc_infos(), run_checks(project), project.units)
+    return LinkResult(
+        project.workflows(), project.rpc_infos(), run_checks(project), project.units, project.event_infos()
+    )
 
 
 __all__ = [

@@ -27,13 +27,16 @@ from typing import Any, Final
 from pikku_analyzer.facts import (
     DYNAMIC,
     JSON,
+    EventFact,
     FileFacts,
     FunctionFact,
     HelperCallFact,
+    NestedFact,
     NondetFact,
     RpcFact,
     StepFact,
     SyntaxErrorFact,
+    UseFact,
     WiringFact,
     empty_facts,
 )
@@ -44,10 +47,17 @@ _LOOPS: Final = (ast.For, ast.AsyncFor, ast.While)
 _COMPREHENSIONS: Final = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 _FUNCS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
 
-# dotted name -> (what it is, specific hint)
+_NOW_HINT: Final = "use `await {alias}.now()`: the time (UTC), recorded once and the same on every replay"
+_UUID_HINT: Final = "use `await {alias}.uuid4()`: a UUID recorded once and the same on every replay"
+_RANDOM_HINT: Final = (
+    "use `await {alias}.random()` (a float recorded once and the same on every replay), "
+    "or move the call into a step"
+)
+
+# dotted name -> (what it is, specific hint; "{alias}" is the workflow parameter)
 _NONDET_EXACT: Final[dict[str, tuple[str, str]]] = {
-    "time.time": ("the current time", ""),
-    "time.time_ns": ("the current time", ""),
+    "time.time": ("the current time", _NOW_HINT),
+    "time.time_ns": ("the current time", _NOW_HINT),
     "time.monotonic": ("a clock", ""),
     "time.monotonic_ns": ("a clock", ""),
     "time.perf_counter": ("a clock", ""),
@@ -57,12 +67,12 @@ _NONDET_EXACT: Final[dict[str, tuple[str, str]]] = {
     "time.gmtime": ("the current time", ""),
     "time.sleep": ("a blocking sleep", "use await workflow.sleep(\"name\", duration): it is durable"),
     "asyncio.sleep": ("a non-durable sleep", "use await workflow.sleep(\"name\", duration): it is durable"),
-    "datetime.datetime.now": ("the current time", ""),
-    "datetime.datetime.utcnow": ("the current time", ""),
-    "datetime.datetime.today": ("the current date", ""),
-    "datetime.date.today": ("the current date", ""),
-    "uuid.uuid1": ("a random UUID", ""),
-    "uuid.uuid4": ("a random UUID", ""),
+    "datetime.datetime.now": ("the current time", _NOW_HINT),
+    "datetime.datetime.utcnow": ("the current time", _NOW_HINT),
+    "datetime.datetime.today": ("the current date", _NOW_HINT),
+    "datetime.date.today": ("the current date", _NOW_HINT),
+    "uuid.uuid1": ("a random UUID", _UUID_HINT),
+    "uuid.uuid4": ("a random UUID", _UUID_HINT),
     "os.environ": ("the environment", ""),
     "os.getenv": ("the environment", ""),
     "os.getenvb": ("the environment", ""),
@@ -89,7 +99,7 @@ _NONDET_EXACT: Final[dict[str, tuple[str, str]]] = {
     ),
 }
 _NONDET_PREFIXES: Final[tuple[tuple[str, str], ...]] = (
-    ("random.", "randomness"),
+    ("random.", "randomness"),  # random.random: _RANDOM_HINT (see nondeterministic)
     ("secrets.", "randomness"),
     ("os.environ.", "the environment"),
     ("requests.", "network I/O"),
@@ -114,6 +124,8 @@ def nondeterministic(dotted: str) -> tuple[str, str] | None:
     hit = _NONDET_EXACT.get(dotted)
     if hit is not None:
         return hit
+    if dotted == "random.random":
+        return ("randomness", _RANDOM_HINT)
     if dotted in _NONDET_ALLOWED:
         return None
     for prefix, what in _NONDET_PREFIXES:
@@ -133,7 +145,32 @@ def wire_targets(package: str) -> frozenset[str]:
     )
 
 
-_STAR_NAMES: Final = frozenset({"wire_workflow", "pikku_func", "rpc", "Workflow"})
+def event_targets(package: str) -> frozenset[str]:
+    return frozenset(
+        {
+            "pikku_typing.wire_event",
+            "pikku_typing.wiring.wire_event",
+            f"{package}.wire_event",
+            f"{package}.workflow_types.wire_event",
+        }
+    )
+
+
+def client_targets(package: str) -> frozenset[str]:
+    """``workflow_client(runtime, "name")`` of the generated package."""
+    return frozenset({f"{package}.workflow_client", f"{package}.workflow_map.workflow_client"})
+
+
+STEP_METHODS: Final = frozenset({"do", "sleep", "wait_for_event", "run_child", "start_child"})
+"""Methods of the workflow object that start a step (SPEC sections 3 and 8)."""
+VALUE_METHODS: Final = frozenset({"now", "uuid4", "random"})
+"""Deterministic helpers of the workflow object: recorded once, replayed after (SPEC 8)."""
+_RUNTIME_CLASSES: Final = frozenset({"WorkflowRuntime", "WorkflowTestEnv"})
+_CLIENT_CLASSES: Final = frozenset({"WorkflowClient"})
+_RUNTIME_FIXTURES: Final = frozenset({"workflow_env"})
+"""Parameter names bound to a runtime-like object by pikku's pytest plugin."""
+
+_STAR_NAMES: Final = frozenset({"wire_workflow", "wire_event", "pikku_func", "rpc", "Workflow"})
 """Names taken from the first ``from <module> import *`` when nothing else binds them."""
 
 _PIKKU_FUNC: Final = frozenset({"pikku_typing.pikku_func", "pikku_typing.wiring.pikku_func"})
@@ -152,7 +189,7 @@ _TIMEDELTA_UNITS: Final[dict[str, float]] = {
 
 def prefilter_tokens(package: str) -> tuple[bytes, ...]:
     """Substrings of which a file must contain one to be parsed at all."""
-    return (b"wire_workflow", b"pikku_func", b"pikku_typing", package.encode())
+    return (b"wire_workflow", b"wire_event", b"pikku_func", b"pikku_typing", package.encode())
 
 
 def passes_prefilter(source: bytes, tokens: Iterable[bytes]) -> bool:
@@ -261,6 +298,12 @@ class ModuleScope:
             and not isinstance(value.value, bool)
         ):
             self.constants[name] = value.value
+        elif isinstance(value, ast.BinOp | ast.JoinedStr | ast.Name | ast.Attribute):
+            folded = self.string(value)
+            if isinstance(value, ast.Name | ast.Attribute) and isinstance(folded, dict):
+                return  # an alias of an imported name: resolved through imports, not here
+            if folded != DYNAMIC and folded is not None:
+                self.constants[name] = folded  # a string built from constants only
 
     # -- positions
 
@@ -331,25 +374,71 @@ class ModuleScope:
         return ".".join(reversed(parts))
 
     def string(self, node: ast.expr | None, shadow: frozenset[str] | set[str] = frozenset()) -> JSON:
-        """A string value: the literal, a module constant, ``{"ref": ...}`` or DYNAMIC."""
+        """A string value: the literal, a module constant, a string built from constants only
+        (implicit concatenation, ``+``, f-strings whose parts are constants), ``{"ref": ...}``
+        (an imported name), ``{"concat": [...]}`` (parts of which some are imported names,
+        joined when linking) or DYNAMIC."""
         if node is None:
             return None
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return node.value
         if isinstance(node, ast.Constant) and node.value is None:
             return None
-        if isinstance(node, ast.Name) and node.id not in shadow:
+        return self._fold(node, shadow, 0)
+
+    def _fold(self, node: ast.expr, shadow: frozenset[str] | set[str], depth: int) -> JSON:
+        if depth > 50:
+            return DYNAMIC
+        if isinstance(node, ast.Constant):
+            return node.value if isinstance(node.value, str) else DYNAMIC
+        if isinstance(node, ast.Name):
+            if node.id in shadow:
+                return DYNAMIC
             value = self.constants.get(node.id)
-            if isinstance(value, str):
+            if isinstance(value, str | dict):
                 return value
             if node.id in self.imports:
                 return {"ref": self.imports[node.id]}
             return DYNAMIC
         if isinstance(node, ast.Attribute):
             dotted = self.imported(node, shadow)
-            if dotted is not None:
-                return {"ref": dotted}
+            return {"ref": dotted} if dotted is not None else DYNAMIC
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return _concat([self._fold(node.left, shadow, depth + 1), self._fold(node.right, shadow, depth + 1)])
+        if isinstance(node, ast.JoinedStr):
+            parts: list[JSON] = []
+            for piece in node.values:
+                if isinstance(piece, ast.FormattedValue):
+                    parts.append(self._formatted(piece, shadow, depth + 1))
+                else:
+                    parts.append(self._fold(piece, shadow, depth + 1))
+            return _concat(parts)
         return DYNAMIC
+
+    def _formatted(self, node: ast.FormattedValue, shadow: frozenset[str] | set[str], depth: int) -> JSON:
+        """``{value!conv:spec}`` of an f-string when its value is a constant."""
+        number = self._literal_number(node.value, shadow)
+        value: JSON = number if number is not None else self._fold(node.value, shadow, depth)
+        plain = node.conversion == -1 and node.format_spec is None
+        if plain and isinstance(value, dict):
+            return value  # an imported constant, joined when linking
+        if not isinstance(value, str | int | float) or value == DYNAMIC:
+            return DYNAMIC
+        spec = ""
+        if node.format_spec is not None:
+            folded = self._fold(node.format_spec, shadow, depth + 1)
+            if not isinstance(folded, str) or folded == DYNAMIC:
+                return DYNAMIC
+            spec = folded
+        converted: object = value
+        if node.conversion == ord("r"):
+            converted = repr(value)
+        elif node.conversion == ord("a"):
+            converted = ascii(value)
+        elif node.conversion == ord("s"):
+            converted = str(value)
+        try:
+            return format(converted, spec)
+        except (ValueError, TypeError):
+            return DYNAMIC
 
     def number(self, node: ast.expr | None, shadow: frozenset[str] | set[str] = frozenset()) -> JSON:
         if node is None or (isinstance(node, ast.Constant) and node.value is None):
@@ -443,6 +532,30 @@ class ModuleScope:
         return ast.unparse(node)
 
 
+def _concat(parts: list[JSON]) -> JSON:
+    """Join folded string parts: a str when all are known, ``{"concat": [...]}`` when some
+    are imported names, DYNAMIC when one is not static."""
+    flat: list[JSON] = []
+    for part in parts:
+        if part == DYNAMIC or part is None or not isinstance(part, str | dict):
+            return DYNAMIC
+        if isinstance(part, dict) and "concat" in part:
+            flat.extend(part["concat"])
+        else:
+            flat.append(part)
+    merged: list[JSON] = []
+    for part in flat:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] = merged[-1] + part
+        else:
+            merged.append(part)
+    if len(merged) == 1:
+        return merged[0]
+    if not merged:
+        return ""
+    return {"concat": merged}
+
+
 def _target_names(target: ast.expr) -> Iterator[str]:
     if isinstance(target, ast.Name):
         yield target.id
@@ -509,6 +622,8 @@ class _Ctx:
     shadow: frozenset[str]
     in_loop: bool = False
     in_step: bool = False
+    outer: JSON = None
+    """The name of the inline step whose function is being walked (``in_step``)."""
     branches: tuple[tuple[int, int], ...] = ()
     imports: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -537,6 +652,8 @@ class StepWalker:
         self.steps: list[StepFact] = []
         self.nondet: list[NondetFact] = []
         self.helper_calls: list[HelperCallFact] = []
+        self.nested: list[NestedFact] = []
+        """Steps started inside the function of an inline step (``NESTED_STEP``)."""
         self._branch_ids = 0
         self._walked: set[int] = set()
         self._pending: dict[int, tuple[ast.FunctionDef | ast.AsyncFunctionDef, _Ctx]] = {}
@@ -745,7 +862,9 @@ class StepWalker:
                     f"`{written}` ({what}) is used in workflow function `{self.func.name}` outside "
                     "a step: the workflow body is re-run on every replay, so it can differ between passes"
                 ),
-                "hint": hint or f'move `{written}` into a step: await {alias}.do("name", lambda: ...)',
+                "hint": hint.replace("{alias}", alias)
+                if hint
+                else f'move `{written}` into a step: await {alias}.do("name", lambda: ...)',
             }
         )
         return True
@@ -754,10 +873,13 @@ class StepWalker:
         func = node.func
         if (
             isinstance(func, ast.Attribute)
-            and func.attr in ("do", "sleep")
+            and func.attr in STEP_METHODS
             and isinstance(func.value, ast.Name)
             and func.value.id in ctx.aliases
         ):
+            if ctx.in_step:
+                self._record_nested(node, func.attr, ctx)
+                return
             self._record_step(node, func.attr, ctx)
             return
         handled = False
@@ -794,6 +916,23 @@ class StepWalker:
 
     # -- steps
 
+    def _record_nested(self, node: ast.Call, method: str, ctx: _Ctx) -> None:
+        """``workflow.<method>(...)`` reached from the function of an inline step: at run
+        time a ``NestedStepError``; not a step of the workflow."""
+        name_node = node.args[0] if node.args else None
+        alias = node.func.value.id if isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) else "workflow"
+        self.nested.append(
+            {
+                "line": node.lineno,
+                "column": self.scope.column(node),
+                "call": f"{alias}.{method}",
+                "step_name": self.scope.string(name_node, ctx.shadow) if name_node is not None else DYNAMIC,
+                "outer": ctx.outer,
+            }
+        )
+        for child in (*node.args, *(k.value for k in node.keywords)):
+            self._visit(child, ctx)
+
     def _record_step(self, node: ast.Call, method: str, ctx: _Ctx) -> None:
         scope = self.scope
         shadow = ctx.shadow
@@ -817,7 +956,23 @@ class StepWalker:
         body_exprs: list[ast.expr] = [k.value for k in node.keywords]
         if name_node is not None and args:
             body_exprs.append(name_node)
-        if method == "sleep":
+        if method == "wait_for_event" or method in ("run_child", "start_child"):
+            event = method == "wait_for_event"
+            target_node = args[1] if len(args) > 1 else keywords.get("event_name" if event else "workflow_name")
+            target = scope.string(target_node, shadow) if target_node is not None else DYNAMIC
+            step["type"] = "event" if event else "child"
+            step["event_name" if event else "workflow_name"] = DYNAMIC if target is None else target
+            if target_node is not None:
+                step["name_span"] = [target_node.lineno, scope.column(target_node)]
+                if len(args) > 1:
+                    body_exprs.append(target_node)
+            if event:
+                timeout_node = args[2] if len(args) > 2 else keywords.get("timeout")
+                step["timeout"] = scope.duration(timeout_node, shadow) if timeout_node is not None else None
+            else:
+                step["wait"] = method == "run_child"
+            body_exprs.extend(args[2:])
+        elif method == "sleep":
             duration_node = args[1] if len(args) > 1 else keywords.get("duration")
             step["type"] = "sleep"
             step["duration"] = scope.duration(duration_node, shadow) if duration_node is not None else DYNAMIC
@@ -838,7 +993,7 @@ class StepWalker:
 
     def _classify(self, step: StepFact, target: ast.expr | None, has_data: bool, ctx: _Ctx) -> None:
         scope = self.scope
-        in_step = ctx.replace(in_step=True)
+        in_step = ctx.replace(in_step=True, outer=step["step_name"])
         if target is None:
             step["type"] = "rpc" if has_data else "inline"
             step["rpc_name"] = DYNAMIC
@@ -857,7 +1012,16 @@ class StepWalker:
             return
         if isinstance(target, ast.JoinedStr | ast.BinOp) and _is_stringish(target):
             step["type"] = "rpc"
-            step["rpc_name"] = DYNAMIC
+            folded = scope.string(target, ctx.shadow)
+            step["rpc_name"] = folded  # a str, DYNAMIC or a Concat (joined when linking)
+            if isinstance(folded, str) and folded != DYNAMIC:
+                end_line = target.end_lineno or target.lineno
+                step["rpc_span"] = [
+                    target.lineno,
+                    scope.char_offset(target.lineno, target.col_offset),
+                    end_line,
+                    scope.char_offset(end_line, target.end_col_offset or 0),
+                ]
             self._visit(target, ctx)
             return
         if isinstance(target, ast.Lambda):
@@ -869,6 +1033,7 @@ class StepWalker:
                 step["type"] = "inline"
                 if target.args:
                     self._inline_ref(step, target.args[0], ctx, in_step)
+                    self._partial_with_workflow(target, in_step)
                 for arg in target.args[1:]:
                     self._visit(arg, ctx)
                 for keyword in target.keywords:
@@ -882,6 +1047,21 @@ class StepWalker:
             return
         self._visit(target, ctx)
         self._unresolved(step, has_data, f"`{_short(target)}` is neither a string nor a callable")
+
+    def _partial_with_workflow(self, partial: ast.Call, in_step: _Ctx) -> None:
+        """``functools.partial(fn, workflow, ...)`` as an inline step: ``fn`` runs inside the
+        step with the workflow object, so its steps are nested."""
+        fn_node = partial.args[0]
+        if not isinstance(fn_node, ast.Name) or fn_node.id in in_step.shadow:
+            return
+        call = ast.Call(func=fn_node, args=partial.args[1:], keywords=partial.keywords)
+        local = self._local_funcs.get(fn_node.id)
+        if local is not None:
+            self._call_local(local, call, in_step)
+            return
+        top = self.scope.functions.get(fn_node.id)
+        if top is not None and top is not self.func:
+            self._call_local(top, call, in_step, closure=False)
 
     def _inline_ref(
         self, step: StepFact, target: ast.expr, ctx: _Ctx, in_step: _Ctx, has_data: bool = False
@@ -898,7 +1078,7 @@ class StepWalker:
             pending = self._pending_lambdas.pop(target.id, None)
             if pending is not None:
                 step.setdefault("type", "inline")
-                self._visit_lambda(pending[0], pending[1].replace(in_step=True))
+                self._visit_lambda(pending[0], pending[1].replace(in_step=True, outer=in_step.outer))
                 return
             if target.id in self._local_callables:
                 step.setdefault("type", "inline")
@@ -912,7 +1092,7 @@ class StepWalker:
                 step.setdefault("type", "inline")
                 return
             constant = scope.constants.get(target.id)
-            if isinstance(constant, str) and step.get("type") is None:
+            if isinstance(constant, str | dict) and step.get("type") is None:
                 step["type"] = "rpc"
                 step["rpc_name"] = constant
                 return
@@ -1111,6 +1291,132 @@ def _wiring_facts(scope: ModuleScope, call: ast.Call) -> WiringFact:
     }
 
 
+def _event_facts(scope: ModuleScope, call: ast.Call) -> EventFact:
+    """``wire_event(name="payment.received", payload=PaymentReceived)``."""
+    keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
+    name_node = keywords.get("name")
+    payload_node = keywords.get("payload")
+    return {
+        "line": call.lineno,
+        "column": scope.column(call),
+        "name": scope.string(name_node) if name_node is not None else None,
+        "name_line": name_node.lineno if name_node is not None else call.lineno,
+        "name_column": scope.column(name_node) if name_node is not None else scope.column(call),
+        "payload_type": scope.type_expr(payload_node)
+        if payload_node is not None and not (isinstance(payload_node, ast.Constant) and payload_node.value is None)
+        else None,
+        "starred": any(k.arg is None for k in call.keywords) or bool(call.args),
+    }
+
+
+def _annotation_class(scope: ModuleScope, node: ast.expr | None) -> str | None:
+    """The class name (``WorkflowRuntime``...) of a pikku annotation, else None."""
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            node = ast.parse(node.value.strip(), mode="eval").body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+    if isinstance(node, ast.Subscript):
+        node = node.value
+    if not isinstance(node, ast.Name | ast.Attribute):
+        return None
+    dotted = scope.imported(node)
+    if dotted is None or not dotted.startswith("pikku_typing"):
+        return None
+    return dotted.rsplit(".", 1)[-1]
+
+
+def _runtime_uses(scope: ModuleScope, tree: ast.Module, package: str) -> list[UseFact]:
+    """Workflow and event names used outside workflow bodies: ``runtime.client("x")``,
+    ``workflow_client(runtime, "x")``, ``client.send_event(run_id, "e", payload)`` and
+    ``runtime.send_event(...)``, where the receiver is statically known to be a pikku runtime,
+    client or test environment (constructed, annotated, or the ``workflow_env`` fixture).
+    Names are tracked per module (not per scope): a name bound to one anywhere counts."""
+    runtimes: set[str] = set(_RUNTIME_FIXTURES)
+    clients: set[str] = set()
+    factories = client_targets(package)
+
+    def constructed(value: ast.expr | None) -> str | None:
+        if isinstance(value, ast.Await):
+            value = value.value
+        if not isinstance(value, ast.Call):
+            return None
+        func = value.func
+        if isinstance(func, ast.Name | ast.Attribute):
+            cls = _annotation_class(scope, func)
+            if cls in _RUNTIME_CLASSES:
+                return "runtime"
+            if cls in _CLIENT_CLASSES:
+                return "client"
+            if scope.imported(func) in factories:
+                return "client"
+        if isinstance(func, ast.Attribute) and func.attr == "client" and is_runtime(func.value):
+            return "client"
+        return None
+
+    def is_runtime(node: ast.expr) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in runtimes
+        return constructed(node) == "runtime"
+
+    def bind(target: ast.expr | None, kind: str | None) -> None:
+        if isinstance(target, ast.Name) and kind is not None:
+            (runtimes if kind == "runtime" else clients).add(target.id)
+
+    nodes = list(ast.walk(tree))
+    for _ in range(2):  # clients are built from runtimes bound anywhere in the module
+        for node in nodes:
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    bind(target, constructed(node.value))
+            elif isinstance(node, ast.AnnAssign):
+                cls = _annotation_class(scope, node.annotation)
+                kind = "runtime" if cls in _RUNTIME_CLASSES else "client" if cls in _CLIENT_CLASSES else None
+                bind(node.target, kind or constructed(node.value))
+            elif isinstance(node, ast.withitem):
+                bind(node.optional_vars, constructed(node.context_expr))
+            elif isinstance(node, ast.arg):
+                cls = _annotation_class(scope, node.annotation)
+                if cls in _RUNTIME_CLASSES:
+                    runtimes.add(node.arg)
+                elif cls in _CLIENT_CLASSES:
+                    clients.add(node.arg)
+    uses: list[UseFact] = []
+
+    def use(kind: str, via: str, node: ast.expr | None) -> None:
+        if node is None:
+            return
+        uses.append(
+            {
+                "kind": kind,
+                "via": via,
+                "name": scope.string(node),
+                "line": node.lineno,
+                "column": scope.column(node),
+            }
+        )
+
+    for node in nodes:
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        keywords = {k.arg: k.value for k in node.keywords if k.arg is not None}
+        if isinstance(func, ast.Attribute):
+            receiver = func.value
+            if func.attr == "client" and is_runtime(receiver):
+                use("workflow", "client", node.args[0] if node.args else keywords.get("name", keywords.get("workflow")))
+            elif func.attr == "send_event" and (
+                is_runtime(receiver) or (isinstance(receiver, ast.Name) and receiver.id in clients)
+            ):
+                use("event", "send_event", node.args[1] if len(node.args) > 1 else keywords.get("name", keywords.get("event_name")))
+        if isinstance(func, ast.Name | ast.Attribute) and scope.imported(func) in factories:
+            use("workflow", "workflow_client", node.args[1] if len(node.args) > 1 else keywords.get("name"))
+    uses.sort(key=lambda u: (u["line"], u["column"]))
+    return uses
+
+
 # --------------------------------------------------------------------------- suppressions
 
 
@@ -1147,6 +1453,45 @@ def find_suppressions(source: bytes) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- entry point
 
 
+def source_encoding(source: bytes) -> str | None:
+    """The encoding CPython reads ``source`` with (PEP 263 cookie, BOM, else UTF-8), or None
+    when the declaration itself is invalid (``ast.parse`` reports that)."""
+    if not source.startswith(b"\xef\xbb\xbf") and b"coding" not in source[:512]:
+        return "utf-8"
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+    except (SyntaxError, LookupError):
+        return None
+    return encoding
+
+
+def decode_problem(source: bytes) -> tuple[int, int, str] | None:
+    """Why CPython would refuse to decode ``source`` — (line, column, message) — or None.
+
+    ``ast.parse`` and ``compile`` on bytes accept some undecodable bytes that ``python
+    file.py`` refuses (for example in a comment), so the whole file is decoded first."""
+    encoding = source_encoding(source)
+    if encoding is None:
+        return None
+    try:
+        source.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = source.count(b"\n", 0, exc.start) + 1
+        line_start = source.rfind(b"\n", 0, exc.start) + 1
+        column = exc.start - line_start + 1
+        if encoding in ("utf-8", "utf-8-sig"):
+            message = (
+                f"cannot decode the file: Non-UTF-8 code starting with '\\x{source[exc.start]:02x}' on line {line}, but no "
+                "encoding declared; see https://peps.python.org/pep-0263/ for details"
+            )
+        else:
+            message = f"cannot decode the file with its declared encoding {encoding!r}: {exc.reason} on line {line}"
+        return line, column, message
+    except LookupError:
+        return None
+    return None
+
+
 def _syntax_error(line: int, column: int, message: str) -> SyntaxErrorFact:
     return {"line": max(line, 1), "column": max(column, 1), "message": message}
 
@@ -1162,6 +1507,10 @@ def extract_facts(
     """The facts of one file. Never raises for bad input: a file that does not parse
     gives ``{"syntax_error": {...}}``; an internal failure ``{"internal_error": ...}``."""
     facts = empty_facts(module)
+    problem = decode_problem(source)
+    if problem is not None:
+        facts["syntax_error"] = _syntax_error(*problem)
+        return facts
     try:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
@@ -1190,6 +1539,10 @@ def extract_facts(
 def _fill(
     facts: FileFacts, tree: ast.Module, source: bytes, module: str, is_package: bool, package: str
 ) -> None:
+    encoding = source_encoding(source)
+    if encoding not in (None, "utf-8", "utf-8-sig"):
+        # ast positions are UTF-8 byte offsets of the decoded text (PEP 263 cookie honoured)
+        source = source.decode(encoding).encode("utf-8")
     scope = ModuleScope(tree, module, is_package, source)
     facts["imports"] = dict(scope.imports)
     facts["star_imports"] = list(scope.star_imports)
@@ -1217,6 +1570,7 @@ def _fill(
             "steps": walker.steps,
             "nondet": walker.nondet,
             "helper_calls": walker.helper_calls,
+            "nested": walker.nested,
         }
     facts["functions"] = functions
     if b"pikku_func" in source:
@@ -1234,6 +1588,23 @@ def _fill(
                 wirings.append(_wiring_facts(scope, node))
     wirings.sort(key=lambda w: (w["line"], w["column"]))
     facts["wirings"] = wirings
+    events: list[EventFact] = []
+    if b"wire_event" in source or package.encode() in source:
+        targets = event_targets(package)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name | ast.Attribute)
+                and scope.dotted(node.func) in targets
+            ):
+                events.append(_event_facts(scope, node))
+    events.sort(key=lambda e: (e["line"], e["column"]))
+    facts["events"] = events
+    facts["uses"] = (
+        _runtime_uses(scope, tree, package)
+        if b"send_event" in source or b".client(" in source or b"workflow_client" in source
+        else []
+    )
     facts["suppressions"] = find_suppressions(source)
 
 

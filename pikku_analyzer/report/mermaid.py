@@ -1,5 +1,7 @@
-"""``--format mermaid``: one flowchart subgraph per workflow; RPC, inline and sleep steps
-drawn with different shapes (rectangle, rounded, hexagon) and classes."""
+"""``--format mermaid``: one flowchart subgraph per workflow; RPC, inline, sleep, event-wait
+and child steps drawn with different shapes (rectangle, rounded, hexagon, parallelogram,
+subroutine) and classes. A child step has a dotted edge to the child workflow's start
+(``runs`` for ``run_child``, ``starts`` for ``start_child``) when that workflow is drawn."""
 
 from __future__ import annotations
 
@@ -31,12 +33,26 @@ def _step_node(node: str, step: StepInfo) -> str:
     if step["type"] == "sleep":
         text = f"{name}{loop}<br/>sleep {_label(str(step.get('duration')))}"
         return f'{node}{{{{"{text}"}}}}:::sleep'
+    if step["type"] == "event":
+        timeout = step.get("timeout")
+        until = "" if timeout is None else f"<br/>timeout {_label(str(timeout))}"
+        text = f"{name}{loop}<br/>wait: {_label(str(step['event_name']))}{until}"
+        return f'{node}[/"{text}"/]:::event'
+    if step["type"] == "child":
+        verb = "run" if step.get("wait", True) else "start"
+        text = f"{name}{loop}<br/>{verb} child: {_label(str(step['workflow_name']))}"
+        return f'{node}[["{text}"]]:::child'
     text = f"{name}{loop}<br/>inline"
     return f'{node}("{text}"):::inline'
 
 
 def render_mermaid(result: AnalysisResult) -> str:
     lines = ["flowchart TD"]
+    starts: dict[str, str] = {}
+    for w_index, workflow in enumerate(result.data["workflows"]):
+        prefix = f"w{w_index}_{workflow['name']}"
+        starts.setdefault(str(workflow["name"]), f"{_node_id(prefix, 0)}_start")
+    child_edges: list[str] = []
     for w_index, workflow in enumerate(result.data["workflows"]):
         prefix = f"w{w_index}_{workflow['name']}"
         title = _label(f"{workflow['name']} ({workflow['execution_mode']})")
@@ -51,10 +67,16 @@ def render_mermaid(result: AnalysisResult) -> str:
             lines.append(f"    {_step_node(node, step)}")
             lines.append(f"    {previous} --> {node}")
             previous = node
+            if step["type"] == "child" and str(step["workflow_name"]) in starts:
+                verb = "runs" if step.get("wait", True) else "starts"
+                child_edges.append(f"  {node} -.->|{verb}| {starts[str(step['workflow_name'])]}")
         lines.append(f"    {end}([end])")
         lines.append(f"    {previous} --> {end}")
         lines.append("  end")
+    lines.extend(child_edges)
     lines.append("  classDef rpc fill:#dbeafe,stroke:#1d4ed8")
     lines.append("  classDef inline fill:#dcfce7,stroke:#15803d")
     lines.append("  classDef sleep fill:#fef3c7,stroke:#b45309")
+    lines.append("  classDef event fill:#fce7f3,stroke:#be185d")
+    lines.append("  classDef child fill:#ede9fe,stroke:#6d28d9")
     return "\n".join(lines) + "\n"

@@ -49,6 +49,10 @@ def _step_row(index: int, step: StepInfo) -> list[str]:
         target = step["rpc_name"]
     elif kind == "sleep":
         target = _fmt(step.get("duration"))
+    elif kind == "event":
+        target = f"event {step['event_name']}" + (f" (timeout {_fmt(step['timeout'])})" if step.get("timeout") else "")
+    elif kind == "child":
+        target = f"{'run' if step.get('wait', True) else 'start'} {step['workflow_name']}"
     else:
         target = "(inline)"
     notes: list[str] = []

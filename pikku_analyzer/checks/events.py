@@ -1,0 +1,46 @@
+"""Events (SPEC section 8): ``DUPLICATE_EVENT_NAME`` (two ``wire_event`` with one name) and
+``UNKNOWN_EVENT`` (a wait or a send names an event no ``wire_event`` declares)."""
+
+from __future__ import annotations
+
+import difflib
+
+from pikku_analyzer.checks.base import Check, Loc, Report
+from pikku_analyzer.checks.names import name_uses
+from pikku_analyzer.link import Project
+
+
+def check_events(project: Project, report: Report) -> None:
+    for decl in project.events:
+        if decl.duplicate_of is not None:
+            rel, line = decl.duplicate_of
+            report(
+                "DUPLICATE_EVENT_NAME",
+                Loc(decl.unit.rel, decl.fact["name_line"], decl.fact["name_column"]),
+                f"event {decl.name!r} is already declared at {rel}:{line}",
+                event=decl.name,
+                first_file=rel,
+                first_line=line,
+            )
+    known = sorted(e["name"] for e in project.event_infos())
+    for use in name_uses(project):
+        if use.kind != "event" or use.name in known:
+            continue
+        close = difflib.get_close_matches(use.name, known, n=3, cutoff=0.6)
+        hint = (
+            f"did you mean {' or '.join(repr(c) for c in close)}?"
+            if close
+            else "declare it with wire_event(name=..., payload=...)"
+        )
+        what = "waits for" if use.via == "wait_for_event" else "sends"
+        report(
+            "UNKNOWN_EVENT",
+            use.at,
+            f"{use.via}(...) {what} event {use.name!r}, which no wire_event declares",
+            hint=hint,
+            event=use.name,
+            suggestion=close[0] if len(close) == 1 else None,
+        )
+
+
+CHECK = Check("events", frozenset({"DUPLICATE_EVENT_NAME", "UNKNOWN_EVENT"}), check_events)
