@@ -22,7 +22,7 @@ from typing import Any, Final
 from pikku_typing.errors import EventPayloadError, RunNotFoundError, StepSerializationError
 from pikku_typing.models import RunStatus, StepKind, StepState, WorkflowRun
 from pikku_typing.runtime import codec, steps
-from pikku_typing.runtime.orchestrator import Services, enqueue_orchestrator  # TEMP until split
+from pikku_typing.runtime.services import Services, enqueue_orchestrator
 from pikku_typing.state.base import RunChanges
 
 __all__ = [

@@ -36,13 +36,10 @@ from pikku_typing.errors import (
 )
 from pikku_typing.models import RunStatus, StepState, WorkflowRun
 from pikku_typing.runtime import codec, lifecycle, process
-from pikku_typing.runtime.orchestrator import (
-    Orchestrator,
-    Services,
-    enqueue_orchestrator,
-    typed_run,
-)
+from pikku_typing.runtime.orchestrator import Orchestrator
 from pikku_typing.runtime.queues.base import Job, WorkflowQueue
+from pikku_typing.runtime.services import Services, enqueue_orchestrator, typed_run
+from pikku_typing.runtime.workers import handle_job as dispatch_job
 from pikku_typing.state.base import WorkflowStateService
 from pikku_typing.wiring import Registry, WorkflowDefinition, registry
 
@@ -308,14 +305,12 @@ class WorkflowRuntime:
         (procrastinate retries it; the in-process queue puts it back with a backoff): the
         job's work was not done. Errors of user code never get here (they are recorded as
         step or run failures); any other error is a bug of the job and is logged, not raised."""
-        from pikku_typing.runtime.workers import handle_job
-
         worker = self.workers.get(job.queue)
         try:
             if worker is not None:
                 await worker(self, job)
             else:
-                await handle_job(self, job)
+                await dispatch_job(self.orchestrator, job)
         except asyncio.CancelledError:
             raise
         except TRANSIENT_ERRORS:

@@ -29,38 +29,50 @@ the generated path and the registry path run exactly the same code:
   THEN the orchestrator woken. Duplicate deliveries do nothing.
 * :func:`handle_job` dispatches on ``job.kind``.
 
-All three are idempotent and safe to call from several processes at once.
+Each takes the :class:`~pikku_typing.runtime.orchestrator.Orchestrator` that runs the job, or
+anything that has one as ``.orchestrator`` (a ``WorkflowRuntime``, which is what generated
+workers pass); this module does not know the runtime. All three are idempotent and safe to
+call from several processes at once.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from pikku_typing.runtime.orchestrator import Orchestrator
 from pikku_typing.runtime.queues.base import Job
 
-if TYPE_CHECKING:
-    from pikku_typing.runtime.runtime import WorkflowRuntime
-
-__all__ = ["handle_job", "run_orchestrator_job", "run_step_job"]
+__all__ = ["HasOrchestrator", "handle_job", "run_orchestrator_job", "run_step_job"]
 
 
-async def run_orchestrator_job(runtime: WorkflowRuntime, job: Job) -> None:
+class HasOrchestrator(Protocol):
+    """What owns an orchestrator (``WorkflowRuntime``)."""
+
+    @property
+    def orchestrator(self) -> Orchestrator: ...
+
+
+def _orchestrator(target: Orchestrator | HasOrchestrator) -> Orchestrator:
+    return target if isinstance(target, Orchestrator) else target.orchestrator
+
+
+async def run_orchestrator_job(target: Orchestrator | HasOrchestrator, job: Job) -> None:
     """One orchestrator pass of the job's run."""
-    await runtime.orchestrator.run_pass(job.run_id)
+    await _orchestrator(target).run_pass(job.run_id)
 
 
-async def run_step_job(runtime: WorkflowRuntime, job: Job) -> None:
+async def run_step_job(target: Orchestrator | HasOrchestrator, job: Job) -> None:
     """Run the job's remote step (if its attempt is due and nobody else holds it)."""
     if job.step_key is None:
         raise ValueError(f"step job without a step_key: {job!r}")
-    await runtime.orchestrator.run_step(job.workflow, job.run_id, job.step_key)
+    await _orchestrator(target).run_step(job.workflow, job.run_id, job.step_key)
 
 
-async def handle_job(runtime: WorkflowRuntime, job: Job) -> None:
+async def handle_job(target: Orchestrator | HasOrchestrator, job: Job) -> None:
     """Dispatch a job on its kind."""
     if job.kind == "orchestrate":
-        await run_orchestrator_job(runtime, job)
+        await run_orchestrator_job(target, job)
     elif job.kind == "step":
-        await run_step_job(runtime, job)
+        await run_step_job(target, job)
     else:  # pragma: no cover - Job.kind is a Literal
         raise ValueError(f"unknown job kind {job.kind!r}")

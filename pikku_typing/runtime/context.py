@@ -1,0 +1,246 @@
+"""The run context: the :class:`~pikku_typing.interaction.Workflow` a workflow function gets.
+
+:class:`RunContext` holds what every step kind shares during a pass:
+
+* step keys in call order (``name``, ``name#1``...) and the step states recorded by earlier
+  passes (read once per pass), checked against what the replay reaches
+  (:meth:`RunContext.recorded`: same kind and target, else
+  :class:`~pikku_typing.errors.WorkflowNonDeterminismError`);
+* step boundaries (:meth:`RunContext.boundary`: a cancel request stops the run there);
+* parking (:meth:`RunContext.park`): a step that waits for something outside the pass (a
+  remote attempt, a sleep, a retry delay, an event, a child run) parks; when the function is
+  blocked only on parked steps, the pass ends (:meth:`RunContext.settle`) and the run is
+  suspended. A parked step is resumed by the next pass in this process
+  (:meth:`RunContext.resume`) or unwound (:meth:`RunContext.unwind`) for a replay.
+
+Each step kind is one module of :mod:`pikku_typing.runtime.kinds` (``call``: ``do``,
+``sleep``...); the methods below only guard the call (:meth:`RunContext.guarded`) and
+delegate. A new step kind is a new module there plus one method here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from pikku_typing import durations
+from pikku_typing.errors import StoreUnavailableError, WorkflowNonDeterminismError
+from pikku_typing.interaction import Workflow
+from pikku_typing.models import ClaimOwner, ErrorInfo, StepKind, StepState, WorkflowRun
+from pikku_typing.runtime import steps
+from pikku_typing.runtime.kinds import call, sleep
+from pikku_typing.runtime.services import Services, typed_run
+from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend
+from pikku_typing.wiring import WorkflowDefinition
+
+__all__ = ["Outcome", "RunContext", "StepFailedError"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass
+class Outcome:
+    """How a pass of the workflow function ended."""
+
+    kind: Literal["completed", "failed", "cancelled", "suspended", "unwound"]
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+@dataclass
+class _Parked:
+    future: asyncio.Future[StepState | None]
+    wake_at: datetime | None
+
+
+class RunContext(Workflow):
+    """The concrete :class:`Workflow` handed to a workflow function during its passes."""
+
+    def __init__(
+        self,
+        services: Services,
+        definition: WorkflowDefinition,
+        run: WorkflowRun[Any, Any],
+        recorded: dict[str, StepState],
+        owner: ClaimOwner,
+    ) -> None:
+        self.services = services
+        self.definition = definition
+        self.owner = owner
+        """The claim of the pass (it holds the first attempt of a local step)."""
+        self._run_id = run.id
+        self._recorded = recorded
+        self._keys = steps.StepKeys()
+        self.parked: dict[str, _Parked] = {}
+        self.active = 0
+        self.version = 0
+        self.changed = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self.infra: StoreUnavailableError | None = None
+        """Set when a store call of this pass failed: the pass is abandoned (the job is
+        delivered again), the run is never failed for it, even if the function caught it."""
+        self.in_pass = True
+
+    # ------------------------------------------------------------ Workflow API
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    async def get_run(self) -> WorkflowRun[Any, Any]:
+        run = await self.services.state.get_run(self._run_id)
+        return typed_run(run, self.definition)
+
+    async def do(
+        self,
+        step_name: str,
+        target: str | Callable[[], Any],
+        data: Any = None,
+        /,
+        *,
+        description: str | None = None,
+        retries: int | None = None,
+        retry_delay: durations.Duration | None = None,
+        result_type: Any = None,
+    ) -> Any:
+        return await self.guarded(
+            call.do, self, step_name, target, data, retries, retry_delay, result_type
+        )
+
+    async def sleep(
+        self, step_name: str, duration: durations.Duration, *, description: str | None = None
+    ) -> None:
+        await self.guarded(sleep.sleep, self, step_name, duration)
+
+    # ------------------------------------------------- what step kinds share
+    async def guarded(
+        self, body: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a step kind's body as one step call of the workflow function: counted as
+        active (the pass does not end while it runs), and a store failure marks the pass
+        abandoned even if the function catches it."""
+        self._enter()
+        try:
+            return await body(*args, **kwargs)
+        except StoreUnavailableError as exc:
+            self.infra = exc
+            raise
+        finally:
+            self._exit()
+
+    def next_key(self, api: str, step_name: str) -> str:
+        """The key of the next step named ``step_name`` (``workflow.<api>`` validates it)."""
+        if not isinstance(step_name, str) or not step_name:
+            raise ValueError(f"workflow.{api}: step name must be a non-empty string, got {step_name!r}")
+        return self._keys.next(step_name)
+
+    def recorded(self, key: str, kind: StepKind, target: str | None = None) -> StepState | None:
+        """The step recorded under ``key`` by an earlier pass (``None`` when new), checked to
+        be of the same kind and target (``rpc_name``) as what the replay reaches now."""
+        step = self._recorded.pop(key, None)
+        if step is not None and (step.kind is not kind or step.rpc_name != target):
+            was = f"{step.kind.value}" + (f" {step.rpc_name!r}" if step.rpc_name else "")
+            now = f"{kind.value}" + (f" {target!r}" if target else "")
+            raise self.nondeterminism(
+                f"step {step.key!r} was recorded as {was} but the replay reached it as {now}; "
+                "the workflow code changed or is not deterministic"
+            )
+        return step
+
+    def nondeterminism(self, detail: str) -> WorkflowNonDeterminismError:
+        """A non-determinism error, recorded as fatal: the run fails with it even if the
+        workflow function catches it."""
+        error = WorkflowNonDeterminismError(
+            f"run {self._run_id!r} of workflow {self.name!r}: {detail}"
+        )
+        self.fatal = error
+        return error
+
+    async def boundary(self) -> None:
+        """A step boundary: stop here when the run was cancelled."""
+        run = await self.services.state.get_run(self._run_id)
+        if run.cancel_requested or run.status.is_settled:
+            raise Cancelled()
+
+    async def park(self, key: str, wake_at: datetime | None) -> StepState | None:
+        """Wait until the next pass resumes this step (with its fresh state, or ``None``
+        when it could not be read); ``wake_at`` is when the run must be woken for it."""
+        future: asyncio.Future[StepState | None] = asyncio.get_running_loop().create_future()
+        self.parked[key] = _Parked(future, wake_at)
+        self.active -= 1
+        self.version += 1
+        self.changed.set()
+        try:
+            return await future
+        finally:
+            self.parked.pop(key, None)
+            self.active += 1
+            self.version += 1
+
+    async def park_for(self, key: str, wake_at: datetime | None) -> StepState:
+        """:meth:`park`, then the step's current state."""
+        fresh = await self.park(key, wake_at)
+        if fresh is None:
+            fresh = await self.services.state.get_step(self._run_id, key)
+            assert fresh is not None
+        return fresh
+
+    # -------------------------------------------------- the pass (orchestrator)
+    def _enter(self) -> None:
+        if not self.in_pass:
+            raise Suspend()
+        self.active += 1
+        self.version += 1
+
+    def _exit(self) -> None:
+        self.active -= 1
+        self.version += 1
+        if self.parked:  # only then can the function have become blocked on parked steps
+            self.changed.set()
+
+    async def resume(self) -> None:
+        """Start a new pass of a live continuation: re-read only the parked steps."""
+        self.in_pass = True
+        for key, parked in list(self.parked.items()):
+            step = await self.services.state.get_step(self._run_id, key)
+            if not parked.future.done():
+                parked.future.set_result(step)
+
+    def unwind(self) -> None:
+        self.in_pass = False
+        for parked in list(self.parked.values()):
+            if not parked.future.done():
+                parked.future.set_exception(Suspend())
+
+    def wake_at(self) -> datetime | None:
+        times = [p.wake_at for p in self.parked.values() if p.wake_at is not None]
+        return min(times) if times else None
+
+    async def settle(self, task: asyncio.Task[Outcome]) -> Outcome:
+        """Wait until the function returns, or is blocked only on parked steps."""
+        while True:
+            if task.done():
+                return task.result()
+            if self.parked and self.active <= 0:
+                seen = self.version
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                if task.done():
+                    return task.result()
+                if self.version == seen and self.parked and self.active <= 0:
+                    self.in_pass = False
+                    return Outcome("suspended")
+                continue
+            self.changed.clear()
+            waiter = asyncio.ensure_future(self.changed.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()

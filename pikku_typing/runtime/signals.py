@@ -1,0 +1,31 @@
+"""How a step ends a workflow function's pass other than by returning: the private
+signals that unwind it (:class:`Suspend`, :class:`Cancelled`, both ``BaseException`` so a
+workflow's ``except Exception`` never swallows them) and :class:`StepFailedError`."""
+
+from __future__ import annotations
+
+from pikku_typing.errors import WorkflowFailedError
+from pikku_typing.models import ErrorInfo
+
+__all__ = ["Cancelled", "StepFailedError", "Suspend"]
+
+
+class Suspend(BaseException):
+    """Unwinds a workflow function whose continuation is dropped."""
+
+
+class Cancelled(BaseException):
+    """Unwinds a workflow function whose run was cancelled (at a step boundary)."""
+
+
+class StepFailedError(WorkflowFailedError):
+    """Raised by ``workflow.do`` when a step failed for good (retries exhausted); uncaught,
+    it fails the run with the step's error."""
+
+    def __init__(self, info: ErrorInfo, key: str, attempts: int) -> None:
+        super().__init__(
+            f"step {key!r} failed after {attempts} attempt(s): {info.type}: {info.message}",
+            error_type=info.type,
+            step=key,
+        )
+        self.info = info.model_copy(update={"step": key})

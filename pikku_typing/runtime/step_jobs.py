@@ -1,0 +1,107 @@
+"""Step jobs: the remote attempts of RPC steps (remote execution mode).
+
+A pass that reaches a new RPC step of a ``remote`` workflow records it ``scheduled``, queues
+a step job on the step's queue and parks. :func:`run_step` (what the step worker runs):
+
+1. reads the step; a settled step, a settled run or a duplicate delivery does nothing; a
+   cancel request wakes the orchestrator instead (a step boundary);
+2. a running attempt held by a live holder is left to it (re-checked when its lease runs
+   out); one held by a dead holder is abandoned;
+3. a retry delay up to ``max_inline_wait`` is waited for here, a longer one is queued;
+4. the attempt is claimed atomically and run by :func:`~pikku_typing.runtime.attempt.run_attempt`;
+   the result (or the final error) is stored, THEN the orchestrator is woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from pikku_typing.models import StepState, StepStatus
+from pikku_typing.runtime import attempt, process, steps
+from pikku_typing.runtime.queues.base import Job, step_queue
+from pikku_typing.runtime.services import Services, enqueue_orchestrator, enqueue_step
+
+__all__ = ["run_step"]
+
+
+async def run_step(services: Services, workflow: str, run_id: str, key: str) -> None:
+    """Run a remote step's due attempt (a step job). Duplicate or stale deliveries do
+    nothing: the attempt is claimed atomically."""
+    state = services.state
+    while True:
+        step = await state.get_step(run_id, key)
+        if step is None or step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+            return
+        run = await state.get_run(run_id)
+        if run.status.is_settled:
+            return
+        if run.cancel_requested:  # a step boundary: let the orchestrator end the run
+            await enqueue_orchestrator(services.queue, workflow, run_id)
+            return
+        t = steps.now()
+        if step.status is StepStatus.RUNNING:
+            if not steps.holder_abandoned(step, t):
+                await _recheck_at_lease_end(services, workflow, run_id, step)
+                return
+            step = await steps.abandon(state, run_id, step)
+            if step.status is not StepStatus.SCHEDULED:
+                await enqueue_orchestrator(services.queue, workflow, run_id)
+                return
+        if step.next_attempt_at is not None and step.next_attempt_at > t:
+            wait = (step.next_attempt_at - t).total_seconds()
+            if wait <= services.max_inline_wait:
+                await asyncio.sleep(wait)
+                continue
+            await enqueue_step(services.queue, workflow, run_id, step)
+            return
+        if not await _attempt(services, workflow, run_id, step):
+            return
+
+
+async def _recheck_at_lease_end(
+    services: Services, workflow: str, run_id: str, step: StepState
+) -> None:
+    """Re-check a running attempt when its lease runs out (the holder may be on another host)."""
+    current = step.current_attempt
+    if current is None or current.lease_expires_at is None:
+        return
+    await services.queue.enqueue(
+        Job(
+            queue=step_queue(workflow, step.rpc_name or "?"),
+            kind="step", workflow=workflow, run_id=run_id, step_key=step.key,
+            attempt=step.attempt_count + 1,
+            run_at=current.lease_expires_at + timedelta(milliseconds=10),
+            dedupe_key=f"{run_id}:{step.key}:lease:{step.attempt_count}",
+        )
+    )
+
+
+async def _attempt(services: Services, workflow: str, run_id: str, step: StepState) -> bool:
+    """Claim and run one attempt; return True to try the next attempt in this job."""
+    owner = steps.claim_owner()
+    try:
+        claimed = await services.state.claim_step(
+            run_id, step.key, owner=owner, lease_seconds=services.lease_seconds
+        )
+        if claimed is None:
+            return False  # another worker won, or a duplicate delivery
+        rpc_name = claimed.rpc_name
+        assert rpc_name is not None
+
+        def work() -> attempt.Work:
+            definition = services.registry.get_workflow(workflow)
+            return attempt.rpc_work(
+                services.registry, definition.middleware, rpc_name, claimed.data,
+                data_is_json=True, what=f"workflow {workflow!r} run {run_id!r} step {claimed.key!r}",
+            )
+
+        outcome = await attempt.run_attempt(services, workflow, run_id, claimed, owner, work)
+    finally:
+        process.mark_inactive(owner.token)
+    if outcome.status == "lost":
+        return False  # our claim was abandoned meanwhile
+    if outcome.status == "failed" and outcome.retry_at is not None:
+        return True  # the loop waits for the retry or queues it
+    await enqueue_orchestrator(services.queue, workflow, run_id)
+    return False
