@@ -278,3 +278,13 @@ def test_console_in_a_real_browser(console: Console, browser: Any, tmp_path: Pat
     )
     assert red > 20, f"no failure colour in the screenshot ({red} red samples)"
 
+
+
+def test_missing_browser_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI must run the browser test: there a missing browser is a failure, not a skip."""
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must run in CI"):
+        _unavailable("no chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        _unavailable("no chromium")
