@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NotRequired, TypedDict
 
 DYNAMIC: Final = "<dynamic>"
-FACTS_VERSION: Final = 5
+FACTS_VERSION: Final = 6
 
 JSON = Any
 """A JSON-able value (plain dicts, lists, str, int, float, bool, None)."""
@@ -114,6 +114,8 @@ class NondetFact(TypedDict):
     name: str
     message: str
     hint: str
+    alias: NotRequired[str]
+    """The workflow parameter's name where the call is (for ``--fix``: ``await <alias>.now()``)."""
 
 
 class HelperCallFact(TypedDict):

@@ -2,6 +2,14 @@
 
 * ``UNKNOWN_RPC`` with exactly one close match among the defined RPC names: the string
   literal is rewritten to that name (same quotes and prefix).
+* ``NON_DETERMINISTIC_CALL`` of ``time.time()``, ``datetime.now(...)``, ``uuid.uuid4()`` or
+  ``random.random()`` in an ``async`` workflow body (or helper): rewritten to the recorded
+  helpers of SPEC section 8 — ``(await workflow.now()).timestamp()``, ``await workflow.now()``
+  (``datetime.now(tz)`` with another zone: ``(await workflow.now()).astimezone(tz)``),
+  ``await workflow.uuid4()``, ``await workflow.random()`` — with the workflow parameter's
+  own name, parenthesised where an attribute, subscript or call follows. A call in a
+  ``lambda``, a plain ``def`` or a generator expression (where ``await`` is not allowed or
+  changes the meaning) is left alone.
 * ``--add-ignore CODE``: ``# pikku: ignore[CODE]`` is added at the end of the line of every
   diagnostic with that code (merged into an existing ``# pikku: ignore[...]``). The comment
   is set on libcst's ``TrailingWhitespace`` of that physical line, so a line that ends
@@ -39,6 +47,19 @@ class FileEdit:
     """(line, 0-based column) of a string literal -> (old value, new value)."""
     ignores: dict[int, set[str]] = field(default_factory=dict)
     """line -> codes to add."""
+    calls: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
+    """(line, 0-based column) of a non-deterministic call -> (its dotted name, the workflow
+    parameter's name): rewritten to the recorded helper."""
+
+
+DETERMINISTIC: dict[str, str] = {
+    "time.time": "now",
+    "datetime.datetime.now": "now",
+    "uuid.uuid4": "uuid4",
+    "random.random": "random",
+}
+"""Calls ``--fix`` rewrites -> the ``workflow`` helper that records the value (SPEC 8)."""
+_UTC = frozenset({"timezone.utc", "datetime.timezone.utc", "UTC", "datetime.UTC", "dt.timezone.utc"})
 
 
 def plan_edits(result: AnalysisResult, *, fix: bool, add_ignore: list[str]) -> list[FileEdit]:
@@ -55,6 +76,10 @@ def plan_edits(result: AnalysisResult, *, fix: bool, add_ignore: list[str]) -> l
             old, new = diag.data.get("rpc_name"), diag.data.get("suggestion")
             if isinstance(old, str) and isinstance(new, str):
                 edit_for(diag.file).renames[(diag.line, diag.column - 1)] = (old, new)
+        if fix and diag.code == "NON_DETERMINISTIC_CALL":
+            name, alias = diag.data.get("name"), diag.data.get("alias")
+            if isinstance(name, str) and name in DETERMINISTIC and isinstance(alias, str):
+                edit_for(diag.file).calls[(diag.line, diag.column - 1)] = (name, alias)
         if diag.code in wanted:
             edit_for(diag.file).ignores.setdefault(diag.line, set()).add(diag.code)
     return [e for _, e in sorted(edits.items())]
@@ -67,6 +92,75 @@ class _Rewriter(cst.CSTTransformer):
         super().__init__()
         self.edit = edit
         self.done_lines: set[int] = set()
+        self.scopes: list[str] = ["module"]
+        """Innermost last: ``async``, ``sync`` (a def), ``lambda``, ``genexp``."""
+
+    # -- where ``await`` is allowed
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.scopes.append("async" if node.asynchronous is not None else "sync")
+
+    def leave_FunctionDef(
+        self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef
+    ) -> cst.FunctionDef:
+        self.scopes.pop()
+        return updated_node
+
+    def visit_Lambda(self, node: cst.Lambda) -> None:
+        self.scopes.append("lambda")
+
+    def leave_Lambda(self, original_node: cst.Lambda, updated_node: cst.Lambda) -> cst.Lambda:
+        self.scopes.pop()
+        return updated_node
+
+    def visit_GeneratorExp(self, node: cst.GeneratorExp) -> None:
+        self.scopes.append("genexp")
+
+    def leave_GeneratorExp(
+        self, original_node: cst.GeneratorExp, updated_node: cst.GeneratorExp
+    ) -> cst.GeneratorExp:
+        self.scopes.pop()
+        return updated_node
+
+    # -- non-deterministic calls
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        if isinstance(updated_node.func, cst.Await):
+            updated_node = updated_node.with_changes(func=_parenthesised(updated_node.func))
+        if not self.edit.calls or self.scopes[-1] != "async":
+            return updated_node
+        position = self.get_metadata(PositionProvider, original_node)
+        found = self.edit.calls.get((position.start.line, position.start.column))
+        if found is None:
+            return updated_node
+        name, alias = found
+        args = updated_node.args
+        if any(arg.star or arg.keyword is not None for arg in args):
+            return updated_node
+        helper = DETERMINISTIC[name]
+        recorded = cst.Await(
+            expression=cst.Call(func=cst.Attribute(value=cst.Name(alias), attr=cst.Name(helper)))
+        )
+        if name == "datetime.datetime.now" and len(args) == 1:
+            zone = cst.Module([]).code_for_node(args[0].value)
+            if zone in _UTC:
+                return _keep_parens(recorded, updated_node)
+            return _keep_parens(_method(recorded, "astimezone", [cst.Arg(args[0].value)]), updated_node)
+        if args:
+            return updated_node
+        if name == "time.time":
+            return _keep_parens(_method(recorded, "timestamp", []), updated_node)
+        return _keep_parens(recorded, updated_node)
+
+    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.Attribute:
+        if isinstance(updated_node.value, cst.Await):
+            return updated_node.with_changes(value=_parenthesised(updated_node.value))
+        return updated_node
+
+    def leave_Subscript(self, original_node: cst.Subscript, updated_node: cst.Subscript) -> cst.Subscript:
+        if isinstance(updated_node.value, cst.Await):
+            return updated_node.with_changes(value=_parenthesised(updated_node.value))
+        return updated_node
 
     def leave_SimpleString(
         self, original_node: cst.SimpleString, updated_node: cst.SimpleString
@@ -115,6 +209,24 @@ class _Rewriter(cst.CSTTransformer):
             whitespace=cst.SimpleWhitespace("  "),
             comment=cst.Comment(f"# pikku: ignore[{', '.join(sorted(codes))}]"),
         )
+
+
+def _parenthesised(node: cst.Await) -> cst.Await:
+    if node.lpar:
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def _method(value: cst.Await, name: str, args: list[cst.Arg]) -> cst.Call:
+    """``(value).name(args)``."""
+    return cst.Call(func=cst.Attribute(value=_parenthesised(value), attr=cst.Name(name)), args=args)
+
+
+def _keep_parens(new: cst.Await | cst.Call, old: cst.Call) -> cst.BaseExpression:
+    """``new`` with the parentheses ``old`` was written with."""
+    if old.lpar:
+        return new.with_changes(lpar=old.lpar, rpar=old.rpar)
+    return new
 
 
 def rewrite(source: str, edit: FileEdit) -> str:
@@ -174,4 +286,4 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-__all__ = ["FileEdit", "apply_edits", "close_match", "plan_edits", "rewrite"]
+__all__ = ["DETERMINISTIC", "FileEdit", "apply_edits", "close_match", "plan_edits", "rewrite"]

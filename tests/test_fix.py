@@ -65,8 +65,10 @@ def test_fix_rewrites_only_the_literal(tmp_path: Path, capsys: pytest.CaptureFix
     path = project(tmp_path)
     assert main([str(tmp_path), "--fix", "--no-generate"]) == 1  # two UNKNOWN_RPC remain
     after = path.read_text(encoding="utf-8")
-    assert changed_lines(SOURCE, after) == [18]
+    assert changed_lines(SOURCE, after) == [18, 25, 27]  # the RPC name and both time.time()
     assert "    await workflow.do(\"a\", 'users.create',   data)   # odd spacing, kept" in after
+    assert "    x = (await workflow.now()).timestamp()\n" in after
+    assert '    more"""; z = (await workflow.now()).timestamp()\n' in after
     captured = capsys.readouterr()
     out = captured.out
     assert "fixed 1 file" in captured.err
@@ -83,7 +85,8 @@ def test_diff_is_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert out.startswith("--- a/flow.py\n+++ b/flow.py\n")
     assert "-    await workflow.do(\"a\", 'users.craete',   data)" in out
     assert "+    await workflow.do(\"a\", 'users.create',   data)" in out
-    assert sum(1 for line in out.splitlines() if line.startswith("+") and not line.startswith("+++")) == 1
+    assert sum(1 for line in out.splitlines() if line.startswith("+") and not line.startswith("+++")) == 3
+    assert "+    x = (await workflow.now()).timestamp()" in out
 
 
 def test_diff_with_nothing_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,3 +128,83 @@ def test_rewrite_never_touches_multiline_strings() -> None:
     ''').lstrip()
     edit = FileEdit(Path("x.py"), "x.py", ignores={1: {"X"}, 3: {"X"}})
     assert rewrite(source, edit) == 'x = """a\nb"""\ny = 1  # pikku: ignore[X]\n'
+
+
+# ---------------------------------------------------------- deterministic helpers (SPEC 8)
+
+NONDET = """
+import random
+import time
+import uuid
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from pikku_typing import Workflow, wire_workflow
+
+
+async def helper(w: Workflow) -> float:
+    return random.random()
+
+
+def sync_helper() -> float:
+    return time.time()
+
+
+async def flow(wf: Workflow, data: dict) -> None:
+    started = time.time()  # keep this comment
+    now = datetime.now()
+    utc = datetime.now(timezone.utc)
+    local = datetime.now(ZoneInfo("Europe/Helsinki"))
+    token = uuid.uuid4().hex
+    roll = int(random.random() * 6) + 1
+    key = lambda: random.random()
+    total = sum(random.random() for _ in range(3))
+    other = random.randint(1, 6)
+    await helper(wf)
+    await wf.do("inside", lambda: time.time())
+
+
+wire_workflow(name="flow", func=flow)
+""".lstrip("\n")
+
+
+def test_fix_rewrites_non_deterministic_calls_to_the_recorded_helpers(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.pikku]\n", encoding="utf-8")
+    path = tmp_path / "flow.py"
+    path.write_text(NONDET, encoding="utf-8")
+    before = analyze(load_config(tmp_path), use_cache=False)
+    assert sum(d.code == "NON_DETERMINISTIC_CALL" for d in before.diagnostics) == 10
+    main([str(tmp_path), "--fix", "--no-generate"])
+    after = path.read_text(encoding="utf-8")
+    lines = after.splitlines()
+    expected = {
+        11: "    return await w.random()",  # a helper: its own parameter name
+        19: "    started = (await wf.now()).timestamp()  # keep this comment",
+        20: "    now = await wf.now()",
+        21: "    utc = await wf.now()",
+        22: '    local = (await wf.now()).astimezone(ZoneInfo("Europe/Helsinki"))',
+        23: "    token = (await wf.uuid4()).hex",
+        24: "    roll = int(await wf.random() * 6) + 1",
+    }
+    assert changed_lines(NONDET, after) == sorted(expected)
+    for number, text in expected.items():
+        assert lines[number - 1] == text
+    compile(after, "flow.py", "exec")  # still valid Python
+    result = analyze(load_config(tmp_path), use_cache=False)
+    left = sorted(d.line for d in result.diagnostics if d.code == "NON_DETERMINISTIC_CALL")
+    # not rewritten: a lambda, a generator expression (await is not allowed or changes the
+    # meaning there), random.randint (no recorded equivalent)
+    assert left == [25, 26, 27]
+
+
+def test_fix_diff_shows_the_helper_rewrite_without_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.pikku]\n", encoding="utf-8")
+    path = tmp_path / "flow.py"
+    path.write_text(NONDET, encoding="utf-8")
+    assert main([str(tmp_path), "--fix", "--diff", "--no-generate"]) == 1
+    out = capsys.readouterr().out
+    assert path.read_text(encoding="utf-8") == NONDET
+    assert "-    token = uuid.uuid4().hex\n" in out
+    assert "+    token = (await wf.uuid4()).hex\n" in out

@@ -16,6 +16,7 @@ def check_determinism(project: Project, report: Report) -> None:
                 call["message"],
                 hint=call["hint"],
                 name=call["name"],
+                alias=call.get("alias"),
             )
 
 

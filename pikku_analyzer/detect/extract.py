@@ -858,6 +858,7 @@ class StepWalker:
                 "line": node.lineno,
                 "column": self.scope.column(node),
                 "name": shown,
+                "alias": alias,
                 "message": (
                     f"`{written}` ({what}) is used in workflow function `{self.func.name}` outside "
                     "a step: the workflow body is re-run on every replay, so it can differ between passes"
