@@ -1,0 +1,4 @@
+from typing import Final
+
+PAYMENTS: Final = "payments"
+PAYMENT_RECEIVED: Final = PAYMENTS + ".received"
