@@ -103,3 +103,21 @@ class EventNotFoundError(PikkuError, LookupError):
 
 class EventPayloadError(PikkuError, ValueError):
     """``send_event`` was given a payload that does not match the event's declared type."""
+
+
+class StorePathError(PikkuError, OSError):
+    """The state store's path cannot be used: it is not a directory, is read-only, or a
+    parent is missing or not a directory. Raised at first use with the path and the
+    operating system's reason (a configuration error: never retried, unlike
+    :class:`StoreUnavailableError`)."""
+
+
+class NestedStepError(PikkuError):
+    """``workflow.do`` / ``workflow.sleep`` was called inside the body of another step (an
+    inline step's function awaited it). Not retriable: the run fails naming both steps
+    (``outer`` and ``inner`` hold their step keys)."""
+
+    def __init__(self, message: str, *, outer: str | None = None, inner: str | None = None) -> None:
+        super().__init__(message)
+        self.outer = outer
+        self.inner = inner

@@ -88,11 +88,15 @@ async def test_corrupt_run_file_is_reported_and_never_overwritten(
         lambda: store.get_run("r1"),
         lambda: store.update_run("r1", RunChanges(output=1)),
         lambda: store.transition_run("r1", ["running"], RunChanges(output=1)),  # type: ignore[list-item]
-        lambda: store.list_runs(),
     ):
         with pytest.raises(StateCorruptedError) as info:
             await call()
         assert str(path) in str(info.value)
+    # one damaged run never stops the others: listed as damaged, the rest listed as usual
+    assert [r.id for r in await store.list_runs()] == ["r2"]
+    damaged = await store.list_damaged()
+    assert [d.run_id for d in damaged] == ["r1"]
+    assert str(path) in damaged[0].problem
     with pytest.raises(RunAlreadyExistsError):
         await store.create_run("wf", None, run_id="r1")
     assert path.read_bytes() == bad

@@ -23,6 +23,7 @@ from pikku_typing.models import (
     StepStatus,
     WorkflowRun,
 )
+from pikku_typing.state.base import DamagedRun
 
 # ------------------------------------------------------------------ colour
 
@@ -556,3 +557,43 @@ def render_timeline(
         suffix = fmt_duration(_step_duration(step))
         out.append(f"  {label} |{text}| {suffix}")
     return out
+
+
+# ------------------------------------------------------------------ damaged runs
+
+
+def render_damaged(damaged: Sequence[DamagedRun], paint: Painter) -> str:
+    """The runs whose stored record cannot be read (``store.list_damaged()``)."""
+    rows = [
+        [
+            d.run_id,
+            d.workflow or "?",
+            "damaged",
+            _truncate(d.problem, 110),
+        ]
+        for d in damaged
+    ]
+    styles: list[list[str | None]] = [[None, "cyan", "red", "dim"] for _ in damaged]
+    lines = table(["RUN ID", "WORKFLOW", "STATUS", "PROBLEM"], rows, paint, styles=styles)
+    count = len(damaged)
+    lines.append(
+        paint(
+            f"{count} damaged run{'s' if count != 1 else ''} (left untouched; "
+            "'pikku-runs show RUN_ID' explains)",
+            "red",
+        )
+    )
+    return "\n".join(lines)
+
+
+def explain_damaged(run_id: str, problem: str) -> str:
+    """What ``pikku-runs show`` prints for a run whose record cannot be read."""
+    return "\n".join(
+        [
+            f"run {run_id} is DAMAGED: its stored record cannot be read.",
+            f"  problem: {problem}",
+            "  The record was left untouched and the other runs are not affected: workers",
+            "  and recover() skip this run. Restore the file or row from a backup (or move",
+            "  it away) to make the run usable again.",
+        ]
+    )

@@ -39,7 +39,7 @@ from pikku_typing.errors import (
 )
 from pikku_typing.models import RunStatus, StepState, StepStatus, WorkflowRun
 from pikku_typing.runtime import _runs_render as render
-from pikku_typing.state.base import RunChanges, WorkflowStateService
+from pikku_typing.state.base import DamagedRun, RunChanges, WorkflowStateService
 
 DEFAULT_STORE: Final = "file:.pikku/state"
 DEFAULT_LIMIT: Final = 50
@@ -492,6 +492,19 @@ def _parse_statuses(text: str | None) -> list[RunStatus] | None:
     return statuses
 
 
+def _matching_damaged(
+    damaged: Sequence[DamagedRun], workflow: str | None, statuses: Sequence[RunStatus] | None
+) -> list[DamagedRun]:
+    """Damaged runs a filtered ``list`` shows: those whose known workflow/status match (a
+    run whose workflow or status cannot be read is always shown)."""
+    return [
+        d
+        for d in damaged
+        if (workflow is None or d.workflow in (None, workflow))
+        and (not statuses or d.status is None or d.status in statuses)
+    ]
+
+
 def _emit_json(stream: TextIO, payload: Any) -> None:
     stream.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -509,18 +522,39 @@ async def _run_command(args: argparse.Namespace, out: TextIO) -> int:
             runs = await store.list_runs(
                 workflow=args.workflow, status=statuses, limit=args.limit or None
             )
+            damaged = _matching_damaged(await store.list_damaged(), args.workflow, statuses)
+            damaged_ids = {d.run_id for d in damaged}
+            runs = [r for r in runs if r.id not in damaged_ids]  # shown as damaged instead
             if fmt == "json":
-                _emit_json(out, {"runs": [r.model_dump(mode="json") for r in runs]})
+                _emit_json(
+                    out,
+                    {
+                        "runs": [r.model_dump(mode="json") for r in runs],
+                        "damaged": [d.to_json() for d in damaged],
+                    },
+                )
             else:
                 out.write(render.render_list(runs, paint) + "\n")
                 if args.limit and len(runs) == args.limit:
                     out.write(
                         paint(f"(limited to {args.limit}; --limit 0 lists all)", "dim") + "\n"
                     )
+                if damaged:
+                    out.write(render.render_damaged(damaged, paint) + "\n")
             return EXIT_OK
         if args.command == "show":
-            run = await _get_run(store, args.run_id)
-            steps = await store.get_step_states(args.run_id)
+            try:
+                run = await _get_run(store, args.run_id)
+                steps = await store.get_step_states(args.run_id)
+            except StateCorruptedError as exc:
+                if fmt == "json":
+                    _emit_json(
+                        out,
+                        DamagedRun(run_id=args.run_id, problem=str(exc)).to_json(),
+                    )
+                else:
+                    out.write(render.explain_damaged(args.run_id, str(exc)) + "\n")
+                return EXIT_REFUSED
             if fmt == "json":
                 failure = render.find_failure(run, steps)
                 _emit_json(

@@ -28,6 +28,7 @@ from typing import Any, Generic, Self, TypeVar
 from pikku_typing.errors import (
     RunAlreadyExistsError,
     RunExistsError,
+    StateCorruptedError,
     StepSerializationError,
     StoreUnavailableError,
     WorkflowCancelledError,
@@ -315,6 +316,13 @@ class WorkflowRuntime:
             raise
         except TRANSIENT_ERRORS:
             raise
+        except StateCorruptedError as exc:
+            # one damaged run never stops the others: nothing was written, the record is
+            # left for an operator (pikku-runs show explains it)
+            log.error(
+                "%s job of run %s (%s) skipped: the run is damaged: %s",
+                job.kind, job.run_id, job.workflow, exc,
+            )
         except Exception:
             log.exception("%s job of run %s (%s) failed", job.kind, job.run_id, job.workflow)
 
@@ -351,7 +359,12 @@ class WorkflowRuntime:
         """Rebuild the queue from the store after a restart; return how many runs were
         queued. Every run that is not settled gets a pass (a run marked ``running`` by a
         process of this host that is still alive is left to it); the pass re-queues the
-        remote steps the run waits for, abandons attempts of dead holders, re-arms sleeps."""
+        remote steps the run waits for, abandons attempts of dead holders, re-arms sleeps.
+
+        A damaged run (its record cannot be read: see ``WorkflowStateService.list_damaged``)
+        never stops the others: a run whose run record is damaged is not listed (the store
+        logs it); one whose steps are damaged gets a pass that logs it and stops without
+        writing anything (see :meth:`handle_job`); every other run is recovered."""
         runs = await self.state.list_runs(status=(RunStatus.RUNNING, RunStatus.SUSPENDED))
         count = 0
         for run in runs:

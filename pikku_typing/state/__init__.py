@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
+from pikku_typing.state.base import DamagedRun, RunChanges, WorkflowStateService, validate_run_id
 from pikku_typing.state.file import FileWorkflowStateService
 from pikku_typing.state.memory import InMemoryWorkflowStateService
 from pikku_typing.state.sqlite import SqliteWorkflowStateService, Synchronous
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pikku_typing.state.postgres import PostgresWorkflowStateService
 
 __all__ = [
+    "DamagedRun",
     "FileWorkflowStateService",
     "InMemoryWorkflowStateService",
     "PostgresWorkflowStateService",

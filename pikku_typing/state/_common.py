@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pikku_typing import _clock
+from pikku_typing.errors import PikkuError, StorePathError, StoreUnavailableError
 from pikku_typing.models import (
     ClaimOwner,
     ErrorInfo,
@@ -283,6 +284,30 @@ Raises StepNotFoundError / RunNotFoundError (an operator action used by ``pikku-
 resume``; see :meth:`WorkflowStateService.reset_step`)."""
 
 
+# ------------------------------------------------------------------------ OS errors
+
+PATH_ERRNOS: frozenset[int] = frozenset(
+    {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.ENOENT, errno.EEXIST,
+     errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG}
+)  # fmt: skip
+"""OS errors that mean "this path cannot be used" (a configuration problem, not transient)."""
+
+
+def os_error(exc: OSError, store: str, action: str) -> PikkuError:
+    """The store error for an OS error: :class:`StorePathError` when the path cannot be used
+    (read-only, not a directory, no permission, missing parent...), else (disk full, I/O
+    error, too many open files) :class:`StoreUnavailableError`, which the runtime retries."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in PATH_ERRNOS or isinstance(exc, PermissionError | NotADirectoryError):
+        path_error = StorePathError(f"{store}: cannot {action}: {reason}{where}")
+        path_error.errno = exc.errno
+        error: PikkuError = path_error
+    else:
+        error = StoreUnavailableError(f"{store}: cannot {action}: {reason}{where}")
+    return error
+
+
 # ------------------------------------------------------------------------ file locks
 
 
@@ -300,8 +325,12 @@ async def acquire_flock(path: Path, timeout: float | None, what: str) -> int:
     """Open ``path`` (created if missing) and take an exclusive ``flock`` on it, polling with
     ``LOCK_NB`` and ``asyncio.sleep`` so the event loop is never blocked. Each call opens its
     own descriptor, so the lock also excludes other tasks and threads of this process.
-    Returns the descriptor (release with :func:`release_flock`); raises ``TimeoutError``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    Returns the descriptor (release with :func:`release_flock`); raises ``TimeoutError``,
+    and :func:`os_error` for a lock file that cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise os_error(exc, f"store lock directory {str(path.parent)!r}", f"take {what}") from exc
     try:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         delay = 0.0005

@@ -11,6 +11,14 @@ Design rules the runtime relies on:
 * ``lock_run`` is a per-run mutual exclusion that holds across processes (and across tasks of
   one process).
 * All values (``input``, ``output``, step ``data`` and ``result``) are JSON values.
+
+Damaged records: one run whose stored record cannot be read (a truncated or garbage file, an
+unreadable file, a missing steps document, a row that does not decode) never stops the
+others. ``list_runs`` skips it (and logs a warning on the ``pikku.state`` logger);
+:meth:`WorkflowStateService.list_damaged` reports it as a :class:`DamagedRun` saying what is
+wrong; every operation on that run itself raises :class:`StateCorruptedError` (a damaged
+record is never overwritten). ``pikku-runs list`` shows damaged runs, ``pikku-runs show``
+explains them and ``WorkflowRuntime.recover()`` logs and skips them.
 """
 
 from __future__ import annotations
@@ -47,6 +55,29 @@ def validate_run_id(run_id: object) -> str:
             "(starting with a letter or digit, no '..')"
         )
     return run_id
+
+
+@dataclass(frozen=True)
+class DamagedRun:
+    """A run whose stored record cannot be read (see "Damaged records" above)."""
+
+    run_id: str
+    """The run's id (from the file name or the row's key column)."""
+    problem: str
+    """What is wrong, in one line, naming the file or row (the StateCorruptedError text)."""
+    workflow: str | None = None
+    """The run's workflow, when it can still be read (its header or an indexed column)."""
+    status: RunStatus | None = None
+    """The run's status, when it can still be read."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "problem": self.problem,
+            "workflow": self.workflow,
+            "status": None if self.status is None else self.status.value,
+            "damaged": True,
+        }
 
 
 @final
@@ -120,7 +151,15 @@ class WorkflowStateService(ABC):
         status: RunStatus | Collection[RunStatus] | None = None,
         limit: int | None = None,
     ) -> list[WorkflowRun[Any, Any]]:
-        """Runs matching the filters, newest first (by ``created_at``, then id)."""
+        """Runs matching the filters, newest first (by ``created_at``, then id). A damaged
+        run record is skipped (and logged), never raised: see :meth:`list_damaged`."""
+
+    async def list_damaged(self) -> list[DamagedRun]:
+        """Every run whose stored record (run, steps or events) cannot be read, with what
+        is wrong; ``[]`` when none is. It reads every record of the store (an operator's
+        and ``recover()``'s check, not a hot path). Stores that keep no serialized records
+        (memory) have none."""
+        return []
 
     @abstractmethod
     async def _update_run(

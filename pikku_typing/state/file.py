@@ -34,13 +34,23 @@ and polled with ``LOCK_NB`` + ``asyncio.sleep`` (the event loop is never blocked
 The critical section itself never awaits. Readers do not lock: a document is always either
 the old or the new complete file. The kernel drops a dead process's flocks.
 
-A document that cannot be parsed raises :class:`StateCorruptedError` naming the file; since
-every write reads the document first, a corrupt file is never overwritten.
+A document that cannot be parsed (or read: no permission, a directory in its place) raises
+:class:`StateCorruptedError` naming the file; since every write reads the document first, a
+corrupt file is never overwritten. ``list_runs`` skips such a run (logging it) and
+``list_damaged`` reports it, so one damaged run never stops the others. ``create_run`` writes
+the (empty) steps document before the run document, and the run document records that it
+has one (``"steps": true``), so a steps document that goes missing later is reported as damage
+instead of being read as "no step ran yet" (which would run every step again).
+
+OS errors on the store's own paths (the directory is a file, is read-only, a parent cannot be
+created) are :class:`~pikku_typing.errors.StorePathError` naming the path; a full disk or an
+I/O error is :class:`~pikku_typing.errors.StoreUnavailableError` (retried by the runtime).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -74,13 +84,20 @@ from pikku_typing.models import (
     WorkflowRun,
 )
 from pikku_typing.state import _common as c
-from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
+from pikku_typing.state.base import (
+    DamagedRun,
+    RunChanges,
+    WorkflowStateService,
+    validate_run_id,
+)
 
 FORMAT: Final = 1
 STALE_TEMP_SECONDS: Final = 3600.0
 _SUFFIX: Final = ".json"
 
 T = TypeVar("T")
+
+log = logging.getLogger("pikku.state")
 
 
 def _dumps(value: Any) -> bytes:
@@ -145,11 +162,18 @@ class FileWorkflowStateService(WorkflowStateService):
         return f"{type(self).__name__}({str(self.directory)!r})"
 
     # ----------------------------------------------------------------- files
+    @property
+    def _name(self) -> str:
+        return f"file store {str(self.directory)!r}"
+
     def _ensure_dirs(self) -> None:
         if not self._ready:
-            for d in (self._runs, self._steps, self._locks, self._runlocks, self._events):
-                d.mkdir(parents=True, exist_ok=True)
-            self._remove_stale_temp_files()
+            try:
+                for d in (self._runs, self._steps, self._locks, self._runlocks, self._events):
+                    d.mkdir(parents=True, exist_ok=True)
+                self._remove_stale_temp_files()
+            except OSError as exc:
+                raise c.os_error(exc, self._name, "create its directories") from exc
             self._ready = True
 
     def _remove_stale_temp_files(self) -> None:
@@ -186,10 +210,23 @@ class FileWorkflowStateService(WorkflowStateService):
                 raw = f.read()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._unreadable(path, exc) from exc
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise self._corrupt(path, exc) from exc
+
+    def _unreadable(self, path: Path, exc: OSError) -> Exception:
+        """A document that exists but cannot be read: damage of that one record (no
+        permission, a directory in its place), or the store's problem (I/O error...)."""
+        if isinstance(exc, PermissionError | IsADirectoryError):
+            return StateCorruptedError(
+                f"state file {str(path)!r} cannot be read ({type(exc).__name__}: "
+                f"{exc.strerror or exc}); it was left untouched: fix its permissions or "
+                "restore it from a backup"
+            )
+        return c.os_error(exc, self._name, f"read {str(path)!r}")
 
     @staticmethod
     def _corrupt(path: Path, problem: object) -> StateCorruptedError:
@@ -200,7 +237,10 @@ class FileWorkflowStateService(WorkflowStateService):
 
     def _write(self, path: Path, data: bytes) -> None:
         """Atomically replace ``path`` with ``data`` (temp file, fsync, rename, fsync dir)."""
-        atomic_write_bytes(path, data, fsync=self._fsync)
+        try:
+            atomic_write_bytes(path, data, fsync=self._fsync)
+        except OSError as exc:
+            raise c.os_error(exc, self._name, f"write {str(path)!r}") from exc
 
     # --------------------------------------------------------- run documents
     def _load_run(self, path: Path, doc: Any) -> WorkflowRun[Any, Any]:
@@ -212,16 +252,25 @@ class FileWorkflowStateService(WorkflowStateService):
             raise self._corrupt(path, exc) from exc
 
     def _read_run(self, run_id: str) -> WorkflowRun[Any, Any]:
+        return self._read_run_doc(run_id)[0]
+
+    def _read_run_doc(self, run_id: str) -> tuple[WorkflowRun[Any, Any], bool]:
+        """The run, and whether its document says a steps document was written with it."""
         path = self._run_path(run_id)
         doc = self._read(path)
         if doc is None:
             raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.directory)!r}")
-        return self._load_run(path, doc)
+        return self._load_run(path, doc), doc.get("steps") is True
 
-    def _write_run(self, run: WorkflowRun[Any, Any]) -> None:
-        self._write(
-            self._run_path(run.id), _dumps({"format": FORMAT, "run": run.model_dump(mode="json")})
-        )
+    @staticmethod
+    def _run_doc(run: WorkflowRun[Any, Any], has_steps: bool) -> bytes:
+        doc: dict[str, Any] = {"format": FORMAT, "run": run.model_dump(mode="json")}
+        if has_steps:
+            doc["steps"] = True
+        return _dumps(doc)
+
+    def _write_run(self, run: WorkflowRun[Any, Any], has_steps: bool) -> None:
+        self._write(self._run_path(run.id), self._run_doc(run, has_steps))
 
     # ------------------------------------------------------- steps documents
     def _load_steps(self, run_id: str) -> _Steps | None:
@@ -246,6 +295,8 @@ class FileWorkflowStateService(WorkflowStateService):
                 raw = head + f.read()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._unreadable(path, exc) from exc
         steps = self._parse_steps(path, raw)
         self._cache_put(run_id, steps)
         return steps
@@ -276,8 +327,12 @@ class FileWorkflowStateService(WorkflowStateService):
     def _steps_or_raise(self, run_id: str) -> _Steps:
         steps = self._load_steps(run_id)
         if steps is None:
-            if not self._run_path(run_id).exists():
-                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.directory)!r}")
+            _, has_steps = self._read_run_doc(run_id)  # RunNotFoundError
+            if has_steps:
+                raise self._corrupt(
+                    self._steps_path(run_id),
+                    "the steps document is missing although the run was created with one",
+                )
             return _Steps(header=None, size=-1, frags=[], index={})
         return steps
 
@@ -347,13 +402,15 @@ class FileWorkflowStateService(WorkflowStateService):
     ) -> WorkflowRun[Any, Any]:
         run = c.new_run(workflow, input, run_id, parent_run_id, version)
         run_id = run.id
-        data = _dumps({"format": FORMAT, "run": run.model_dump(mode="json")})
+        data = self._run_doc(run, True)
         async with self._locked(run_id):
             path = self._run_path(run_id)
             if path.exists():
                 raise RunAlreadyExistsError(
                     f"a run with id {run_id!r} already exists in {str(self.directory)!r}"
                 )
+            # the steps document first: a run document always has its steps document
+            self._write_steps(run_id, [], {})
             self._write(path, data)
         return self._load_run(path, json.loads(data))
 
@@ -370,26 +427,60 @@ class FileWorkflowStateService(WorkflowStateService):
     ) -> list[WorkflowRun[Any, Any]]:
         c.check_limit(limit)
         statuses = c.status_filter(status)
-        try:
-            entries = list(os.scandir(self._runs))
-        except FileNotFoundError:
-            return []
         runs: list[WorkflowRun[Any, Any]] = []
-        for entry in entries:
-            name = entry.name
-            if name.startswith(".") or not name.endswith(_SUFFIX):
+        for path in self._run_files():
+            try:
+                doc = self._read(path)
+                if doc is None:  # pragma: no cover - documents are never deleted
+                    continue
+                run = self._load_run(path, doc)
+            except StateCorruptedError as exc:
+                log.warning("list_runs skipped a damaged run: %s", exc)
                 continue
-            path = Path(entry.path)
-            doc = self._read(path)
-            if doc is None:  # pragma: no cover - documents are never deleted
-                continue
-            run = self._load_run(path, doc)
             if workflow is not None and run.workflow != workflow:
                 continue
             if statuses is not None and run.status not in statuses:
                 continue
             runs.append(run)
         return c.sort_and_limit(runs, limit)
+
+    def _run_files(self) -> list[Path]:
+        """The run documents (not temp files), in directory order."""
+        try:
+            with os.scandir(self._runs) as entries:
+                names = [e.name for e in entries]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise c.os_error(exc, self._name, "list its runs") from exc
+        return [
+            self._runs / name
+            for name in names
+            if not name.startswith(".") and name.endswith(_SUFFIX)
+        ]
+
+    async def list_damaged(self) -> list[DamagedRun]:
+        damaged: list[DamagedRun] = []
+        for path in self._run_files():
+            run_id = path.name[: -len(_SUFFIX)]
+            try:
+                doc = self._read(path)
+                if doc is None:  # pragma: no cover - removed meanwhile
+                    continue
+                run = self._load_run(path, doc)
+            except StateCorruptedError as exc:
+                damaged.append(DamagedRun(run_id=run_id, problem=str(exc)))
+                continue
+            try:
+                self._steps_or_raise(run_id)
+                self._read_events(run_id)
+            except (StateCorruptedError, RunNotFoundError) as exc:
+                damaged.append(
+                    DamagedRun(
+                        run_id=run_id, problem=str(exc), workflow=run.workflow, status=run.status
+                    )
+                )
+        return sorted(damaged, key=lambda d: d.run_id)
 
     async def _update_run(
         self,
@@ -400,11 +491,11 @@ class FileWorkflowStateService(WorkflowStateService):
         validate_run_id(run_id)
         expect = c.expect_filter(expect_status)
         async with self._locked(run_id):
-            run = self._read_run(run_id)
+            run, has_steps = self._read_run_doc(run_id)
             if expect is not None and run.status not in expect:
                 return None
             updated = changes.apply(run, c.now_utc())
-            self._write_run(updated)
+            self._write_run(updated, has_steps)
         return WorkflowRun.model_validate(updated.model_dump(mode="json"))
 
     # ----------------------------------------------------------------- steps
@@ -541,7 +632,7 @@ class FileWorkflowStateService(WorkflowStateService):
             return None
         async with self._locked(run_id):
             try:
-                run = self._read_run(run_id)
+                run, has_steps = self._read_run_doc(run_id)
             except RunNotFoundError:
                 return None
             if run.status.is_settled:
@@ -557,7 +648,7 @@ class FileWorkflowStateService(WorkflowStateService):
             )
             self._write_events(run_id, [*events, event])
             if c.apply_wake_on_event(run, now):
-                self._write_run(run)
+                self._write_run(run, has_steps)
         return event.model_copy(deep=True)
 
     async def consume_event(

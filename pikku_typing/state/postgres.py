@@ -68,7 +68,13 @@ from pikku_typing.models import (
 from pikku_typing.state import _common as c
 from pikku_typing.state import _sql
 from pikku_typing.state._pg_listen import SettleListener
-from pikku_typing.state.base import UNSET, RunChanges, WorkflowStateService, validate_run_id
+from pikku_typing.state.base import (
+    UNSET,
+    DamagedRun,
+    RunChanges,
+    WorkflowStateService,
+    validate_run_id,
+)
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -487,7 +493,47 @@ class PostgresWorkflowStateService(WorkflowStateService):
             query += " LIMIT %(limit)s"
             params["limit"] = limit
         rows: list[dict[str, Any]] = await self._execute(query, params, many=True)
-        return [self._run(row) for row in rows]
+        runs: list[WorkflowRun[Any, Any]] = []
+        for row in rows:
+            try:
+                runs.append(self._run(row))
+            except StateCorruptedError as exc:  # one damaged row never hides the others
+                _log.warning("list_runs skipped a damaged run: %s", exc)
+        return runs
+
+    async def list_damaged(self) -> list[DamagedRun]:
+        problems: dict[str, DamagedRun] = {}
+        headers: dict[str, tuple[str | None, RunStatus | None]] = {}
+        for row in await self._fetchall("all_runs", {}):
+            run_id = str(row["id"])
+            try:
+                status: RunStatus | None = RunStatus(row["status"])
+            except ValueError:
+                status = None
+            headers[run_id] = (row.get("workflow"), status)
+            try:
+                self._run(row)
+            except StateCorruptedError as exc:
+                problems[run_id] = DamagedRun(run_id, str(exc), *headers[run_id])
+        for row in await self._fetchall("all_steps", {}):
+            run_id = str(row["run_id"])
+            if run_id not in problems:
+                try:
+                    self._step(run_id, row)
+                except StateCorruptedError as exc:
+                    problems[run_id] = DamagedRun(
+                        run_id, str(exc), *headers.get(run_id, (None, None))
+                    )
+        for row in await self._fetchall("all_events", {}):
+            run_id = str(row["run_id"])
+            if run_id not in problems:
+                try:
+                    self._event(row)
+                except StateCorruptedError as exc:
+                    problems[run_id] = DamagedRun(
+                        run_id, str(exc), *headers.get(run_id, (None, None))
+                    )
+        return [problems[k] for k in sorted(problems)]
 
     async def _update_run(
         self,

@@ -17,12 +17,17 @@
 * The schema is versioned with ``PRAGMA user_version``.
 * ``lock_run`` uses ``fcntl.flock`` on ``<path>.locks/<run_id>.lock``: the kernel releases it
   when the holder dies, which a lock row in the database would not.
+* A row whose document does not decode is :class:`StateCorruptedError` naming the run, for
+  that run only: ``list_runs`` skips it (logging it) and ``list_damaged`` reports it.
+* A path that cannot be used (a directory, a read-only file or directory, a parent that is a
+  file) is :class:`~pikku_typing.errors.StorePathError` naming the path, at first use.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -38,6 +43,7 @@ from pikku_typing.errors import (
     RunAlreadyExistsError,
     RunNotFoundError,
     StateCorruptedError,
+    StorePathError,
     StoreUnavailableError,
 )
 from pikku_typing.models import (
@@ -50,7 +56,14 @@ from pikku_typing.models import (
     WorkflowRun,
 )
 from pikku_typing.state import _common as c
-from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_run_id
+from pikku_typing.state.base import (
+    DamagedRun,
+    RunChanges,
+    WorkflowStateService,
+    validate_run_id,
+)
+
+log = logging.getLogger("pikku.state")
 
 SCHEMA_VERSION: Final = 2
 
@@ -129,7 +142,14 @@ class SqliteWorkflowStateService(WorkflowStateService):
         if conn is not None and self._pid == os.getpid():
             return conn
         self._conn = None  # never reuse a connection inherited through fork()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        name = f"SQLite store {str(self.path)!r}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise c.os_error(exc, name, "create its directory") from exc
+        if self.path.is_dir():
+            raise StorePathError(f"{name}: cannot open it: the path is a directory, not a file")
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -138,7 +158,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"cannot open SQLite store {str(self.path)!r}: {exc}") from exc
+            raise self._open_error(exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             # Switching a fresh database to WAL takes an exclusive lock for which SQLite does
@@ -155,9 +175,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         except sqlite3.DatabaseError as exc:
             conn.close()
             if isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnavailableError(
-                    f"cannot open SQLite store {str(self.path)!r}: {exc}"
-                ) from exc
+                raise self._open_error(exc) from exc
             raise StateCorruptedError(
                 f"SQLite store {str(self.path)!r} cannot be read ({exc}); it was left untouched"
             ) from exc
@@ -167,6 +185,17 @@ class SqliteWorkflowStateService(WorkflowStateService):
         self._conn = conn
         self._pid = os.getpid()
         return conn
+
+    def _open_error(self, exc: sqlite3.Error) -> Exception:
+        """A path SQLite cannot open or write (read-only, no permission) is StorePathError;
+        anything else (locked...) StoreUnavailableError."""
+        text = str(exc)
+        if "readonly" in text or "unable to open" in text or "read-only" in text:
+            return StorePathError(
+                f"SQLite store {str(self.path)!r}: cannot open it for writing ({text}): check "
+                "that the file and its directory exist and are writable"
+            )
+        return StoreUnavailableError(f"cannot open SQLite store {str(self.path)!r}: {text}")
 
     @contextmanager
     def _init_lock(self) -> Iterator[None]:
@@ -243,17 +272,19 @@ class SqliteWorkflowStateService(WorkflowStateService):
     def _corrupt(self, what: str, exc: Exception) -> StateCorruptedError:
         return StateCorruptedError(f"SQLite store {str(self.path)!r}: {what} is corrupt ({exc})")
 
-    def _load_run(self, doc: str) -> WorkflowRun[Any, Any]:
+    def _load_run(self, doc: str, run_id: str | None = None) -> WorkflowRun[Any, Any]:
         try:
             return WorkflowRun.model_validate_json(doc)
-        except ValidationError as exc:
-            raise self._corrupt("a run document", exc) from exc
+        except (ValidationError, ValueError, TypeError) as exc:
+            what = "a run document" if run_id is None else f"the row of run {run_id!r}"
+            raise self._corrupt(what, exc) from exc
 
-    def _load_step(self, doc: str) -> StepState:
+    def _load_step(self, doc: str, run_id: str | None = None) -> StepState:
         try:
             return StepState.model_validate_json(doc)
-        except ValidationError as exc:
-            raise self._corrupt("a step document", exc) from exc
+        except (ValidationError, ValueError, TypeError) as exc:
+            what = "a step document" if run_id is None else f"a step row of run {run_id!r}"
+            raise self._corrupt(what, exc) from exc
 
     @staticmethod
     def _run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
@@ -294,7 +325,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
             row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
-        return self._load_run(row[0])
+        return self._load_run(row[0], run_id)
 
     async def list_runs(
         self,
@@ -315,7 +346,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
                 return []
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(sorted(s.value for s in statuses))
-        sql = "SELECT doc FROM runs"
+        sql = "SELECT id, doc FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_us DESC, id DESC"
@@ -324,7 +355,47 @@ class SqliteWorkflowStateService(WorkflowStateService):
             params.append(limit)
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [self._load_run(doc) for (doc,) in rows]
+        runs: list[WorkflowRun[Any, Any]] = []
+        for run_id, doc in rows:
+            try:
+                runs.append(self._load_run(doc, run_id))
+            except StateCorruptedError as exc:
+                log.warning("list_runs skipped a damaged run: %s", exc)
+        return runs
+
+    async def list_damaged(self) -> list[DamagedRun]:
+        with self._read() as conn:
+            runs = conn.execute("SELECT id, workflow, status, doc FROM runs ORDER BY id").fetchall()
+            steps = conn.execute("SELECT run_id, doc FROM steps ORDER BY seq").fetchall()
+            events = conn.execute(f"SELECT {_EVENT_COLS} FROM events ORDER BY seq").fetchall()
+        headers: dict[str, tuple[str | None, RunStatus | None]] = {}
+        problems: dict[str, str] = {}
+        for run_id, workflow, status, doc in runs:
+            try:
+                known: RunStatus | None = RunStatus(status)
+            except ValueError:
+                known = None
+            headers[run_id] = (workflow, known)
+            try:
+                self._load_run(doc, run_id)
+            except StateCorruptedError as exc:
+                problems.setdefault(run_id, str(exc))
+        for run_id, doc in steps:
+            if run_id not in problems:
+                try:
+                    self._load_step(doc, run_id)
+                except StateCorruptedError as exc:
+                    problems[run_id] = str(exc)
+        for row in events:
+            if row[1] not in problems:
+                try:
+                    self._load_event(row)
+                except StateCorruptedError as exc:
+                    problems[row[1]] = str(exc)
+        return [
+            DamagedRun(run_id, problem, *headers.get(run_id, (None, None)))
+            for run_id, problem in sorted(problems.items())
+        ]
 
     async def _update_run(
         self,
@@ -338,7 +409,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
             row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
-            run = self._load_run(row[0])
+            run = self._load_run(row[0], run_id)
             if expect is not None and run.status not in expect:
                 return None
             updated = changes.apply(run, c.now_utc())
@@ -358,7 +429,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
             ).fetchall()
             if not rows:
                 self._require_run(conn, run_id)
-        steps = [self._load_step(doc) for (doc,) in rows]
+        steps = [self._load_step(doc, run_id) for (doc,) in rows]
         return {s.key: s for s in steps}
 
     async def get_step(self, run_id: str, key: str) -> StepState | None:
@@ -370,7 +441,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
             if row is None:
                 self._require_run(conn, run_id)
                 return None
-        return self._load_step(row[0])
+        return self._load_step(row[0], run_id)
 
     async def insert_step(self, run_id: str, step: StepState) -> StepState:
         validate_run_id(run_id)
@@ -420,7 +491,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
             if row is None:
                 self._require_run(conn, run_id)
                 return None
-            step = self._load_step(row[0])
+            step = self._load_step(row[0], run_id)
             if not change(step):
                 return None
             updated = conn.execute(
@@ -537,8 +608,8 @@ class SqliteWorkflowStateService(WorkflowStateService):
                 consumed_by=row[5],
                 consumed_at=None if row[6] is None else _from_micros(row[6]),
             )
-        except (ValueError, ValidationError) as exc:
-            raise self._corrupt("an event", exc) from exc
+        except (ValueError, TypeError, ValidationError) as exc:
+            raise self._corrupt(f"an event row of run {row[1]!r}", exc) from exc
 
     async def send_event(
         self, run_id: str, name: str, payload: Any
@@ -550,7 +621,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
             row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 return None
-            run = self._load_run(row[0])
+            run = self._load_run(row[0], run_id)
             if run.status.is_settled:
                 return None
             seq = conn.execute(
@@ -608,7 +679,10 @@ class SqliteWorkflowStateService(WorkflowStateService):
         self, run_id: str, *, timeout: float | None = None
     ) -> AbstractAsyncContextManager[None]:
         validate_run_id(run_id)
-        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise c.os_error(exc, f"SQLite store {str(self.path)!r}", "create its lock directory") from exc
         return c.flock_context(
             self._lock_dir / f"{run_id}.lock", timeout, f"the lock of run {run_id!r}"
         )

@@ -202,3 +202,12 @@ SELECT * FROM mine UNION ALL SELECT * FROM taken
 SELECT e.* FROM pikku_runs r LEFT JOIN pikku_events e ON e.run_id = r.id
 WHERE r.id = %(run_id)s
 ORDER BY e.seq
+
+-- name: all_runs
+SELECT * FROM pikku_runs ORDER BY id
+
+-- name: all_steps
+SELECT * FROM pikku_steps ORDER BY run_id, key
+
+-- name: all_events
+SELECT * FROM pikku_events ORDER BY seq
