@@ -76,6 +76,10 @@ async def make_runs(url: str, *, extra: int = 0) -> dict[str, str]:
 
         run = await store.create_run("onboarding", {"email": "c@example.com"}, run_id=RUNNING)
         await store.update_run(run.id, RunChanges(owner=_owner("orch")))
+        await store.insert_step(run.id, StepState(
+            key="createUser", step_name="createUser", kind=StepKind.RPC,
+            rpc_name="users.create", max_attempts=4))
+        await store.claim_step(run.id, "createUser", owner=_owner("live"), lease_seconds=30)
 
         run = await store.create_run("orders", {"order": 7}, run_id=PARENT)
         child = child_run_id(PARENT, "bill")

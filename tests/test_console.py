@@ -167,6 +167,16 @@ def test_completed_run_page_with_diagram_from_meta(file_url: str) -> None:
     assert 'id="actions"' not in html  # settled: no action
 
 
+def test_running_run_page(file_url: str) -> None:
+    with client_for(file_url) as client:
+        html = client.get(f"/runs/{RUNNING}").text
+    assert 'id="run-status">running' in html
+    assert 'id="cancel"' in html and 'id="resume"' not in html  # running: cancel only
+    assert "k-running" in html  # the attempt in flight, up to now, on the timeline
+    assert "held by pid" in html and "test-host" in html
+    assert 'class="node st-running"' in html  # the diagram marks the step in flight
+
+
 def test_diagram_without_meta_uses_recorded_steps(file_url: str, tmp_path: Path) -> None:
     broken = tmp_path / "workflow_meta.json"
     broken.write_text("{not json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -170,8 +171,16 @@ def serve(
         file=out,
         flush=True,
     )
+    # uvicorn stops gracefully on SIGTERM, then re-raises it to the handler it found: a no-op
+    # one here, so a stop by SIGTERM exits 0 (Ctrl-C still ends as KeyboardInterrupt, 130)
+    previous = signal.signal(signal.SIGTERM, _ignore_signal)
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:
         sock.close()
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """The SIGTERM handler while uvicorn runs (uvicorn installs its own on top)."""
