@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -57,6 +57,7 @@ from pikku_typing.wiring import registry as _global_registry
 
 if TYPE_CHECKING:
     from pikku_typing.runtime.queues.memory import InProcessQueue
+    from pikku_typing.runtime.replayer import History, ReplayResult
     from pikku_typing.runtime.runtime import RunHandle, WorkflowClient, WorkflowRuntime
     from pikku_typing.state.base import WorkflowStateService
 
@@ -345,6 +346,16 @@ class WorkflowTestEnv:
             raise KeyError(f"run {run_id!r} has no step {key!r}")
         return found
 
+    async def history(self, run_id: str) -> History:
+        """The run and its step states as stored: what ``pikku-runs export`` writes, for
+        :func:`replay` (``history.to_json()`` is the exported JSON)."""
+        from pikku_typing.runtime.replayer import History
+
+        with self._active():
+            run = await self.state.get_run(run_id)
+            recorded = await self.state.get_step_states(run_id)
+        return History(run=run, steps=dict(recorded))
+
     # -------------------------------------------------------------- lifecycle
     def close_nowait(self) -> None:
         """Drop queued jobs (and an owned in-memory store): what the pytest fixture calls
@@ -372,4 +383,29 @@ class WorkflowTestEnv:
         await self.close()
 
 
-__all__ = ["RunNotSettledError", "TestClock", "WorkflowTestEnv"]
+async def replay(
+    history: History | Mapping[str, Any],
+    *,
+    registry: Registry | None = None,
+    check: bool = True,
+    timeout: float = 30.0,
+) -> ReplayResult:
+    """Replay a recorded history (a :class:`~pikku_typing.runtime.replayer.History`, e.g.
+    from :meth:`WorkflowTestEnv.history`, or the JSON of ``pikku-runs export``) against the
+    workflows of ``registry`` (default: the process-wide one, i.e. the current code), without
+    executing any step or sleeping (SPEC section 9).
+
+    With ``check`` (the default) a run that would not replay raises
+    :class:`~pikku_typing.errors.WorkflowNonDeterminismError` naming the step key and both
+    sides; otherwise the :class:`~pikku_typing.runtime.replayer.ReplayResult` is returned
+    either way (``result.ok``, ``result.problems``)."""
+    from pikku_typing.runtime.replayer import History, replay_history
+
+    loaded = history if isinstance(history, History) else History.from_json(history)
+    result = await replay_history(loaded, registry=registry, timeout=timeout)
+    if check:
+        result.raise_for_problems()
+    return result
+
+
+__all__ = ["RunNotSettledError", "TestClock", "WorkflowTestEnv", "replay"]

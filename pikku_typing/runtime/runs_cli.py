@@ -5,6 +5,8 @@
     pikku-runs [--store URL] cancel RUN_ID
     pikku-runs [--store URL] resume RUN_ID [--attempts N]
     pikku-runs [--store URL] serve [--host 127.0.0.1] [--port 8765] [--token TOKEN]
+    pikku-runs [--store URL] export RUN_ID
+    pikku-runs [--store URL] replay [RUN_ID ...] [--all-unsettled] [--from FILE] [--app MODULE]
 
 ``--store`` is ``file:DIR``, ``sqlite:PATH`` or ``postgres:DSN`` (a ``postgresql://`` URL is
 accepted as it is); the default is the embedded store ``file:.pikku/state``. Every command
@@ -429,7 +431,43 @@ def _build_parser() -> argparse.ArgumentParser:
         help="new attempts for the failed step (default 1)",
     )
     _add_serve_parser(sub, common)
+    _add_deploy_parsers(sub, common)
     return parser
+
+
+def _add_deploy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``export`` and ``replay`` (SPEC section 9, :mod:`pikku_typing.runtime.replayer`)."""
+    p_export = sub.add_parser(
+        "export", parents=[common], help="a run and its steps as a JSON history (for replay --from)"
+    )
+    p_export.add_argument("run_id", metavar="RUN_ID")
+    p_replay = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="replay recorded runs against the current code without running any step",
+    )
+    p_replay.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    p_replay.add_argument(
+        "--all-unsettled", action="store_true", help="every running or suspended run of the store"
+    )
+    p_replay.add_argument(
+        "--from",
+        dest="from_files",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an exported history (pikku-runs export), '-' for stdin; repeatable",
+    )
+    p_replay.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=(
+            "module that wires the workflows (repeatable; default: the generated "
+            "<package>.workflow_wirings of [tool.pikku] found from the current directory)"
+        ),
+    )
 
 
 def _add_serve_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -512,6 +550,10 @@ def _emit_json(stream: TextIO, payload: Any) -> None:
 async def _run_command(args: argparse.Namespace, out: TextIO) -> int:
     fmt: str = getattr(args, "format", "text")
     store_url: str = getattr(args, "store", DEFAULT_STORE)
+    if args.command in ("replay", "export"):
+        from pikku_typing.runtime.deploys_cli import run_deploy_command
+
+        return await run_deploy_command(args, out, fmt=fmt, store_url=store_url)
     if args.command == "list" and args.limit < 0:
         raise CliError("--limit must be 0 or more", EXIT_USAGE)
     statuses = _parse_statuses(args.status) if args.command == "list" else None
@@ -621,5 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STORE
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m: run the imported module (one CliError class)
+    from pikku_typing.runtime.runs_cli import main as _main
+
+    raise SystemExit(_main())
