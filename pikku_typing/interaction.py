@@ -158,6 +158,13 @@ class Workflow(ABC):
         """A random float in [0, 1), recorded the first time and the same on every replay."""
         raise NotImplementedError(f"{type(self).__name__} does not support random")
 
+    def patched(self, change_id: str) -> Awaitable[bool]:
+        """``if await workflow.patched("change-id"):`` — ``True`` for runs that reach it in
+        the new code, ``False`` for runs replaying a history recorded before the change (they
+        keep the old branch). The answer is recorded once per run (a durable marker, like a
+        step), so a run never changes sides (SPEC section 9)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support patched")
+
 
 _rpc_registry: ContextVar[Registry | None] = ContextVar("pikku_rpc_registry", default=None)
 """The registry ``rpc.invoke`` resolves names in, when not the process-wide one (a test

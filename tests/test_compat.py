@@ -133,13 +133,13 @@ VALID: dict[str, list[Edit]] = {
     "another workflow added": [("flow", 'wire_workflow(name="checkout", func=checkout)', 'wire_workflow(name="checkout", func=checkout)\nwire_workflow(name="checkout2", func=checkout)')],
     "int widened to float": [("types", "    tracking: str", "    tracking: str\n    weight: float = 0.0")],
     "step target changed behind workflow.patched()": [
-        ("flow", "    " + CHARGE, '    if workflow.patched("charge-v2"):\n        await workflow.do("charge", "payments.charge_v2", {})\n    else:\n        ' + CHARGE)
+        ("flow", "    " + CHARGE, '    if await workflow.patched("charge-v2"):\n        await workflow.do("charge", "payments.charge_v2", {})\n    else:\n        ' + CHARGE)
     ],
     "step inserted behind workflow.patched()": [
-        ("flow", "    " + SHIP, '    if workflow.patched("fraud"):\n        await workflow.do("fraudCheck", lambda: True)\n    ' + SHIP)
+        ("flow", "    " + SHIP, '    if await workflow.patched("fraud"):\n        await workflow.do("fraudCheck", lambda: True)\n    ' + SHIP)
     ],
     "step inserted behind not workflow.patched()": [
-        ("flow", "    " + SHIP, '    if not workflow.patched("fraud"):\n        pass\n    else:\n        await workflow.do("fraudCheck", lambda: True)\n    ' + SHIP)
+        ("flow", "    " + SHIP, '    if not await workflow.patched("fraud"):\n        pass\n    else:\n        await workflow.do("fraudCheck", lambda: True)\n    ' + SHIP)
     ],
     "step moved into an if with the same target": [("flow", "    " + NOTIFY, "    if data[\"tags\"]:\n        " + NOTIFY)],
 }
@@ -164,7 +164,7 @@ INVALID: dict[str, tuple[str, list[Edit]]] = {
     "step renamed": ("STEP_RENAMED", [("flow", '"ship", "shipping.ship"', '"shipParcel", "shipping.ship"')]),
     "step changed in the old branch of a patch": (
         "STEP_TARGET_CHANGED",
-        [("flow", "    " + CHARGE, '    if workflow.patched("charge-v2"):\n        await workflow.do("charge", "payments.charge_v2", {})\n    else:\n        await workflow.do("charge", "emails.send", {})')],
+        [("flow", "    " + CHARGE, '    if await workflow.patched("charge-v2"):\n        await workflow.do("charge", "payments.charge_v2", {})\n    else:\n        await workflow.do("charge", "emails.send", {})')],
     ),
     "step inserted": ("STEP_INSERTED", [("flow", "    " + SHIP, '    await workflow.do("fraudCheck", lambda: True)\n    ' + SHIP)]),
 }

@@ -31,7 +31,7 @@ from pikku_typing.errors import StoreUnavailableError, WorkflowNonDeterminismErr
 from pikku_typing.interaction import Workflow
 from pikku_typing.models import ClaimOwner, ErrorInfo, StepKind, StepState, WorkflowRun
 from pikku_typing.runtime import steps
-from pikku_typing.runtime.kinds import call, sleep
+from pikku_typing.runtime.kinds import call, patch, sleep
 from pikku_typing.runtime.services import Services, typed_run
 from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend
 from pikku_typing.wiring import WorkflowDefinition
@@ -84,6 +84,8 @@ class RunContext(Workflow):
         """Set when a store call of this pass failed: the pass is abandoned (the job is
         delivered again), the run is never failed for it, even if the function caught it."""
         self.in_pass = True
+        self.patches: dict[str, bool] = {}
+        """``workflow.patched`` answers of this pass, by change id (kinds/patch.py)."""
 
     # ------------------------------------------------------------ Workflow API
     @property
@@ -119,6 +121,9 @@ class RunContext(Workflow):
     ) -> None:
         await self.guarded(sleep.sleep, self, step_name, duration)
 
+    def patched(self, change_id: str) -> patch.PatchedCall:
+        return patch.PatchedCall(change_id, lambda: self.guarded(patch.patched, self, change_id))
+
     # ------------------------------------------------- what step kinds share
     async def guarded(
         self, body: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -153,6 +158,11 @@ class RunContext(Workflow):
                 "the workflow code changed or is not deterministic"
             )
         return step
+
+    def replaying(self) -> bool:
+        """Whether steps recorded by earlier passes lie ahead of this point of the pass (not
+        reached yet): the run's history goes on past here (``workflow.patched``)."""
+        return any(not patch.is_marker(key) for key in self._recorded)
 
     def nondeterminism(self, detail: str) -> WorkflowNonDeterminismError:
         """A non-determinism error, recorded as fatal: the run fails with it even if the

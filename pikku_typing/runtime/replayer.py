@@ -36,7 +36,8 @@ from pikku_typing.errors import PikkuError, WorkflowNonDeterminismError
 from pikku_typing.interaction import Workflow
 from pikku_typing.models import ErrorInfo, RunStatus, StepKind, StepState, StepStatus, WorkflowRun
 from pikku_typing.runtime import codec, steps
-from pikku_typing.runtime.orchestrator import StepFailedError
+from pikku_typing.runtime.kinds.patch import PatchedCall, is_marker, marker_key
+from pikku_typing.runtime.signals import StepFailedError
 from pikku_typing.wiring import Registry, WorkflowDefinition
 
 HISTORY_FORMAT: Final = 1
@@ -203,6 +204,7 @@ class ReplayContext(Workflow):
         self._keys = steps.StepKeys()
         self._result = result
         self.failed_step: StepFailedError | None = None
+        self._patches: dict[str, bool] = {}
 
     # ------------------------------------------------------------ Workflow API
     @property
@@ -275,6 +277,33 @@ class ReplayContext(Workflow):
         if step.status is not StepStatus.SUCCEEDED:
             raise _Stop()  # the recorded sleep had not ended: no waiting here
         self._result.replayed_steps.append(key)
+
+    def patched(self, change_id: str) -> PatchedCall:
+        return PatchedCall(change_id, lambda: self._patched(change_id))
+
+    async def _patched(self, change_id: str) -> bool:
+        """As the runtime answers (kinds/patch.py), from the history only: the recorded
+        marker, else ``False`` when recorded steps lie ahead, else ``True``."""
+        key = marker_key(change_id)
+        known = self._patches.get(change_id)
+        if known is not None:
+            return known
+        step = self._recorded.pop(key, None)
+        if step is None:
+            answer = not any(not is_marker(k) for k in self._recorded)
+        else:
+            if step.kind is not StepKind.VALUE:
+                self._mismatch(
+                    "nondeterminism",
+                    key,
+                    "the patch marker's key was recorded as another kind of step",
+                    recorded=_target(step.kind, step.rpc_name),
+                    new="value (patch marker)",
+                )
+            answer = step.result is True
+            self._result.replayed_steps.append(key)
+        self._patches[change_id] = answer
+        return answer
 
     # --------------------------------------------------------------- plumbing
     def _take(self, key: str, kind: StepKind, name: str | None) -> StepState:
