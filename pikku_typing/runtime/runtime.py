@@ -18,13 +18,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from pikku_typing._log import runtime_log
 from pikku_typing.errors import (
     RunAlreadyExistsError,
     RunExistsError,
@@ -36,7 +36,7 @@ from pikku_typing.errors import (
     WorkflowInputError,
 )
 from pikku_typing.models import RunStatus, StepState, WorkflowRun
-from pikku_typing.runtime import codec, lifecycle, process
+from pikku_typing.runtime import _observe, codec, lifecycle, process
 from pikku_typing.runtime.orchestrator import Orchestrator
 from pikku_typing.runtime.queues.base import Job, WorkflowQueue
 from pikku_typing.runtime.services import Services, enqueue_orchestrator, typed_run
@@ -44,7 +44,7 @@ from pikku_typing.runtime.workers import handle_job as dispatch_job
 from pikku_typing.state.base import WorkflowStateService
 from pikku_typing.wiring import Registry, WorkflowDefinition, registry
 
-log = logging.getLogger("pikku_typing.runtime")
+log = runtime_log
 
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
@@ -138,6 +138,8 @@ class WorkflowClient(Generic[InputT, OutputT]):
                 ) from None
             if run.status.is_settled:
                 return RunHandle(self, run.id)
+        else:
+            _observe.run_started(self.name, run.id)
         await enqueue_orchestrator(rt.queue, self.name, run.id)
         return RunHandle(self, run.id)
 
@@ -308,10 +310,11 @@ class WorkflowRuntime:
         step or run failures); any other error is a bug of the job and is logged, not raised."""
         worker = self.workers.get(job.queue)
         try:
-            if worker is not None:
-                await worker(self, job)
-            else:
-                await dispatch_job(self.orchestrator, job)
+            with _observe.job(job):
+                if worker is not None:
+                    await worker(self, job)
+                else:
+                    await dispatch_job(self.orchestrator, job)
         except asyncio.CancelledError:
             raise
         except TRANSIENT_ERRORS:
@@ -375,7 +378,15 @@ class WorkflowRuntime:
                 and not process.is_same_process(owner)
                 and process.holder_liveness(owner) == "alive"
             ):
+                _observe.recovery(
+                    "recover: run %s (%s) is left to its live holder (pid %d)",
+                    run.id, run.workflow, owner.pid, run_id=run.id, workflow=run.workflow,
+                )
                 continue
+            _observe.recovery(
+                "recover: queued a pass for %s run %s (%s)",
+                run.status.value, run.id, run.workflow, run_id=run.id, workflow=run.workflow,
+            )
             await enqueue_orchestrator(self.queue, run.workflow, run.id)
             count += 1
         return count

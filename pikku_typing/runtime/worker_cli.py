@@ -1,7 +1,7 @@
 """``pikku-worker``: run workflow workers from the command line.
 
     pikku-worker MODULE:RUNTIME [--concurrency N] [--queue QUEUE ...] [--recover]
-                                [--log-level LEVEL]
+                                [--log-level LEVEL] [--log-format text|json]
     pikku-worker migrate --dsn DSN
 
 ``MODULE:RUNTIME`` names a :class:`~pikku_typing.WorkflowRuntime` in an importable module (the
@@ -11,7 +11,10 @@ may also be a function that returns a runtime (called with no arguments; may be 
 
 The worker runs ``runtime.serve()`` until SIGTERM or SIGINT: it stops taking jobs, lets the
 in-flight ones finish (a second signal cancels them; the queue puts them back), closes the
-store and queue and exits 0. Each job is logged on one line. ``--queue`` (repeatable) limits
+store and queue and exits 0. Each job is logged on one line, with the runtime's records (logger
+``pikku``: runs started and settled, step attempts, retries, recovery); ``--log-format json``
+writes one JSON object per line (``time``, ``level``, ``logger``, ``message``, ``run_id``,
+``workflow``, ``step_key``, ``attempt``, ``delay`` ...) for log shippers. ``--queue`` (repeatable) limits
 the worker to some queues (``pikku-workflow-<workflow>-orchestrator``,
 ``pikku-workflow-<workflow>-rpc-<rpc name>``). ``--recover`` first queues a pass for every
 run that is not settled (see ``WorkflowRuntime.recover``).
@@ -38,6 +41,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from pikku_typing._log import JsonFormatter, OneLineFormatter, fields, worker_log
 from pikku_typing.errors import StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -49,7 +53,7 @@ EXIT_USAGE: Final = 2
 EXIT_UNAVAILABLE: Final = 3
 
 PROG: Final = "pikku-worker"
-log = logging.getLogger("pikku_typing.worker")
+log = worker_log
 
 
 class CliError(Exception):
@@ -87,6 +91,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--recover", action="store_true", help="first queue a pass for every unsettled run"
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text: one readable line per record (default); json: one JSON object per line",
+    )
     return parser
 
 
@@ -202,6 +212,10 @@ def _log_each_job(runtime: WorkflowRuntime) -> None:
                 "%s %s run=%s%s %.1fms %s",
                 job.kind, job.workflow, job.run_id, target,
                 (time.perf_counter() - started) * 1000, status,
+                extra=fields(
+                    run_id=job.run_id, workflow=job.workflow, step_key=job.step_key,
+                    status=status,
+                ),
             )
 
     runtime.handle_job = handle_job  # type: ignore[method-assign]
@@ -293,43 +307,18 @@ async def _migrate(dsn: str) -> str:
     return f"migrated {describe_dsn(dsn)}: pikku schema version {version}, procrastinate schema ready"
 
 
-class _OneLineFormatter(logging.Formatter):
-    """Every record on one line: an exception is ``ExcType: message`` (with its cause), not a
-    traceback. ``--log-level DEBUG`` (or ``PIKKU_DEBUG=1``) keeps full tracebacks."""
-
-    def __init__(self, tracebacks: bool) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.tracebacks = tracebacks
-
-    def format(self, record: logging.LogRecord) -> str:
-        if self.tracebacks:
-            return super().format(record)
-        if not record.exc_info:
-            return " ".join(super().format(record).split("\n"))
-        exc = record.exc_info[1]
-        saved = record.exc_info, record.exc_text
-        record.exc_info, record.exc_text = None, None
-        try:
-            text = super().format(record)
-        finally:
-            record.exc_info, record.exc_text = saved
-        if exc is not None:
-            parts = [_one_line(exc)]
-            cause = exc.__cause__ or exc.__context__
-            if cause is not None:
-                parts.append(_one_line(cause))
-            text += " [" + " <- ".join(parts) + "]"
-        return " ".join(text.split("\n"))
-
-
-def _setup_logging(level_name: str) -> None:
+def _setup_logging(level_name: str, log_format: str = "text") -> None:
     level = logging.getLevelName(level_name.upper())
     if not isinstance(level, int):
         raise CliError(f"unknown log level {level_name!r}", EXIT_USAGE)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _OneLineFormatter(tracebacks=level <= logging.DEBUG or bool(os.environ.get("PIKKU_DEBUG")))
+    tracebacks = level <= logging.DEBUG or bool(os.environ.get("PIKKU_DEBUG"))
+    formatter: logging.Formatter = (
+        JsonFormatter(tracebacks=tracebacks)
+        if log_format == "json"
+        else OneLineFormatter(tracebacks=tracebacks)
     )
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -354,7 +343,7 @@ def _run(argv: Sequence[str]) -> int:
     args = _build_parser().parse_args(list(argv))
     if args.concurrency is not None and args.concurrency < 1:
         raise CliError("--concurrency must be at least 1", EXIT_USAGE)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     loaded = load_runtime(args.target)
     return asyncio.run(_serve(loaded, args))
 

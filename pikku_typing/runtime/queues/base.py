@@ -14,7 +14,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from pikku_typing import _otel
 
 JobKind = Literal["orchestrate", "step"]
 
@@ -36,6 +38,10 @@ class Job(BaseModel):
     """Not before this time (sleeps, retry delays); ``None``: now."""
     dedupe_key: str | None = None
     """Jobs with the same key that are still queued are merged (best effort)."""
+    trace: tuple[tuple[str, str], ...] | None = Field(default_factory=_otel.job_carrier)
+    """The OpenTelemetry context of whoever queued the job (``(("traceparent", ...),)``), so
+    the job's spans join that trace in any process; ``None`` when tracing is off (see
+    :mod:`pikku_typing._otel`)."""
 
 
 JobHandler = Callable[[Job], Awaitable[None]]

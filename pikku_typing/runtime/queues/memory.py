@@ -20,14 +20,14 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from pikku_typing._log import fields, worker_log
 from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
 
-log = logging.getLogger("pikku_typing.runtime")
+log = worker_log
 
 
 def _due(job: Job) -> float:
@@ -67,6 +67,9 @@ class InProcessQueue(WorkflowQueue):
         self._seq = itertools.count()
         self._queued_keys: set[str] = set()
         self._signal: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self._heap)} queued)"
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -132,6 +135,7 @@ class InProcessQueue(WorkflowQueue):
                     "%s job of run %s (%s) failed %d times, dropped (runtime.recover() "
                     "re-queues its run): %s: %s",
                     job.kind, job.run_id, job.workflow, failures, type(exc).__name__, exc,
+                    extra=fields(run_id=job.run_id, workflow=job.workflow),
                 )
                 return
             delay = min(self.retry_backoff * 2 ** (failures - 1), self.max_retry_backoff)
@@ -139,6 +143,7 @@ class InProcessQueue(WorkflowQueue):
                 "%s job of run %s (%s) failed (%s: %s); retry %d/%d in %.2fs",
                 job.kind, job.run_id, job.workflow, type(exc).__name__, exc,
                 failures, self.max_job_retries, delay,
+                extra=fields(run_id=job.run_id, workflow=job.workflow, delay=delay),
             )
             self._push(job, max(self._clock() + delay, _due(job)), failures)
 

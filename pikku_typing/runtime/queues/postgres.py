@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
 
+from pikku_typing._log import fields, worker_log
 from pikku_typing._pool_guard import PoolGuard, close_on_loop_shutdown
 from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TASK_NAME", "PostgresQueue", "procrastinate_queue_name"]
 
-log = logging.getLogger("pikku_typing.worker")
+log = worker_log
 
 TASK_NAME: Final = "pikku_workflows.job"
 """The one procrastinate task every pikku job runs as."""
@@ -476,4 +476,8 @@ async def _run_job(context: JobContext, job: dict[str, Any]) -> None:
             target,
             elapsed,
             status,
+            extra=fields(
+                run_id=parsed.run_id, workflow=parsed.workflow, step_key=parsed.step_key,
+                status=status,
+            ),
         )

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import logging
 import os
 import sqlite3
 import threading
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import ValidationError
 
+from pikku_typing._log import fields, worker_log
 from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.runtime import process
 from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreQueue", "default_queue_for", "queue_path_for"]
 
-log = logging.getLogger("pikku.worker")
+log = worker_log
 
 SCHEMA_VERSION: Final = 1
 
@@ -293,10 +293,15 @@ class StoreQueue(WorkflowQueue):
         wanted = tuple(dict.fromkeys(queues))
         return f" AND queue IN ({', '.join('?' * len(wanted))})", wanted
 
-    def _claim(self, queues: Sequence[str] | None, limit: int) -> list[_Claimed]:
+    def _claim(
+        self, queues: Sequence[str] | None, limit: int, *, done: int | None = None
+    ) -> list[_Claimed]:
         """Claim up to ``limit`` due jobs (oldest due first): one write transaction, entered
-        only after a read saw a due job (an idle poll takes no lock)."""
+        only after a read saw a due job (an idle poll takes no lock). ``done``: a finished
+        job of ours to delete in the same transaction (one commit per job on a busy queue)."""
         if limit < 1:
+            if done is not None:
+                self._done(done)
             return []
         where, params = self._queue_filter(queues)
         now_us = _micros(self._clock())
@@ -304,13 +309,18 @@ class StoreQueue(WorkflowQueue):
             "SELECT id, job, failures FROM jobs WHERE claim_token IS NULL AND due_us <= ?"
             f"{where} ORDER BY due_us, id LIMIT ?"
         )
-        with self._read() as conn:
-            if conn.execute(select, (now_us, *params, 1)).fetchone() is None:
-                return []
+        if done is None:
+            with self._read() as conn:
+                if conn.execute(select, (now_us, *params, 1)).fetchone() is None:
+                    return []
         owner = self._owner
         claimed: list[_Claimed] = []
         bad: list[int] = []
         with self._tx() as conn:
+            if done is not None:
+                conn.execute(
+                    "DELETE FROM jobs WHERE id = ? AND claim_token = ?", (done, owner.token)
+                )
             rows = conn.execute(select, (now_us, *params, limit)).fetchall()
             for row_id, text, failures in rows:
                 try:
@@ -446,6 +456,12 @@ class StoreQueue(WorkflowQueue):
 
     # ------------------------------------------------------------------- run
     async def _handle(self, handler: JobHandler, claimed: _Claimed) -> None:
+        if await self._execute(handler, claimed):
+            self._done(claimed[0])
+
+    async def _execute(self, handler: JobHandler, claimed: _Claimed) -> bool:
+        """Run one claimed job; ``True`` when it is finished (ran, or dropped after too many
+        failures) and must be deleted, ``False`` when it was put back."""
         row_id, job, failures = claimed
         try:
             await handler(job)
@@ -459,29 +475,30 @@ class StoreQueue(WorkflowQueue):
                     "%s job of run %s (%s) failed %d times, dropped (runtime.recover() "
                     "re-queues its run): %s: %s",
                     job.kind, job.run_id, job.workflow, failures, type(exc).__name__, exc,
-                    extra={"pikku_run_id": job.run_id, "pikku_workflow": job.workflow},
+                    extra=fields(run_id=job.run_id, workflow=job.workflow),
                 )
-                self._done(row_id)
-                return
+                return True
             delay = min(self.retry_backoff * 2 ** (failures - 1), self.max_retry_backoff)
             log.warning(
                 "%s job of run %s (%s) failed (%s: %s); retry %d/%d in %.2fs",
                 job.kind, job.run_id, job.workflow, type(exc).__name__, exc,
                 failures, self.max_job_retries, delay,
-                extra={"pikku_run_id": job.run_id, "pikku_workflow": job.workflow},
+                extra=fields(run_id=job.run_id, workflow=job.workflow),
             )
             self._release(row_id, self._clock() + delay, failures)
-            return
-        self._done(row_id)
+            return False
+        return True
 
     async def drain(self, handler: JobHandler, *, queues: Sequence[str] | None = None) -> int:
         """Run every due job (of any process) until none is due; a job put back after a
         failure is waited for (short, bounded backoff), a job due later (a sleep) is not."""
         count = 0
         while True:
-            while claimed := self._claim(queues, 1):
-                await self._handle(handler, claimed[0])
+            claimed = self._claim(queues, 1)
+            while claimed:
+                finished = await self._execute(handler, claimed[0])
                 count += 1
+                claimed = self._claim(queues, 1, done=claimed[0][0] if finished else None)
             wait = self._retry_wait(queues)
             if wait is None:
                 return count

@@ -1,0 +1,214 @@
+"""Logging (SPEC section 10): loggers ``pikku.*``, silent by default, run and step records
+with ``extra`` fields, readable and JSON worker output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pikku_typing import (
+    InMemoryWorkflowStateService,
+    InProcessQueue,
+    Workflow,
+    WorkflowRuntime,
+    wire_workflow,
+)
+from pikku_typing._log import JsonFormatter, OneLineFormatter
+from pikku_typing.models import RunStatus
+from pikku_typing.state.base import RunChanges
+from pikku_typing.wiring import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry() -> Iterator[None]:
+    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
+    registry.clear()
+    yield
+    registry.clear()
+    registry.workflows.update(saved_w)
+    registry.rpcs.update(saved_r)
+
+
+def _records(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == logger]
+
+
+def test_the_pikku_logger_has_a_null_handler() -> None:
+    import pikku_typing  # noqa: F401
+
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("pikku").handlers)
+    for child in ("pikku.runtime", "pikku.worker", "pikku.analyzer"):
+        assert logging.getLogger(child).parent is logging.getLogger("pikku")
+
+
+def test_the_library_prints_nothing_by_default(tmp_path: Path) -> None:
+    """A failing step logs WARNINGs; with no logging configured nothing reaches stderr (no
+    ``lastResort`` handler output); with ``basicConfig`` the records are there."""
+    script = textwrap.dedent(
+        """
+        import asyncio, logging, sys
+        from pikku_typing import InMemoryWorkflowStateService, Workflow, WorkflowRuntime, wire_workflow
+
+        def boom() -> int:
+            raise ValueError("boom")
+
+        async def flow(workflow: Workflow, data: None) -> int:
+            return await workflow.do("explode", boom, retries=1, retry_delay=0)
+
+        wire_workflow(name="loud", func=flow)
+
+        async def main() -> None:
+            async with WorkflowRuntime(InMemoryWorkflowStateService()) as rt:
+                handle = await rt.client("loud").start(None)
+                try:
+                    await handle.result(timeout=30)
+                except Exception:
+                    pass
+
+        if sys.argv[1:] == ["configured"]:
+            logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+        asyncio.run(main())
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    quiet = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    loud = subprocess.run([sys.executable, "-c", script, "configured"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 0, loud.stderr
+    assert "pikku.runtime INFO run " in loud.stderr and " started" in loud.stderr
+
+
+async def test_run_started_and_recovery_decisions_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def flow(workflow: Workflow, data: int) -> int:
+        return data
+
+    wire_workflow(name="logged", func=flow)
+    store = InMemoryWorkflowStateService()
+    caplog.set_level(logging.INFO, logger="pikku")
+    async with WorkflowRuntime(store, InProcessQueue()) as rt:
+        handle = await rt.client("logged").start(1)
+        started = [r for r in _records(caplog, "pikku.runtime") if "started" in r.getMessage()]
+        assert started and started[0].run_id == handle.run_id  # type: ignore[attr-defined]
+        assert started[0].workflow == "logged"  # type: ignore[attr-defined]
+        # a run left "running" by a dead process: recover() queues a pass and says so
+        await store.update_run(handle.run_id, RunChanges(status=RunStatus.RUNNING))
+        caplog.clear()
+        assert await rt.recover() == 1
+        decisions = [r for r in _records(caplog, "pikku.runtime") if "recover" in r.getMessage()]
+        assert len(decisions) == 1
+        assert decisions[0].run_id == handle.run_id  # type: ignore[attr-defined]
+        assert await handle.result(timeout=30) == 1
+
+
+async def test_a_job_retried_by_the_queue_is_logged_with_its_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pikku_typing.errors import StoreUnavailableError
+    from pikku_typing.runtime.queues.base import Job
+
+    queue = InProcessQueue(max_job_retries=1, retry_backoff=0.0)
+    calls = 0
+
+    async def handler(job: Job) -> None:
+        nonlocal calls
+        calls += 1
+        raise StoreUnavailableError("store away")
+
+    caplog.set_level(logging.INFO, logger="pikku")
+    await queue.enqueue(Job(queue="q", kind="orchestrate", workflow="w", run_id="r1"))
+    await queue.drain(handler)
+    records = _records(caplog, "pikku.worker")
+    assert [r.levelname for r in records] == ["WARNING", "ERROR"]
+    assert all(r.run_id == "r1" for r in records)  # type: ignore[attr-defined]
+    assert repr(queue) == "InProcessQueue(0 queued)"
+
+
+def _record(**extra: Any) -> logging.LogRecord:
+    record = logging.LogRecord("pikku.runtime", logging.WARNING, __file__, 1,
+                               "step %s failed", ("charge",), None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_json_lines_carry_the_extra_fields() -> None:
+    line = JsonFormatter().format(_record(run_id="r1", step_key="charge", attempt=2, delay=0.5))
+    data = json.loads(line)
+    assert data["logger"] == "pikku.runtime" and data["level"] == "WARNING"
+    assert data["message"] == "step charge failed"
+    assert (data["run_id"], data["step_key"], data["attempt"], data["delay"]) == ("r1", "charge", 2, 0.5)
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = _record(run_id="r1")
+        record.exc_info = sys.exc_info()
+    data = json.loads(JsonFormatter().format(record))
+    assert data["error"] == "ValueError: bad thing" and "traceback" not in data
+    assert "\n" not in OneLineFormatter().format(record)
+
+
+def _worker_lines(proc: subprocess.Popen[str], until: str, deadline: float) -> list[str]:
+    assert proc.stderr is not None
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if until in line:
+            break
+    return lines
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_worker_lines_are_readable_and_json_on_request(tmp_path: Path, log_format: str) -> None:
+    env = dict(os.environ)
+    env.update(SQ_STORE=f"sqlite:{tmp_path / 'state.db'}", SQ_LOG=str(tmp_path / "log"),
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from pikku_typing.runtime.worker_cli import main; "
+         "raise SystemExit(main())", "store_queue_app:runtime", "--log-format", log_format],
+        cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        lines = _worker_lines(proc, "serving", deadline)
+        web = subprocess.run([sys.executable, "-m", "store_queue_app", "start", "1", "1"],
+                             cwd=TESTS, env=env, capture_output=True, text=True, timeout=120)
+        assert web.returncode == 0, web.stderr
+        run_id = json.loads(web.stdout)[0]
+        lines += _worker_lines(proc, "step=mark", deadline)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    lines += rest.splitlines()
+    text = "".join(lines)
+    assert "object at 0x" not in text
+    assert proc.returncode == 0, text
+    if log_format == "json":
+        records = [json.loads(line) for line in lines if line.strip()]
+        assert all(r["logger"].startswith("pikku") for r in records), records
+        serving = next(r for r in records if "serving" in r["message"])
+        assert "StoreQueue(" in serving["message"] and "SqliteWorkflowStateService(" in serving["message"]
+        assert any(r.get("run_id") == run_id and r.get("step_key") == "mark" for r in records), records
+    else:
+        assert "pikku.worker: pikku-worker" in text and "StoreQueue(" in text
+        assert f"run={run_id} step=mark" in text
