@@ -182,6 +182,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             wf("import random\nasync def pick():\n    return random.random()\nawait workflow.do('r', pick)"),
             wf("await workflow.do('p', lambda: rpc.invoke('users.create', {}))"),
             wf("import random\nrng = random.Random(42)"),
+            # the recorded helpers of SPEC 8
+            wf("now = await workflow.now()\ntoken = await workflow.uuid4()\nx = await workflow.random()"),
         ],
         [
             wf("import time\nt = time.time()  # <-"),
@@ -286,6 +288,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             wf('await workflow.start_child("c", "flow", {})'),
             wf("pass", 'wire_workflow(name="flow", func=flow)\n' + CLIENT),
             wf("pass", 'import boto3\ns3 = boto3.client("s3")\n'),  # not a pikku runtime
+            wf("pass", 'wire_workflow(name="flow", func=flow)\nfrom pikku_gen import workflow_client\n'
+               'c = workflow_client(WorkflowRuntime(), "flow")\nfrom pikku_typing import WorkflowRuntime\n'),
         ],
         [
             wf('await workflow.run_child("c", "flwo", {})  # <-'),
@@ -297,6 +301,11 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
                 'async def main() -> None:\n'
                 '    async with WorkflowRuntime() as rt:\n'
                 '        await rt.client("nope").start({})  # <-\n',
+            ),
+            wf(
+                "pass",
+                'wire_workflow(name="flow", func=flow)\nfrom pikku_gen import workflow_client\n'
+                'def make(runtime):\n    return workflow_client(runtime, "flwo")  # <-\n',
             ),
         ],
     ),
