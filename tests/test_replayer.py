@@ -353,3 +353,40 @@ def test_pikku_runs_replay_usage_errors(tmp_path: Path) -> None:
     assert no_app.returncode == 2 and "cannot import 'no_such_module_xyz'" in no_app.stderr
     missing = _runs(tmp_path, "--store", f"file:{tmp_path}", "export", "nope")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+async def test_a_run_records_the_version_registered_by_the_generated_wirings() -> None:
+    from pikku_typing.wiring import set_workflow_versions, workflow_version
+
+    calls = Calls()
+    reg = build(calls, v1(calls))
+    for name in ("versioned-checkout", "unversioned-checkout"):
+        reg.workflows[name] = WorkflowDefinition(
+            name=name, func=v1(calls), input_type=dict[str, Any], output_type=dict[str, Any]
+        )
+    async with WorkflowTestEnv(registry=reg) as env:
+        unversioned = await env.start("unversioned-checkout", {"order": 1})
+        assert workflow_version("unversioned-checkout") is None
+        assert (await env.get_run(unversioned.run_id)).version is None
+        set_workflow_versions({"versioned-checkout": "feedc0ffee123456"})
+        run = await env.start("versioned-checkout", {"order": 2})
+        assert (await env.get_run(run.run_id)).version == "feedc0ffee123456"
+        history = await env.history(run.run_id)
+        assert history.to_json()["run"]["version"] == "feedc0ffee123456"
+
+
+def test_generated_wirings_register_the_meta_versions(tmp_path: Path) -> None:
+    """The example app's generated workflow_wirings registers the hash of its meta."""
+    from pikku_typing.meta import AnalysisReport
+
+    root = Path(__file__).resolve().parent.parent / "examples"
+    meta = AnalysisReport.model_validate_json((root / "pikku_gen" / "workflow_meta.json").read_text())
+    expected = {w.name: structural_hash(w) for w in meta.workflows}
+    code = (
+        "import json, sys; sys.path.insert(0, '.'); import pikku_gen.workflow_wirings as w; "
+        "from pikku_typing.wiring import workflow_version; "
+        "print(json.dumps({n: workflow_version(n) for n in w.WORKFLOW_VERSIONS}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == expected

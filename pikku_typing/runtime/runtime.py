@@ -42,7 +42,7 @@ from pikku_typing.runtime.queues.base import Job, WorkflowQueue
 from pikku_typing.runtime.services import Services, enqueue_orchestrator, typed_run
 from pikku_typing.runtime.workers import handle_job as dispatch_job
 from pikku_typing.state.base import WorkflowStateService
-from pikku_typing.wiring import Registry, WorkflowDefinition, registry
+from pikku_typing.wiring import Registry, WorkflowDefinition, registry, workflow_version
 
 log = runtime_log
 
@@ -122,7 +122,9 @@ class WorkflowClient(Generic[InputT, OutputT]):
             ) from exc
         rt = self._runtime
         try:
-            run = await rt.state.create_run(self.name, encoded, run_id=run_id)
+            run = await rt.state.create_run(
+                self.name, encoded, run_id=run_id, version=workflow_version(self.name)
+            )
         except RunAlreadyExistsError:
             assert run_id is not None
             run = await rt.state.get_run(run_id)
