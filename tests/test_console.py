@@ -211,6 +211,64 @@ def test_unknown_run_is_404(file_url: str, run_id: str) -> None:
         assert 'nonce="' in tag, tag
 
 
+def test_damaged_record_is_a_page_not_a_traceback(file_url: str) -> None:
+    state = Path(file_url.removeprefix("file:"))
+    (state / "runs" / f"{FAILED}.json").write_text('{"id": "run-failed", "status": ')
+    (state / "steps" / f"{OK}.json").write_text("[[[")
+    with client_for(file_url) as client:
+        listing = client.get("/")  # the list skips the damaged run and shows the others
+        assert listing.status_code == 200 and f'data-run-id="{OK}"' in listing.text
+        for run_id in (FAILED, OK):
+            page = client.get(f"/runs/{run_id}")
+            assert page.status_code == 500, run_id
+            assert "Damaged record" in page.text and "Traceback" not in page.text
+
+
+def test_unreachable_store_is_503() -> None:
+    from pikku_typing.errors import StoreUnavailableError
+    from pikku_typing.state import InMemoryWorkflowStateService
+
+    class Down(InMemoryWorkflowStateService):
+        async def list_runs(self, **kwargs: Any) -> Any:
+            raise StoreUnavailableError("connection refused")
+
+    async def opener(url: str) -> Any:
+        return Down()
+
+    app = create_app(ConsoleSettings(store_url="memory:", open_store=opener))
+    with TestClient(app, base_url=BASE) as client:
+        page = client.get("/")
+    assert page.status_code == 503 and "connection refused" in page.text
+
+
+def test_long_runs_show_their_first_and_last_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pikku_typing.models import StepKind, StepState
+    from pikku_typing.state import InMemoryWorkflowStateService
+
+    store = InMemoryWorkflowStateService()
+
+    async def fill() -> None:
+        await store.create_run("loop", {}, run_id="long-run")
+        for i in range(10):
+            await store.insert_step("long-run", StepState(
+                key=f"s#{i}", step_name="s", kind=StepKind.INLINE))
+
+    asyncio.run(fill())
+
+    async def opener(url: str) -> Any:
+        return store
+
+    monkeypatch.setattr(views, "DEFAULT_MAX_STEPS", 4)
+    app = create_app(ConsoleSettings(store_url="memory:", open_store=opener))
+    with TestClient(app, base_url=BASE) as client:
+        cut = client.get("/runs/long-run").text
+        every = client.get("/runs/long-run?steps=all").text
+    assert re.findall(r'data-step-key="([^"]+)"', cut) == ["s#0", "s#1", "s#8", "s#9"]
+    assert 'id="steps-cut"' in cut and "Showing 4 of 10 steps" in cut
+    assert len(re.findall(r'data-step-key="', every)) == 10 and 'id="steps-cut"' not in every
+    assert 'id="step-9"' in cut  # rows keep their position in the run
+
+
 # ---------------------------------------------------------------- actions
 
 

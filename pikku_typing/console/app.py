@@ -33,6 +33,7 @@ from pikku_typing.console.security import (
     csrf_cookie_ok,
     new_csrf,
 )
+from pikku_typing.errors import StateCorruptedError, StoreUnavailableError
 from pikku_typing.models import RunStatus
 from pikku_typing.runtime import runs_cli
 from pikku_typing.state.base import WorkflowStateService
@@ -158,9 +159,14 @@ def create_app(settings: ConsoleSettings) -> Starlette:
 
     async def run_detail(request: Request) -> Response:
         run_id = request.path_params["run_id"]
+        all_steps = request.query_params.get("steps") == "all"
         try:
             data = await views.run_page(
-                store(), run_id, meta=meta.get(), meta_problem=meta.problem
+                store(),
+                run_id,
+                meta=meta.get(),
+                meta_problem=meta.problem,
+                max_steps=None if all_steps else views.DEFAULT_MAX_STEPS,
             )
         except views.RunNotShown:
             return message(request, 404, "Run not found", f"There is no run {run_id!r} in this store.")
@@ -204,6 +210,14 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     async def not_found(request: Request, exc: Exception) -> Response:
         return message(request, 404, "Not found", f"There is no page {request.url.path!r}.")
 
+    async def corrupted(request: Request, exc: Exception) -> Response:
+        logger.warning("console: damaged record behind %s: %s", request.url.path, exc)
+        return message(request, 500, "Damaged record", f"The store holds a damaged record: {exc}")
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        logger.warning("console: store unavailable for %s: %s", request.url.path, exc)
+        return message(request, 503, "Store unavailable", f"The store cannot be reached: {exc}")
+
     app = Starlette(
         routes=[
             Route("/", runs_list, methods=["GET"]),
@@ -213,7 +227,11 @@ def create_app(settings: ConsoleSettings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
-        exception_handlers={404: not_found},
+        exception_handlers={
+            404: not_found,
+            StateCorruptedError: corrupted,
+            StoreUnavailableError: unavailable,
+        },
     )
     app.add_middleware(
         SecurityMiddleware, token=settings.token, allowed_hosts=settings.allowed_hosts

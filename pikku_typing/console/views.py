@@ -33,6 +33,9 @@ from pikku_typing.state.base import WorkflowStateService
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
+DEFAULT_MAX_STEPS: Final = 400
+"""A run page shows at most this many steps (the first and the last half); ``?steps=all``
+shows every one."""
 META_FILE: Final = "workflow_meta.json"
 _JSON_LIMIT: Final = 20_000
 """Inputs, outputs and results longer than this (as indented JSON) are cut on the page."""
@@ -273,6 +276,7 @@ class RunPage:
     children: list[RelatedRun] = field(default_factory=list)
     can_cancel: bool = False
     can_resume: bool = False
+    total_steps: int = 0
 
 
 class RunNotShown(LookupError):
@@ -286,6 +290,7 @@ async def run_page(
     meta: AnalysisReport | None = None,
     meta_problem: str | None = None,
     now: datetime | None = None,
+    max_steps: int | None = DEFAULT_MAX_STEPS,
 ) -> RunPage:
     now = _utc(now or datetime.now(UTC))
     try:
@@ -295,9 +300,14 @@ async def run_page(
     steps = await store.get_step_states(run_id)
     start, end = _span(run, steps, now)
     total = max((end - start).total_seconds(), 1e-6)
+    shown = list(steps.values())
+    if max_steps is not None and len(shown) > max_steps:
+        # the first steps and the last ones (where a failure or a wait usually is)
+        head = max_steps // 2
+        shown = shown[:head] + shown[len(shown) - (max_steps - head) :]
+    index = {key: i for i, key in enumerate(steps, 1)}
     step_views = [
-        _step_view(i, step, now=now, start=start, total=total)
-        for i, step in enumerate(steps.values(), 1)
+        _step_view(index[step.key], step, now=now, start=start, total=total) for step in shown
     ]
     wake = None
     if run.status is RunStatus.SUSPENDED and run.wake_at is not None:
@@ -333,6 +343,7 @@ async def run_page(
         children=children,
         can_cancel=not run.status.is_settled,
         can_resume=run.status in (RunStatus.FAILED, RunStatus.SUSPENDED),
+        total_steps=len(steps),
     )
 
 
