@@ -308,7 +308,10 @@ def compare(baseline: AnalysisReport, current: AnalysisReport, *, root: Path | N
     old_shapes.types = dict(baseline.types)
     new_shapes = ShapeBuilder(None)
     new_shapes.types = dict(current.types)
-    now = {w.name: w for w in current.workflows if w.name != DYNAMIC}
+    now: dict[str, WorkflowMeta] = {}
+    for workflow in current.workflows:  # a duplicate name (DUPLICATE_WORKFLOW_NAME): the first
+        if workflow.name != DYNAMIC:
+            now.setdefault(workflow.name, workflow)
     findings: list[Finding] = []
     for old in sorted(baseline.workflows, key=lambda w: w.name):
         if old.name == DYNAMIC:

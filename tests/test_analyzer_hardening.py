@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pikku_analyzer import analyze, load_config, render
 from pikku_analyzer.codegen import render_package
+from pikku_analyzer.compat import compare, parse_baseline
 from pikku_analyzer.engine import parses
 
 RPCS = """
@@ -84,10 +85,15 @@ def test_duplicate_workflow_keeps_every_wiring_and_checks_every_body(tmp_path: P
         ("same", "app.second:second"),
     ]
     assert [s["step_name"] for s in workflows[1]["steps"]] == ["b"]
-    # generated from the first wiring
+    # generated from the first wiring, workflow_meta.json included
     generated = {f.path.name: f.content for f in render_package(result.report, result.config)}
     typed = generated["workflow_map.pyi"]
     assert "FirstIn" in typed and "SecondIn" not in typed
+    meta = json.loads(generated["workflow_meta.json"])
+    assert [(w["name"], w["func"]) for w in meta["workflows"]] == [("same", "app.first:first")]
+    # --baseline compares the first wiring too (the one that is generated and runs)
+    baseline = parse_baseline(generated["workflow_meta.json"], "baseline")
+    assert compare(baseline, result.report) == []
 
 
 # --------------------------------------------------------------------------- constant names

@@ -399,7 +399,7 @@ def meta_json(report: AnalysisReport) -> str:
     ``types`` table of field-level type shapes (schema version :data:`META_VERSION`)."""
     meta = report.model_copy(
         update={
-            "workflows": sorted(report.workflows, key=lambda w: w.name),
+            "workflows": _unique_workflows(report.workflows),  # a duplicate name: the first
             "rpcs": sorted(report.rpcs, key=lambda r: r.name),
             "diagnostics": [],
         }
