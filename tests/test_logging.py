@@ -93,6 +93,9 @@ def test_the_library_prints_nothing_by_default(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert loud.returncode == 0, loud.stderr
     assert "pikku.runtime INFO run " in loud.stderr and " started" in loud.stderr
+    assert "pikku.runtime WARNING step explode of run " in loud.stderr
+    assert "ValueError: boom; no attempt left" in loud.stderr
+    assert " of loud failed in step explode: ValueError: boom" in loud.stderr
 
 
 async def test_run_started_and_recovery_decisions_are_logged(
@@ -117,6 +120,64 @@ async def test_run_started_and_recovery_decisions_are_logged(
         assert len(decisions) == 1
         assert decisions[0].run_id == handle.run_id  # type: ignore[attr-defined]
         assert await handle.result(timeout=30) == 1
+
+
+@pytest.mark.parametrize("mode", ["inline", "remote"])
+async def test_step_attempts_and_settlement_are_logged_with_run_and_step(
+    caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    from pikku_typing import pikku_func
+
+    calls = 0
+
+    @pikku_func(name="log.flaky")
+    def flaky(data: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("first time")
+        return data * 2
+
+    @pikku_func(name="log.broken")
+    def broken(data: int) -> int:
+        raise RuntimeError("always")
+
+    async def good(workflow: Workflow, data: int) -> int:
+        return int(await workflow.do("double", "log.flaky", data, retries=2, retry_delay=0))
+
+    async def bad(workflow: Workflow, data: int) -> int:
+        return int(await workflow.do("crash", "log.broken", data, retries=0))
+
+    wire_workflow(name="log_good", func=good, execution_mode=mode)  # type: ignore[arg-type]
+    wire_workflow(name="log_bad", func=bad, execution_mode=mode)  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO, logger="pikku")
+    async with WorkflowRuntime(InMemoryWorkflowStateService(), InProcessQueue()) as rt:
+        ok = await rt.client("log_good").start(21)
+        assert await ok.result(timeout=30) == 42
+        failing = await rt.client("log_bad").start(1)
+        with pytest.raises(Exception, match="always"):
+            await failing.result(timeout=30)
+
+    def about(run_id: str) -> list[tuple[str, str]]:
+        return [(r.levelname, r.getMessage()) for r in _records(caplog, "pikku.runtime")
+                if getattr(r, "run_id", None) == run_id]
+
+    good_lines = about(ok.run_id)
+    messages = [m for _, m in good_lines]
+    assert any("step double of run" in m and "attempt 1 started" in m for m in messages)
+    failed = [r for r in caplog.records if "attempt 1 failed" in r.getMessage()
+              and getattr(r, "run_id", None) == ok.run_id]
+    assert len(failed) == 1 and failed[0].levelname == "WARNING"
+    assert failed[0].step_key == "double" and failed[0].attempt == 1  # type: ignore[attr-defined]
+    assert failed[0].delay == 0  # type: ignore[attr-defined]
+    assert "ValueError: first time; retrying in 0.00s" in failed[0].getMessage()
+    assert any("attempt 2 succeeded" in m for m in messages)
+    assert ("INFO", f"run {ok.run_id} of log_good completed") in good_lines
+    bad_lines = about(failing.run_id)
+    assert any(level == "WARNING" and "RuntimeError: always; no attempt left" in m
+               for level, m in bad_lines)
+    assert any(level == "WARNING" and m.startswith(f"run {failing.run_id} of log_bad failed in step crash")
+               for level, m in bad_lines)
 
 
 async def test_a_job_retried_by_the_queue_is_logged_with_its_run(

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pikku_typing.errors import StepSerializationError
 from pikku_typing.models import ClaimOwner, StepState
-from pikku_typing.runtime import codec, steps
+from pikku_typing.runtime import _observe, codec, steps
 from pikku_typing.runtime.services import Services
 from pikku_typing.wiring import Registry, StepCall, StepMiddleware
 
@@ -107,20 +107,28 @@ async def run_attempt(
     RPC no longer registered) is the attempt's error, like an error of the step's code."""
     state = services.state
     what = f"workflow {workflow!r} run {run_id!r} step {step.key!r}"
+    # logs "started" now and succeeded/failed below; a span while OpenTelemetry is on
+    observed = _observe.StepAttempt(
+        workflow=workflow, run_id=run_id, step_key=step.key, attempt=step.attempt_count,
+        rpc=step.rpc_name,
+    )
     try:
-        async with steps.heartbeat(state, run_id, step.key, owner.token, services.lease_seconds):
-            todo = work()
+        with observed.current():
+            async with steps.heartbeat(
+                state, run_id, step.key, owner.token, services.lease_seconds
+            ):
+                todo = work()
 
-            async def execute() -> Any:
-                result = todo.call()
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
+                async def execute() -> Any:
+                    result = todo.call()
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return result
 
-            value = await steps.call_with_middleware(
-                todo.middleware, step_call(workflow, run_id, step), execute
-            )
-            encoded, value = codec.encode(value, todo.result_type, what=f"{what} result")
+                value = await steps.call_with_middleware(
+                    todo.middleware, step_call(workflow, run_id, step), execute
+                )
+                encoded, value = codec.encode(value, todo.result_type, what=f"{what} result")
     except Exception as exc:
         t = steps.now()
         retry_at = (
@@ -133,8 +141,12 @@ async def run_attempt(
             error=steps.error_info(exc, step=step.key), retry_at=retry_at,
         )
         if updated is None:
+            observed.abandoned()
             return Attempt("lost")
+        observed.failed(exc, retry_at, t)
         return Attempt("failed", step=updated, retry_at=retry_at)
     if not await state.complete_step(run_id, step.key, result=encoded, token=owner.token):
+        observed.abandoned()
         return Attempt("lost")
+    observed.succeeded()
     return Attempt("succeeded", value=value, result=encoded)

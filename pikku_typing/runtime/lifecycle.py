@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from pikku_typing.errors import EventPayloadError, RunNotFoundError, StepSerializationError
 from pikku_typing.models import RunStatus, StepKind, StepState, WorkflowRun
-from pikku_typing.runtime import codec, steps
+from pikku_typing.runtime import _observe, codec, steps
 from pikku_typing.runtime.services import Services, enqueue_orchestrator
 from pikku_typing.state.base import RunChanges
 
@@ -127,6 +127,7 @@ async def cancel_run(services: Services, run_id: str) -> bool:
                 RunChanges(status=RunStatus.CANCELLED, cancel_requested=True, wake_at=None),
             )
             if done is not None:
+                _observe.run_settled(run.workflow, run_id, RunStatus.CANCELLED)
                 services.on_settled(run_id)
                 await enqueue_orchestrator(services.queue, run.workflow, run_id)
                 await after_settled(services, done)

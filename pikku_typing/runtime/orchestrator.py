@@ -53,7 +53,7 @@ from typing import Any
 
 from pikku_typing.errors import StepSerializationError, StoreUnavailableError
 from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, WorkflowRun
-from pikku_typing.runtime import codec, process, step_jobs, steps
+from pikku_typing.runtime import _observe, codec, process, step_jobs, steps
 from pikku_typing.runtime.context import Outcome, RunContext
 from pikku_typing.runtime.services import Services, enqueue_orchestrator
 from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend
@@ -62,7 +62,7 @@ from pikku_typing.wiring import WorkflowDefinition
 
 __all__ = ["Orchestrator"]
 
-log = logging.getLogger("pikku_typing.runtime")
+log = logging.getLogger("pikku.runtime")
 
 
 @dataclass
@@ -226,7 +226,11 @@ class Orchestrator:
             changes = RunChanges(status=status, output=output, wake_at=None)
         elif error is not None:
             changes = RunChanges(status=status, error=error, wake_at=None)
-        await self.s.state.transition_run(run_id, (RunStatus.RUNNING, RunStatus.SUSPENDED), changes)
+        settled = await self.s.state.transition_run(
+            run_id, (RunStatus.RUNNING, RunStatus.SUSPENDED), changes
+        )
+        if settled is not None:
+            _observe.run_settled(settled.workflow, run_id, status, error)
         self.s.on_settled(run_id)
 
     def _keep(self, run_id: str, live: _Live) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -13,7 +14,7 @@ from pikku_typing import _clock
 from pikku_typing.durations import parse_duration
 from pikku_typing.errors import PikkuError
 from pikku_typing.models import ClaimOwner, ErrorInfo, StepState, StepStatus
-from pikku_typing.runtime import process
+from pikku_typing.runtime import _observe, process
 from pikku_typing.state.base import WorkflowStateService
 from pikku_typing.wiring import StepCall, StepMiddleware
 
@@ -135,6 +136,12 @@ async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> 
         fresh = await state.get_step(run_id, step.key)
         assert fresh is not None
         return fresh
+    _observe.recovery(
+        "attempt %d of step %s of run %s abandoned: its holder (%s) is gone; %s",
+        step.attempt_count, step.key, run_id, who,
+        "it runs again" if again else "no attempt left",
+        run_id=run_id, step_key=step.key, level=logging.WARNING,
+    )
     return updated
 
 
