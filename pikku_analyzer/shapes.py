@@ -33,6 +33,9 @@ import ast
 import builtins
 import contextlib
 import json
+import os
+import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,11 +180,63 @@ def _body(statements: Iterable[ast.stmt]) -> Iterable[ast.stmt]:
             yield from _body(stmt.orelse)
 
 
-def _parse_module(name: str, is_package: bool, source: bytes) -> _Module | None:
+_RELEVANT: Final = re.compile(
+    r"(class|import|from|if|try|type)\b|[A-Za-z_]\w*\s*(:[^=\n]*)?=[^=]"
+)
+"""Top-level statements that can define or import a type (the others are not parsed)."""
+_CONTINUATION: Final = re.compile(r"(elif|else|except|finally)\b")
+_QUOTES: Final = re.compile(r"\"\"\"|\'\'\'")
+
+
+def _relevant_source(source: bytes) -> str | None:
+    """The module's top-level statements that matter for types (classes, imports, aliases,
+    ``if``/``try`` blocks), without function definitions and other statements: a much
+    smaller text to parse. ``None`` when the text cannot be split safely."""
     try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        text = source.decode("utf-8")
+    except UnicodeDecodeError:
         return None
+    chunks: list[list[str]] = []
+    keep: list[bool] = []
+    quote: str | None = None
+    decorators = False
+    for line in text.splitlines(keepends=True):
+        starts = quote is None and line[:1] not in ("", " ", "\t", "\n", "\r", "#", ")", "]", "}")
+        if starts and chunks and _CONTINUATION.match(line):
+            starts = False
+        if starts and not decorators:
+            chunks.append([])
+            keep.append(False)
+        if starts:
+            decorators = line.startswith("@")
+            if not decorators:
+                keep[-1] = bool(_RELEVANT.match(line))
+        if chunks:
+            chunks[-1].append(line)
+        if "'''" not in line and '"""' not in line:
+            continue
+        for found in _QUOTES.finditer(line):
+            token = found.group(0)
+            if quote is None:
+                quote = token
+            elif token == quote:
+                quote = None
+    if quote is not None:
+        return None
+    return "".join(line for chunk, wanted in zip(chunks, keep, strict=True) if wanted for line in chunk)
+
+
+def _parse_module(name: str, is_package: bool, source: bytes) -> _Module | None:
+    tree: ast.Module | None = None
+    relevant = _relevant_source(source)
+    if relevant is not None:
+        with contextlib.suppress(SyntaxError, ValueError, RecursionError, MemoryError):
+            tree = ast.parse(relevant)
+    if tree is None:  # the split was not safe: the whole file
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
     module = _Module(name, is_package)
     package = name if is_package else name.rpartition(".")[0]
     for stmt in _body(tree.body):
@@ -218,6 +273,11 @@ def _parse_module(name: str, is_package: bool, source: bytes) -> _Module | None:
     return module
 
 
+_PARSED: dict[tuple[str, str], tuple[tuple[int, int], _Module | None]] = {}
+"""Parsed modules by (path, module) with their (mtime, size): ``pikku-analyze --watch``
+regenerates without parsing the type modules again."""
+
+
 class ShapeBuilder:
     """Builds shapes from type expressions, resolving names through the analysed sources.
 
@@ -240,12 +300,24 @@ class ShapeBuilder:
                 break
             for path, is_package in ((base / rel.with_suffix(".py"), False), (base / rel / "__init__.py", True)):
                 try:
-                    if not path.is_file() or path.stat().st_size > _MAX_BYTES:
-                        continue
-                    source = path.read_bytes()
+                    st = os.stat(path)
                 except OSError:
                     continue
-                found = _parse_module(name, is_package, source)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_BYTES:
+                    continue
+                key = (str(path), name)
+                cached = _PARSED.get(key)
+                if cached is not None and cached[0] == (st.st_mtime_ns, st.st_size):
+                    found = cached[1]
+                else:
+                    try:
+                        source = path.read_bytes()
+                    except OSError:
+                        continue
+                    found = _parse_module(name, is_package, source)
+                    if len(_PARSED) > 4096:
+                        _PARSED.clear()
+                    _PARSED[key] = ((st.st_mtime_ns, st.st_size), found)
                 if found is not None:
                     break
             if found is not None:

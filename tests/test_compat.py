@@ -400,3 +400,71 @@ def test_git_ref_outside_a_repository(tmp_path: Path) -> None:
     project = write_project(tmp_path / "p")
     with pytest.raises(BaselineError, match="not in a git repository"):
         read_baseline("git:main", load_config(project))
+
+
+TRICKY = '''"""A module docstring
+that goes on at column 0
+class NotAClass:
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+
+try:
+    from decimal import Decimal
+except ImportError:  # pragma: no cover
+    Decimal = float
+if t.TYPE_CHECKING:
+    from app.other import Thing
+else:
+    Thing = object
+
+Payload = dict[str, "Item"]
+
+
+def helper() -> None:
+    text = """
+class Fake:
+    x: int
+"""
+
+
+@dataclass
+class Item:
+    """An item.
+with a docstring at column 0
+"""
+    name: str
+    price: Decimal = Decimal(0)
+
+
+class Order(t.TypedDict, total=False):
+    items: list[Item]
+'''
+
+
+def test_type_modules_are_read_from_their_relevant_statements() -> None:
+    """The fast path (only classes, imports, aliases parsed) finds what a full parse finds."""
+    import ast as ast_module
+
+    from pikku_analyzer import shapes
+
+    fast = shapes._parse_module("app.tricky", False, TRICKY.encode())
+    assert fast is not None
+    tree = ast_module.parse(TRICKY)
+    classes = {n.name for n in tree.body if isinstance(n, ast_module.ClassDef)}
+    assert set(fast.classes) == classes == {"Item", "Order"}
+    assert fast.imports["Decimal"] == "decimal.Decimal" and fast.imports["Thing"] == "app.other.Thing"
+    assert fast.imports["t"] == "typing" and set(fast.aliases) == {"Payload"}
+    relevant = shapes._relevant_source(TRICKY.encode())
+    assert relevant is not None and "def helper" not in relevant and "class Fake" not in relevant
+    builder = shapes.ShapeBuilder(None)
+    builder.modules["app.tricky"] = fast
+    builder.modules["app"] = None
+    order = builder.types.get("app.tricky.Order") or (builder.named("app.tricky.Order") and builder.types["app.tricky.Order"])
+    assert order["class"] == "typeddict" and order["fields"]["items"]["required"] is False
+    item = builder.types["app.tricky.Item"]
+    assert item["class"] == "dataclass"
+    assert item["fields"]["price"] == {"type": {"kind": "scalar", "name": "decimal"}, "required": False}
