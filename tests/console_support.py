@@ -37,7 +37,8 @@ async def make_runs(url: str, *, extra: int = 0) -> dict[str, str]:
     """The runs of the module docstring (ids in the constants), plus ``extra`` completed runs
     of workflow ``bulk`` (for paging). Returns ``{"child": <child run id>}``."""
     async with open_store(url) as store:
-        run = await store.create_run("onboarding", {"email": "a@example.com"}, run_id=OK)
+        run = await store.create_run("onboarding", {"email": "a@example.com"}, run_id=OK,
+                                     version="v-1234abcd")
         await store.insert_step(run.id, StepState(
             key="createUser", step_name="createUser", kind=StepKind.RPC,
             rpc_name="users.create", max_attempts=4, data={"email": "a@example.com"}))

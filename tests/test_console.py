@@ -157,6 +157,7 @@ def test_completed_run_page_with_diagram_from_meta(file_url: str) -> None:
     with client_for(file_url) as client:
         html = client.get(f"/runs/{OK}").text
     assert 'id="output"' in html and "user_id" in html
+    assert '<dd class="mono" id="run-version">v-1234abcd</dd>' in html
     assert 'data-source="meta"' in html
     # the analyzer's steps of `onboarding`, in order, the recorded ones with their status
     names = re.findall(r'<div class="name">([^<]+)', html)
