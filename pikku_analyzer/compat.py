@@ -297,6 +297,26 @@ def _anchor(index: int, steps: Sequence[Any], common: set[str]) -> str | None:
     return None
 
 
+def _outputs(
+    kind: str, target: str, baseline: AnalysisReport, current: AnalysisReport
+) -> tuple[str | None, str | None, str] | None:
+    """(old type, new type, what is stored) of the value a step returns on replay: an RPC's
+    output, an event's payload, a child workflow's output; ``None`` when not comparable."""
+    if kind == "rpc":
+        old_rpc, new_rpc = baseline.rpc(target), current.rpc(target)
+        if old_rpc is not None and new_rpc is not None:
+            return old_rpc.output_type, new_rpc.output_type, f"results of rpc {target}"
+    elif kind == "event":
+        old_event, new_event = baseline.event(target), current.event(target)
+        if old_event is not None and new_event is not None:
+            return old_event.payload_type, new_event.payload_type, f"payloads of event {target}"
+    elif kind == "child":
+        old_child, new_child = baseline.workflow(target), current.workflow(target)
+        if old_child is not None and new_child is not None:
+            return old_child.output_type, new_child.output_type, f"outputs of child workflow {target}"
+    return None
+
+
 def compare(baseline: AnalysisReport, current: AnalysisReport, *, root: Path | None = None) -> list[Finding]:
     """Every incompatibility of ``current`` for runs started with ``baseline`` (both with
     their ``types`` tables; a version-1 baseline has none: its types compare by name).
@@ -387,19 +407,19 @@ def _compare_steps(
                 )
             )
             continue
-        for kind, rpc_name in sorted({t for t in before if t[0] == "rpc" and t[1]}, key=str):
-            old_rpc, new_rpc = baseline.rpc(str(rpc_name)), current.rpc(str(rpc_name))
-            if old_rpc is None or new_rpc is None:
+        for kind, target in sorted({t for t in before if t[1] and t[1] != DYNAMIC}, key=str):
+            outputs = _outputs(kind, str(target), baseline, current)
+            if outputs is None:
                 continue
-            reasons = types.check(old_shapes.expr(old_rpc.output_type), new_shapes.expr(new_rpc.output_type))
+            old_type, new_type, what = outputs
+            reasons = types.check(old_shapes.expr(old_type), new_shapes.expr(new_type))
             if reasons:
                 findings.append(
                     at(
                         step,
                         "STEP_OUTPUT_CHANGED",
-                        f"step '{key}' of workflow '{name}': results of {kind} {rpc_name} stored "
-                        f"by runs in flight no longer fit its output {new_rpc.output_type}: "
-                        + "; ".join(reasons),
+                        f"step '{key}' of workflow '{name}': {what} stored by runs in flight no "
+                        f"longer fit {new_type}: " + "; ".join(reasons),
                     )
                 )
     removed = [(i, s) for i, s in enumerate(old_steps) if s.step_name not in new_names]

@@ -58,6 +58,18 @@ class Receipt(BaseModel):
 class Shipment:
     tracking: str
     carrier: str = "ups"
+
+
+class Payment(TypedDict):
+    amount: int
+
+
+class Label(TypedDict):
+    text: str
+
+
+class Printed(TypedDict):
+    printed: bool
 '''
 
 RPCS = '''
@@ -87,9 +99,12 @@ def send(data: dict) -> None:
 '''
 
 FLOW = '''
-from pikku_typing import Workflow, wire_workflow
+from pikku_typing import Workflow, wire_event, wire_workflow
 
-from app.types import OrderInput
+from app.types import Label, OrderInput, Payment, Printed
+
+wire_event(name="payment.received", payload=Payment)
+wire_event(name="payment.settled", payload=Payment)
 
 
 async def checkout(workflow: Workflow, data: OrderInput) -> None:
@@ -97,9 +112,16 @@ async def checkout(workflow: Workflow, data: OrderInput) -> None:
     await workflow.do("ship", "shipping.ship", {"id": data["order_id"]})
     await workflow.sleep("coolOff", "1d")
     await workflow.do("notify", "emails.send", {"to": "x"})
+    await workflow.wait_for_event("paid", "payment.received", timeout="3d")
+    await workflow.run_child("label", "labels", {"text": "x"})
+
+
+async def labels(workflow: Workflow, data: Label) -> Printed:
+    return {"printed": True}
 
 
 wire_workflow(name="checkout", func=checkout)
+wire_workflow(name="labels", func=labels)
 '''
 
 Edit = tuple[str, str, str]
@@ -110,7 +132,9 @@ SHIP = 'await workflow.do("ship", "shipping.ship", {"id": data["order_id"]})'
 NOTIFY = 'await workflow.do("notify", "emails.send", {"to": "x"})'
 
 VALID: dict[str, list[Edit]] = {
-    "step appended at the end": [("flow", NOTIFY, NOTIFY + '\n    await workflow.do("audit", lambda: 1)')],
+    "child output field added as optional": [("types", "    printed: bool", "    printed: bool\n    pages: NotRequired[int]")],
+    "step appended at the end": [("flow", '    await workflow.run_child("label", "labels", {"text": "x"})', '    await workflow.run_child("label", "labels", {"text": "x"})\n    await workflow.do("audit", lambda: 1)')],
+    "event timeout edited": [("flow", 'timeout="3d"', 'timeout="5d"')],
     "description edited": [
         ("flow", CHARGE, CHARGE[:-1] + ', description="Charge the card")'),
         ("flow", 'wire_workflow(name="checkout", func=checkout)', 'wire_workflow(name="checkout", func=checkout, description="x")'),
@@ -120,7 +144,7 @@ VALID: dict[str, list[Edit]] = {
     "input field widened to optional": [("types", "    amount: Decimal", "    amount: Decimal | None")],
     "input class renamed, same fields": [
         ("types", "class OrderInput(TypedDict):", "class CheckoutInput(TypedDict):"),
-        ("flow", "import OrderInput", "import CheckoutInput"),
+        ("flow", "Label, OrderInput, Payment, Printed", "CheckoutInput, Label, Payment, Printed"),
         ("flow", "data: OrderInput", "data: CheckoutInput"),
     ],
     "literal value added": [("types", 'Literal["paid", "refunded"]', 'Literal["paid", "refunded", "void"]')],
@@ -166,6 +190,16 @@ INVALID: dict[str, tuple[str, list[Edit]]] = {
         "STEP_TARGET_CHANGED",
         [("flow", "    " + CHARGE, '    if await workflow.patched("charge-v2"):\n        await workflow.do("charge", "payments.charge_v2", {})\n    else:\n        await workflow.do("charge", "emails.send", {})')],
     ),
+    "wait for another event": ("STEP_TARGET_CHANGED", [("flow", '"paid", "payment.received"', '"paid", "payment.settled"')]),
+    "child runs another workflow": (
+        "STEP_TARGET_CHANGED",
+        [("flow", '"label", "labels"', '"label", "checkout"')],
+    ),
+    "event payload retyped": (
+        "STEP_OUTPUT_CHANGED",
+        [("types", "    amount: int", "    amount: str")],
+    ),
+    "child output retyped": ("STEP_OUTPUT_CHANGED", [("types", "    printed: bool", "    printed: str")]),
     "step inserted": ("STEP_INSERTED", [("flow", "    " + SHIP, '    await workflow.do("fraudCheck", lambda: True)\n    ' + SHIP)]),
 }
 
