@@ -9,7 +9,9 @@
   ``await workflow.uuid4()``, ``await workflow.random()`` — with the workflow parameter's
   own name, parenthesised where an attribute, subscript or call follows. A call in a
   ``lambda``, a plain ``def`` or a generator expression (where ``await`` is not allowed or
-  changes the meaning) is left alone.
+  changes the meaning) is left alone. An import that the rewrite leaves unused (``import
+  time``, ``datetime`` of ``from datetime import datetime, timezone``) is removed (libcst's
+  ``RemoveImportsVisitor``, which keeps any import still in use).
 * ``--add-ignore CODE``: ``# pikku: ignore[CODE]`` is added at the end of the line of every
   diagnostic with that code (merged into an existing ``# pikku: ignore[...]``). The comment
   is set on libcst's ``TrailingWhitespace`` of that physical line, so a line that ends
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
+from libcst.codemod import CodemodContext
+from libcst.codemod.visitors import RemoveImportsVisitor
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from pikku_analyzer.checks.step_kinds import close_match
@@ -88,9 +92,12 @@ def plan_edits(result: AnalysisResult, *, fix: bool, add_ignore: list[str]) -> l
 class _Rewriter(cst.CSTTransformer):
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self, edit: FileEdit) -> None:
+    def __init__(self, edit: FileEdit, context: CodemodContext | None = None) -> None:
         super().__init__()
         self.edit = edit
+        self.context = context
+        self.rewrote = False
+        """A call was rewritten: imports it used may now be unused."""
         self.done_lines: set[int] = set()
         self.scopes: list[str] = ["module"]
         """Innermost last: ``async``, ``sync`` (a def), ``lambda``, ``genexp``."""
@@ -137,7 +144,12 @@ class _Rewriter(cst.CSTTransformer):
         args = updated_node.args
         if any(arg.star or arg.keyword is not None for arg in args):
             return updated_node
+        if args and name != "datetime.datetime.now":
+            return updated_node
         helper = DETERMINISTIC[name]
+        self.rewrote = True
+        if self.context is not None:
+            RemoveImportsVisitor.remove_unused_import_by_node(self.context, original_node)
         recorded = cst.Await(
             expression=cst.Call(func=cst.Attribute(value=cst.Name(alias), attr=cst.Name(helper)))
         )
@@ -233,7 +245,11 @@ def rewrite(source: str, edit: FileEdit) -> str:
     """``source`` with ``edit`` applied (libcst, format-preserving)."""
     module = cst.parse_module(source)
     wrapper = MetadataWrapper(module)
-    new_module = wrapper.visit(_Rewriter(edit))
+    context = CodemodContext(wrapper=wrapper, full_module_name="", full_package_name="")
+    rewriter = _Rewriter(edit, context if edit.calls else None)
+    new_module = wrapper.visit(rewriter)
+    if rewriter.rewrote:
+        new_module = RemoveImportsVisitor(context).transform_module(new_module)
     return new_module.code
 
 

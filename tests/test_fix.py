@@ -65,16 +65,20 @@ def test_fix_rewrites_only_the_literal(tmp_path: Path, capsys: pytest.CaptureFix
     path = project(tmp_path)
     assert main([str(tmp_path), "--fix", "--no-generate"]) == 1  # two UNKNOWN_RPC remain
     after = path.read_text(encoding="utf-8")
-    assert changed_lines(SOURCE, after) == [18, 25, 27]  # the RPC name and both time.time()
+    # the RPC name, both time.time() and the `import time` left unused; nothing else
+    assert after == (
+        SOURCE.replace("import time\n", "", 1)
+        .replace("'users.craete',", "'users.create',")
+        .replace("x = time.time()", "x = (await workflow.now()).timestamp()")
+        .replace("z = time.time()", "z = (await workflow.now()).timestamp()")
+    )
     assert "    await workflow.do(\"a\", 'users.create',   data)   # odd spacing, kept" in after
-    assert "    x = (await workflow.now()).timestamp()\n" in after
-    assert '    more"""; z = (await workflow.now()).timestamp()\n' in after
     captured = capsys.readouterr()
     out = captured.out
     assert "fixed 1 file" in captured.err
     assert out.count("UNKNOWN_RPC") == 2
     result = analyze(load_config(tmp_path), use_cache=False)
-    assert sorted(d.line for d in result.diagnostics if d.code == "UNKNOWN_RPC") == [21, 24]
+    assert sorted(d.line for d in result.diagnostics if d.code == "UNKNOWN_RPC") == [20, 23]
 
 
 def test_diff_is_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -176,25 +180,37 @@ def test_fix_rewrites_non_deterministic_calls_to_the_recorded_helpers(tmp_path: 
     assert sum(d.code == "NON_DETERMINISTIC_CALL" for d in before.diagnostics) == 10
     main([str(tmp_path), "--fix", "--no-generate"])
     after = path.read_text(encoding="utf-8")
-    lines = after.splitlines()
-    expected = {
-        11: "    return await w.random()",  # a helper: its own parameter name
-        19: "    started = (await wf.now()).timestamp()  # keep this comment",
-        20: "    now = await wf.now()",
-        21: "    utc = await wf.now()",
-        22: '    local = (await wf.now()).astimezone(ZoneInfo("Europe/Helsinki"))',
-        23: "    token = (await wf.uuid4()).hex",
-        24: "    roll = int(await wf.random() * 6) + 1",
+    rewritten = {
+        "    return random.random()": "    return await w.random()",  # a helper: its own parameter
+        "    started = time.time()  # keep this comment": "    started = (await wf.now()).timestamp()  # keep this comment",
+        "    now = datetime.now()": "    now = await wf.now()",
+        "    utc = datetime.now(timezone.utc)": "    utc = await wf.now()",
+        '    local = datetime.now(ZoneInfo("Europe/Helsinki"))': '    local = (await wf.now()).astimezone(ZoneInfo("Europe/Helsinki"))',
+        "    token = uuid.uuid4().hex": "    token = (await wf.uuid4()).hex",
+        "    roll = int(random.random() * 6) + 1": "    roll = int(await wf.random() * 6) + 1",
+        # imports left unused are removed; those still used are kept
+        "import uuid\n": "",
+        "from datetime import datetime, timezone\n": "",
     }
-    assert changed_lines(NONDET, after) == sorted(expected)
-    for number, text in expected.items():
-        assert lines[number - 1] == text
+    expected = NONDET
+    for old, new in rewritten.items():
+        assert old in expected
+        expected = expected.replace(old, new, 1)
+    assert after == expected
     compile(after, "flow.py", "exec")  # still valid Python
     result = analyze(load_config(tmp_path), use_cache=False)
-    left = sorted(d.line for d in result.diagnostics if d.code == "NON_DETERMINISTIC_CALL")
+    left = [
+        after.splitlines()[d.line - 1].strip()
+        for d in result.diagnostics
+        if d.code == "NON_DETERMINISTIC_CALL"
+    ]
     # not rewritten: a lambda, a generator expression (await is not allowed or changes the
     # meaning there), random.randint (no recorded equivalent)
-    assert left == [25, 26, 27]
+    assert left == [
+        "key = lambda: random.random()",
+        "total = sum(random.random() for _ in range(3))",
+        "other = random.randint(1, 6)",
+    ]
 
 
 def test_fix_diff_shows_the_helper_rewrite_without_writing(
