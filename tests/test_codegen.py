@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,14 @@ from pikku_analyzer.codegen import (
 from pikku_analyzer.codegen.render import identifier, layout, pystr, signature, wiring_modules
 from pikku_analyzer.codegen.types import TypeRenderer, split_module
 from pikku_analyzer.config import PikkuConfig
-from pikku_typing.meta import AnalysisReport, Diagnostic, RpcMeta, RpcStepMeta, WorkflowMeta
+from pikku_typing.meta import (
+    AnalysisReport,
+    Diagnostic,
+    EventMeta,
+    RpcMeta,
+    RpcStepMeta,
+    WorkflowMeta,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = (
@@ -48,7 +56,12 @@ def config(tmp_path: Path, *, package: str = "pikku_gen", split: bool = True) ->
 
 
 def by_name(files: list[GeneratedFile]) -> dict[str, str]:
-    return {f.path.name: f.content for f in files}
+    """The generated package's files by name (not the partial stubs of ``pikku_typing``)."""
+    return {f.path.name: f.content for f in files if f.path.parent.name != "pikku_typing"}
+
+
+def typed_api(files: list[GeneratedFile]) -> dict[str, str]:
+    return {f.path.name: f.content for f in files if f.path.parent.name == "pikku_typing"}
 
 
 # ------------------------------------------------------------------ layout and content
@@ -64,6 +77,12 @@ def test_files_and_where_they_go(tmp_path: Path) -> None:
     pyi = {p.name for p in paths if p.parent == cfg.stub_package_dir.resolve()}
     assert py == {f"{m}.py" for m in MODULES} | {"workflow_meta.json"}
     assert pyi == {f"{m}.pyi" for m in MODULES}  # every .pyi has its .py twin
+    api = {
+        p.relative_to(cfg.stub_dir.resolve()).as_posix()
+        for p in paths
+        if p.parent.name == "pikku_typing"
+    }
+    assert api == {"pikku_typing/__init__.pyi", "pikku_typing/py.typed"}
 
 
 def test_stub_dir_defaults_to_the_package_dir(tmp_path: Path) -> None:
@@ -71,6 +90,56 @@ def test_stub_dir_defaults_to_the_package_dir(tmp_path: Path) -> None:
     files = render_package(example_report(), cfg)
     assert {f.path.parent for f in files} == {cfg.package_dir.resolve()}
     assert len(files) == 2 * len(MODULES) + 1
+
+
+def test_partial_stubs_of_pikku_typing(tmp_path: Path) -> None:
+    """SPEC 5, second round: ``<stub_dir>/pikku_typing/`` is a PEP 561 partial stub package
+    whose ``Workflow``, ``rpc``, ``WorkflowRuntime`` and ``WorkflowClient`` are typed by the
+    maps, and which re-exports every other public name of the installed library."""
+    import pikku_typing
+
+    report = example_report().model_copy(
+        update={
+            "events": [
+                EventMeta(
+                    name="payment.received",
+                    payload_type="app.types.WelcomeEmail",
+                    file="app/rpcs.py",
+                    line=3,
+                )
+            ]
+        }
+    )
+    api = typed_api(render_package(report, config(tmp_path)))
+    assert api["py.typed"] == "partial\n"
+    init = api["__init__.pyi"]
+    exported = init.split("__all__ = [", 1)[1]
+    assert sorted(re.findall(r'"([^"]+)",', exported)) == sorted(pikku_typing.__all__)
+    for name in pikku_typing.__all__:
+        if name not in ("Workflow", "WorkflowClient", "WorkflowRuntime", "rpc"):
+            assert f"{name} as {name}" in init, name
+    assert "class Workflow(_Workflow, metaclass=abc.ABCMeta):" in init
+    assert 'rpc_name: Literal["users.create"],\n        data: app.types.CreateUserInput,' in init
+    assert 'event_name: Literal["payment.received"],\n        timeout: None = None,' in init
+    assert ") -> app.types.WelcomeEmail | None: ..." in init  # with a timeout
+    assert 'name: Literal["onboarding"],\n    ) -> WorkflowClient[' in init
+    assert 'workflow_name: Literal["onboarding"],' in init
+    assert "name: KnownEventName," in init and "workflow_name: KnownWorkflowName," in init
+    # not when the stubs sit beside the generated .py files (no stub_dir of their own)
+    assert typed_api(render_package(report, config(tmp_path, split=False))) == {}
+
+
+def test_wirings_import_the_modules_that_declare_events(tmp_path: Path) -> None:
+    report = example_report().model_copy(
+        update={
+            "events": [
+                EventMeta(name="a", file="app/events.py", line=1, module="app.events"),
+                EventMeta(name="b", file="app/more_events.py", line=1),
+            ]
+        }
+    )
+    modules = wiring_modules(report)
+    assert "app.events" in modules and "app.more_events" in modules
 
 
 def test_header_on_every_python_file(tmp_path: Path) -> None:

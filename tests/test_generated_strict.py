@@ -31,9 +31,11 @@ from codegen_fixture import (
 )
 
 from pikku_analyzer.codegen import MYPY_SKIP, render_package, write_generated
+from pikku_analyzer.codegen.render import render_typed_api
 from pikku_analyzer.config import PikkuConfig
 from pikku_typing.meta import (
     AnalysisReport,
+    EventMeta,
     InlineStepMeta,
     RpcMeta,
     RpcStepMeta,
@@ -113,6 +115,13 @@ def awkward_report() -> AnalysisReport:
             RpcMeta(name="noann", func="app.rpcs:get_user"),
             RpcMeta(name="lambda", func="app.rpcs:get_user", input_type="int", output_type="int"),
         ],
+        events=[
+            EventMeta(name="order.paid-v2", payload_type="app.types.User", file="app/x.py", line=1),
+            EventMeta(name="ping", file="app/x.py", line=1),
+            EventMeta(name="maybe", payload_type="Optional[int]", file="app/x.py", line=1),
+            EventMeta(name="ping", payload_type="int", file="app/y.py", line=2),
+            EventMeta(name="<dynamic>", payload_type="int", file="app/y.py", line=2),
+        ],
     )
 
 
@@ -130,6 +139,8 @@ class Tree:
     stubs: Path
     """``<stubs>/<package>/*.pyi``."""
     generated: list[Path]
+    api: dict[str, Path]
+    """Variant -> a directory holding its partial stubs ``pikku_typing/``."""
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +151,24 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
         REPO / "examples" / "app", py / "app", ignore=shutil.ignore_patterns("__pycache__")
     )
     (py / "app" / "edge_types.py").write_text(EDGE_TYPES, encoding="utf-8")
-    for name in ("billing", "other"):
+    for name in ("billing", "other", "x", "y"):
         (py / "app" / f"{name}.py").write_text('"""A wiring module."""\n', encoding="utf-8")
     generated: list[Path] = []
+    api: dict[str, Path] = {}
     for package, report in VARIANTS.items():
         config = PikkuConfig(root=py, package=package, out_dir=py, stub_dir=stubs)
-        generated += write_generated(render_package(report(), config))
-    return Tree(py=py, stubs=stubs, generated=generated)
+        generated += [
+            p
+            for p in write_generated(render_package(report(), config))
+            if p.parent.name != "pikku_typing"  # one per variant, below
+        ]
+        api[package] = base / "api" / package
+        for name, content in render_typed_api(report(), package).items():
+            path = api[package] / "pikku_typing" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+            generated.append(path)
+    return Tree(py=py, stubs=stubs, generated=generated, api=api)
 
 
 def committed() -> list[Path]:
@@ -182,6 +204,7 @@ class Results:
     mypy_pyi: list[Finding]
     mypy_committed_py: list[Finding]
     mypy_committed_pyi: list[Finding]
+    mypy_api: dict[str, list[Finding]]
     pyright: list[Finding]
 
 
@@ -212,10 +235,20 @@ def results(tree: Tree, tmp_path_factory: pytest.TempPathFactory) -> Results:
         cache_dir=work / "c4",
         mypy_path=[checkable_copy(REPO / "stubs", work / "committed-stubs"), REPO],
     )
+    api_runs = {
+        variant: start_mypy(
+            [*strict, "-p", "pikku_typing"],
+            cwd=tree.py,
+            cache_dir=work / f"c-api-{variant}",
+            mypy_path=[checkable_copy(directory, work / f"api-{variant}"), tree.py],
+        )
+        for variant, directory in tree.api.items()
+    }
     config = work / "pyrightconfig.json"
+    api_dirs = ", ".join(f'"{d}"' for d in tree.api.values())
     config.write_text(
         "{\n"
-        f'  "include": ["{tree.py}", "{tree.stubs}"],\n'
+        f'  "include": ["{tree.py}", "{tree.stubs}", {api_dirs}],\n'
         '  "exclude": ["**/app"],\n'
         f'  "stubPath": "{tree.stubs}",\n'
         f'  "extraPaths": ["{tree.py}", "{REPO}"],\n'
@@ -234,6 +267,12 @@ def results(tree: Tree, tmp_path_factory: pytest.TempPathFactory) -> Results:
             work / "committed-stubs",
             REPO / "stubs",
         ),
+        mypy_api={
+            variant: relocate(
+                mypy_findings(run, tree.py), work / f"api-{variant}", tree.api[variant]
+            )
+            for variant, run in api_runs.items()
+        },
         pyright=pyright_findings(pyright),
     )
 
@@ -246,7 +285,7 @@ def errors_in(findings: list[Finding], roots: list[Path]) -> Iterator[str]:
 
 
 def generated_roots(tree: Tree) -> list[Path]:
-    return [d / name for d in (tree.py, tree.stubs) for name in VARIANTS]
+    return [d / name for d in (tree.py, tree.stubs) for name in VARIANTS] + list(tree.api.values())
 
 
 def test_every_variant_has_every_file(tree: Tree) -> None:
@@ -262,6 +301,15 @@ def test_mypy_strict_on_the_runtime_modules(tree: Tree, results: Results) -> Non
 
 def test_mypy_strict_on_the_stubs(tree: Tree, results: Results) -> None:
     assert list(errors_in(results.mypy_pyi, generated_roots(tree))) == []
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_mypy_strict_on_the_partial_stubs(tree: Tree, results: Results, variant: str) -> None:
+    """``<stub_dir>/pikku_typing/__init__.pyi`` (without its ``ignore-errors`` line) checked as
+    the ``pikku_typing`` package mypy sees, merged with the installed library."""
+    findings = results.mypy_api[variant]
+    assert list(errors_in(findings, [tree.api[variant]])) == []
+    assert any(f.file.name == "__init__.pyi" for f in findings) or findings == []
 
 
 def test_mypy_strict_on_the_committed_example(results: Results) -> None:
@@ -298,4 +346,7 @@ def test_ruff_format_accepts_the_output(tree: Tree, line_length: int | None) -> 
 def test_only_the_overloaded_stubs_skip_mypy(tree: Tree) -> None:
     for path in tree.generated:
         skips = path.read_text(encoding="utf-8").splitlines()[1:2] == [MYPY_SKIP]
-        assert skips == (path.name in ("workflow_types.pyi", "workflow_map.pyi")), path
+        overloaded = path.name in ("workflow_types.pyi", "workflow_map.pyi") or (
+            path.parent.name == "pikku_typing" and path.name == "__init__.pyi"
+        )
+        assert skips == overloaded, path

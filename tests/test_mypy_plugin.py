@@ -70,6 +70,14 @@ def _copy_fixture(dest: Path) -> None:
         FIXTURE_APP, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
     )
     (dest / "mypy.ini").write_text(MYPY_INI)
+    _map_is_fresh(dest)
+
+
+def _map_is_fresh(project: Path) -> None:
+    """The map newer than every source (a checkout or a copy may order the mtimes otherwise:
+    the plugin would then rightly call the map stale)."""
+    newest = max(p.stat().st_mtime for p in project.rglob("*.py"))
+    os.utime(project / META, (newest + 10, newest + 10))
 
 
 def _mypy(
@@ -133,9 +141,10 @@ def test_incremental_cache_is_refreshed_when_the_map_changes(project: Path, mypy
     assert _lines(_mypy(project, mypypath)) == []
 
     _edit_map(project, {"users.create": "users.register"})
+    # app/rpcs.py defines users.create: the map is stale (issue 10), not a typo
     assert _lines(_mypy(project, mypypath)) == [
-        "main.py:5: error: Unknown RPC 'users.create'; did you mean 'users.register'?"
-        "  [pikku-unknown-rpc]",
+        "main.py:5: error: Unknown RPC 'users.create': the workflow map is stale: run "
+        "pikku-analyze (app/rpcs.py defines it)  [pikku-unknown-rpc]",
         'main.py:6: error: Returning Any from function declared to return "str"  [no-any-return]',
     ]
 
@@ -318,3 +327,42 @@ def test_fixture_map_is_what_pikku_analyze_generates(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     generated = (tmp_path / "app_copy" / META).read_text()
     assert json.loads(generated) == json.loads((FIXTURE_APP / META).read_text())
+
+
+TYPO = """\
+from pikku_typing import Workflow
+
+
+async def wf(workflow: Workflow) -> None:
+    await workflow.do("s", "users.creat", {"email": "a@example.com", "name": "A"})
+    await workflow.do("t", "users.delete", "u1")
+"""
+
+
+def test_stale_map_says_so_instead_of_a_wrong_did_you_mean(project: Path, mypypath: Path) -> None:
+    """Issue 10: a name that a source defines but the map lacks, or a map older than a source
+    that wires something, is "the workflow map is stale: run pikku-analyze"."""
+    (project / "main.py").write_text(TYPO)
+    fresh = _lines(_mypy(project, mypypath))
+    assert fresh == [
+        "main.py:5: error: Unknown RPC 'users.creat'; did you mean 'users.create'?"
+        "  [pikku-unknown-rpc]",
+        # not defined anywhere yet: a suggestion
+        "main.py:6: error: Unknown RPC 'users.delete'; did you mean 'users.get'?"
+        "  [pikku-unknown-rpc]",
+    ]
+    # defined now, the map not regenerated: "did you mean 'users.get'" would be wrong
+    rpcs = project / "app" / "rpcs.py"
+    rpcs.write_text(
+        rpcs.read_text()
+        + '\n\n@pikku_func(name="users.delete")\nasync def delete_user(data: str) -> None:\n'
+        "    return None\n"
+    )
+    meta_mtime = (project / META).stat().st_mtime
+    os.utime(rpcs, (meta_mtime + 5, meta_mtime + 5))
+    assert _lines(_mypy(project, mypypath)) == [
+        "main.py:5: error: Unknown RPC 'users.creat': the workflow map is stale: run "
+        "pikku-analyze (app/rpcs.py changed since)  [pikku-unknown-rpc]",
+        "main.py:6: error: Unknown RPC 'users.delete': the workflow map is stale: run "
+        "pikku-analyze (app/rpcs.py defines it)  [pikku-unknown-rpc]",
+    ]

@@ -1,7 +1,16 @@
-"""Typing through the generated stubs alone (SPEC sections 1-2 and 5).
+"""Typing through the generated stubs alone (SPEC sections 1-2, 5 and 8).
 
-``tests/pyright_cases/`` holds usage files written against the generated package of
-``examples/`` (``from pikku_gen import Workflow, wire_workflow, workflow_client``). A line that
+Two groups of usage files:
+
+* ``tests/pyright_cases/``: written against the generated package of ``examples/``
+  (``from pikku_gen import Workflow, wire_workflow, workflow_client``) and against the plain
+  ``from pikku_typing import ...`` API through the partial stubs ``stubs/pikku_typing/``;
+* ``tests/typed_api/``: a user's project set up as the README says (``[tool.pikku] stub_dir =
+  "typings"``, ``mypy_path = "typings"``, no pyright configuration at all), copied to a
+  temporary directory where ``pikku-analyze`` generates ``typings/``; its ``usage/`` files use
+  the plain API only: RPC steps, ``rpc.invoke``, events, child runs, the typed client.
+
+A line that
 must be rejected is marked by an ``# expect-error`` comment, a ``reveal_type`` line by
 ``# expect-type`` (its fragment is the exact revealed type); the marker ends the line, or is a
 comment line of its own that marks the next line. A marker may give message fragments per
@@ -10,17 +19,22 @@ checker::
     # expect-error pyright: "Literal['users.nope']" is not assignable to "KnownRPCName" | mypy: No overload
     await workflow.do("a", "users.nope", {"email": "x"})
 
-Real pyright (strict, no plugin: it has none), real plain mypy (``--strict``, no plugin) and mypy
-with the pikku plugin run once each over all of the files; the exact set of lines with an error
-must equal the set of ``expect-error`` lines, for every checker, and each fragment must occur in
-a message on its line. The same pyright run checks the generated package itself (strict, no
-diagnostic allowed).
+Real pyright (no plugin: it has none), real plain mypy (``--strict``, no plugin) and mypy
+with the pikku plugin (on top of the same stubs) run once each per group over all of its files;
+the exact set of lines with an error must equal the set of ``expect-error`` lines, for every
+checker, and each fragment must occur in a message on its line. The pyright run of the first
+group checks the generated package and the partial stubs themselves (strict, no diagnostic
+allowed).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +51,22 @@ from codegen_fixture import (
     start_pyright,
 )
 
+from pikku_analyzer.codegen import render_package, write_generated
+from pikku_analyzer.config import load_config
+from pikku_typing.meta import AnalysisReport, EventMeta
+
 CASES = REPO / "tests" / "pyright_cases"
+TYPED_API = REPO / "tests" / "typed_api"
+GROUPS = ("cases", "typed_api")
+TYPED_API_EVENTS = [
+    EventMeta(
+        name="payment.received",
+        payload_type="app.types.PaymentReceived",
+        file="app/shop.py",
+        line=33,
+    )
+]
+"""The events of ``tests/typed_api/app`` (used while the analyzer does not report events)."""
 CHECKERS = ("pyright", "mypy", "mypy-plugin")
 MARKER = re.compile(r"#\s*expect-(error|type)\b(.*)$")
 REVEALED = re.compile(r'(?:Type of ".*" is|Revealed type is) "(.*)"$', re.S)
@@ -54,13 +83,15 @@ class Expectation:
     fragments: dict[str, str]
 
 
-def case_files() -> list[Path]:
-    return sorted(CASES.glob("*.py"))
+def case_files(group: str = "cases") -> list[Path]:
+    if group == "cases":
+        return sorted(CASES.glob("*.py"))
+    return sorted((typed_api_project() / "usage").glob("*_shop.py"))
 
 
-def expectations() -> list[Expectation]:
+def expectations(group: str = "cases") -> list[Expectation]:
     found: list[Expectation] = []
-    for path in case_files():
+    for path in case_files(group):
         lines = path.read_text(encoding="utf-8").splitlines()
         for number, text in enumerate(lines, 1):
             match = MARKER.search(text)
@@ -84,8 +115,40 @@ def expectations() -> list[Expectation]:
 
 
 @cache
-def findings() -> dict[str, list[Finding]]:
-    """Run the three checkers once (concurrently) over every case file."""
+def typed_api_project() -> Path:
+    """``tests/typed_api`` copied to a temporary directory, with ``pikku-analyze`` run in it
+    (the real command, as a user runs it: it writes ``pikku_gen/`` and ``typings/``)."""
+    project = Path(tempfile.mkdtemp(prefix="pikku-typed-api-")) / "project"
+    shutil.copytree(TYPED_API, project, ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pikku_analyzer.cli", ".", "--format", "json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    report = AnalysisReport.model_validate_json(proc.stdout)
+    assert (project / "typings" / "pikku_typing" / "py.typed").read_text() == "partial\n"
+    if not report.events:  # the analyzer does not detect wire_event yet: add what it would find
+        report = report.model_copy(update={"events": TYPED_API_EVENTS})
+        write_generated(render_package(report, load_config(project)))
+    return project
+
+
+def _checker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MYPYPATH", None)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+@cache
+def findings(group: str = "cases") -> dict[str, list[Finding]]:
+    """Run the three checkers once (concurrently) over every file of ``group``."""
+    if group == "typed_api":
+        return typed_api_findings()
     files = [str(p) for p in case_files()]
     cache_root = Path(tempfile.mkdtemp(prefix="pikku-typecheck-"))
     pyright = start_pyright(CASES)
@@ -108,8 +171,40 @@ def findings() -> dict[str, list[Finding]]:
     return result
 
 
-def in_cases(items: list[Finding]) -> Iterator[Finding]:
-    return (f for f in items if f.file.parent == CASES.resolve())
+def typed_api_findings() -> dict[str, list[Finding]]:
+    """pyright with no configuration file (its default ``stubPath`` is ``typings``), mypy with
+    the project's ``[tool.mypy]`` (``mypy_path = "typings"``), and mypy with the plugin."""
+    project = typed_api_project()
+    cache_root = Path(tempfile.mkdtemp(prefix="pikku-typecheck-"))
+    targets = ["usage", "app"]
+    pyright = subprocess.Popen(
+        ["pyright", "--outputjson", "--pythonpath", sys.executable, *targets],
+        cwd=project,
+        env=_checker_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    plain = start_mypy(targets, cwd=project, cache_dir=cache_root / "plain")
+    plugin = start_mypy(
+        ["--config-file", "mypy_plugin.ini", *targets],
+        cwd=project,
+        cache_dir=cache_root / "plugin",
+    )
+    result = {
+        "pyright": pyright_findings(pyright),
+        "mypy": mypy_findings(plain, project),
+        "mypy-plugin": mypy_findings(plugin, project),
+    }
+    shutil.rmtree(cache_root, ignore_errors=True)
+    return result
+
+
+def in_cases(items: list[Finding], group: str = "cases") -> Iterator[Finding]:
+    if group == "cases":
+        return (f for f in items if f.file.parent == CASES.resolve())
+    project = typed_api_project().resolve()
+    return (f for f in items if f.file.parent in (project / "usage", project / "app"))
 
 
 def test_every_case_file_has_markers_or_is_valid() -> None:
@@ -120,26 +215,29 @@ def test_every_case_file_has_markers_or_is_valid() -> None:
         assert name.startswith("valid_") != (name in marked), name
 
 
+@pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize("checker", CHECKERS)
-def test_errors_exactly_on_the_marked_lines(checker: str) -> None:
-    expected = {(e.file.name, e.line) for e in expectations() if e.kind == "error"}
-    got = {(f.file.name, f.line) for f in in_cases(findings()[checker]) if f.kind == "error"}
+def test_errors_exactly_on_the_marked_lines(checker: str, group: str) -> None:
+    expected = {(e.file.name, e.line) for e in expectations(group) if e.kind == "error"}
+    found = list(in_cases(findings(group)[checker], group))
+    got = {(f.file.name, f.line) for f in found if f.kind == "error"}
     details = [
         f"{f.file.name}:{f.line}: {f.message}"
-        for f in in_cases(findings()[checker])
+        for f in found
         if f.kind == "error" and (f.file.name, f.line) not in expected
     ]
     assert got - expected == set(), "unexpected errors:\n" + "\n".join(details)
     assert expected - got == set(), "missing errors"
 
 
+@pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize("checker", CHECKERS)
-def test_messages_name_the_problem(checker: str) -> None:
+def test_messages_name_the_problem(checker: str, group: str) -> None:
     by_line: dict[tuple[str, int], list[str]] = {}
-    for f in in_cases(findings()[checker]):
+    for f in in_cases(findings(group)[checker], group):
         by_line.setdefault((f.file.name, f.line), []).append(f.message)
     keys = [checker] if checker != "mypy-plugin" else ["mypy-plugin"]
-    for e in expectations():
+    for e in expectations(group):
         for key in keys:
             fragment = e.fragments.get(key)
             if fragment is None:
@@ -150,10 +248,11 @@ def test_messages_name_the_problem(checker: str) -> None:
             )
 
 
+@pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize("checker", CHECKERS)
-def test_revealed_types(checker: str) -> None:
-    reveals = {(f.file.name, f.line): f.message for f in in_cases(findings()[checker])}
-    for e in expectations():
+def test_revealed_types(checker: str, group: str) -> None:
+    reveals = {(f.file.name, f.line): f.message for f in in_cases(findings(group)[checker], group)}
+    for e in expectations(group):
         if e.kind != "type":
             continue
         message = reveals.get((e.file.name, e.line))
@@ -166,10 +265,25 @@ def test_revealed_types(checker: str) -> None:
 
 
 def test_generated_package_is_clean_under_pyright_strict() -> None:
-    """The same pyright run includes ``examples/pikku_gen`` and ``stubs/pikku_gen``."""
+    """The same pyright run includes ``examples/pikku_gen``, ``stubs/pikku_gen`` and the partial
+    stubs ``stubs/pikku_typing``."""
     generated = [
         f"{f.file}:{f.line}: {f.message}"
         for f in findings()["pyright"]
-        if f.kind == "error" and "pikku_gen" in f.file.parts
+        if f.kind == "error" and {"pikku_gen", "stubs"} & set(f.file.parts)
     ]
     assert generated == []
+    checked = {f.file for f in findings()["pyright"]}
+    assert checked  # the run produced diagnostics for the cases at least
+
+
+def test_typed_api_project_uses_pyright_defaults() -> None:
+    """No pyright configuration in the user's project: the stubs are found through pyright's
+    default ``stubPath`` (``typings``), the library through the environment."""
+    project = typed_api_project()
+    assert not (project / "pyrightconfig.json").exists()
+    assert "tool.pyright" not in (project / "pyproject.toml").read_text(encoding="utf-8")
+    init = (project / "typings" / "pikku_typing" / "__init__.pyi").read_text(encoding="utf-8")
+    assert 'Literal["payment.received"]' in init
+    meta = json.loads((project / "pikku_gen" / "workflow_meta.json").read_text(encoding="utf-8"))
+    assert [e["name"] for e in meta["events"]] == ["payment.received"]

@@ -27,8 +27,10 @@ from pikku_analyzer.codegen.render import (
     META_JSON,
     MYPY_SKIP,
     PY_MODULES,
+    TYPED_API_PACKAGE,
     is_stub,
     render_files,
+    render_typed_api,
 )
 from pikku_analyzer.codegen.write import leftover_files, stale_files, write_files
 from pikku_analyzer.config import PikkuConfig
@@ -54,7 +56,26 @@ def render_package(report: AnalysisReport, config: PikkuConfig) -> list[Generate
         GeneratedFile(path=(stub_dir if is_stub(name) else package_dir) / name, content=content)
         for name, content in render_files(report, config.package).items()
     ]
+    if has_typed_api(config):
+        api_dir = typed_api_dir(config)
+        files += [
+            GeneratedFile(path=api_dir / name, content=content)
+            for name, content in render_typed_api(report, config.package).items()
+        ]
     return sorted(files, key=lambda f: f.path)
+
+
+def has_typed_api(config: PikkuConfig) -> bool:
+    """Whether the partial stubs of ``pikku_typing`` are generated: when the stubs have a
+    directory of their own (``stub_dir``, e.g. ``"typings"``, pyright's default ``stubPath``),
+    not when they sit beside the generated ``.py`` files (a ``pikku_typing`` directory in the
+    source tree would shadow the library for the type checkers of every other project)."""
+    return config.stub_dir.resolve() != config.out_dir.resolve()
+
+
+def typed_api_dir(config: PikkuConfig) -> Path:
+    """``<stub_dir>/pikku_typing/``: where the partial stubs of the library go."""
+    return config.stub_dir.resolve() / TYPED_API_PACKAGE
 
 
 def write_generated(files: Sequence[GeneratedFile]) -> list[Path]:
@@ -70,6 +91,8 @@ def stale_generated(files: Sequence[GeneratedFile]) -> list[Path]:
 def obsolete_generated(files: Sequence[GeneratedFile], config: PikkuConfig) -> list[Path]:
     """Generated files in the package directories that ``files`` no longer contains."""
     directories = {config.package_dir.resolve(), config.stub_package_dir.resolve()}
+    if config.stub_dir.resolve() != config.out_dir.resolve():
+        directories.add(typed_api_dir(config))
     return leftover_files(sorted(directories), files)
 
 
@@ -87,9 +110,11 @@ __all__ = [
     "MYPY_SKIP",
     "PY_MODULES",
     "GeneratedFile",
+    "has_typed_api",
     "obsolete_generated",
     "remove_obsolete",
     "render_package",
     "stale_generated",
+    "typed_api_dir",
     "write_generated",
 ]

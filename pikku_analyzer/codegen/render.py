@@ -25,6 +25,7 @@ from pikku_typing.meta import (
     DYNAMIC,
     META_VERSION,
     AnalysisReport,
+    EventMeta,
     RpcMeta,
     RpcStepMeta,
     WorkflowMeta,
@@ -44,6 +45,26 @@ PY_MODULES: Final = (
 """The ``.py`` modules of the package; each also gets a ``.pyi`` in the stub directory."""
 
 META_JSON: Final = "workflow_meta.json"
+
+TYPED_API_PACKAGE: Final = "pikku_typing"
+"""The partial stubs of the library itself go to ``<stub_dir>/pikku_typing/`` (see
+:func:`render_typed_api`)."""
+
+TYPED_API_FILES: Final = ("__init__.pyi", "py.typed")
+
+PARTIAL_MARKER: Final = "partial\n"
+"""PEP 561: a stub package whose ``py.typed`` says ``partial`` completes the installed package
+(what it does not define is looked up in the library)."""
+
+OVERRIDDEN: Final = frozenset({"Workflow", "WorkflowClient", "WorkflowRuntime", "rpc"})
+"""Names of ``pikku_typing`` the partial stubs define themselves (typed by the project's maps);
+every other public name is re-exported from the installed library."""
+
+IGNORE_OVERRIDE: Final = "  # type: ignore[override]"
+"""On a method the partial stubs narrow (a typed name instead of ``str``): mypy reports the
+override on the first ``@overload`` line (or the ``def`` line), pyright on the ``def`` line."""
+
+PYRIGHT_IGNORE_OVERRIDE: Final = "  # pyright: ignore[reportIncompatibleMethodOverride]"
 
 MYPY_SKIP: Final = "# mypy: ignore-errors"
 """Second line of the stubs with one overload per RPC or workflow: mypy's pairwise check of
@@ -75,6 +96,14 @@ class WorkflowView:
     description: str | None
     execution_mode: str
     ident: str
+
+
+@dataclass(frozen=True)
+class EventView:
+    name: str
+    literal: str
+    payload: str
+    payload_or_none: str
 
 
 @dataclass(frozen=True)
@@ -161,7 +190,7 @@ def _file_module(file: str) -> str | None:
 
 
 def wiring_modules(report: AnalysisReport) -> list[str]:
-    """Modules to import so that every workflow and RPC gets registered.
+    """Modules to import so that every workflow, RPC and event gets registered.
 
     The module of each function (``func``), plus the module of the file that calls
     ``wire_workflow`` when it is another one; a file path is turned into a module with the same
@@ -182,10 +211,15 @@ def wiring_modules(report: AnalysisReport) -> list[str]:
             file_module == module or file_module.endswith("." + module)
         ):
             offsets.add(len(file_module.split(".")) - len(module.split(".")))
+    for event in report.events:  # ``wire_event`` registers the event when its module runs
+        if event.module is not None and _func_module(f"{event.module}:x") is not None:
+            modules.add(event.module)
     offset = min(offsets) if len(offsets) == 1 else None
     if offset is not None:
-        for workflow in report.workflows:
-            file_module = _file_module(workflow.file)
+        files = [w.file for w in report.workflows]
+        files += [e.file for e in report.events if e.module is None]
+        for file in files:
+            file_module = _file_module(file)
             if file_module is not None:
                 parts = file_module.split(".")[offset:]
                 if parts:
@@ -206,6 +240,25 @@ def _rpc_views(rpcs: Iterable[RpcMeta], types: TypeRenderer) -> list[RpcView]:
             func=rpc.func,
             input_type=rpc.input_type,
             output_type=rpc.output_type,
+        )
+    return list(views.values())
+
+
+def _event_views(events: Iterable[EventMeta], types: TypeRenderer) -> list[EventView]:
+    views: dict[str, EventView] = {}
+    for event in sorted(events, key=lambda e: e.name):
+        if event.name == DYNAMIC or event.name in views:
+            continue  # DUPLICATE_EVENT_NAME is the analyzer's diagnostic; keep the first
+        payload = types.render(event.payload_type)
+        views[event.name] = EventView(
+            name=event.name,
+            literal=pystr(event.name),
+            payload=payload,
+            payload_or_none=(
+                payload
+                if payload in ("Any", "None") or payload.endswith(" | None")
+                else f"{payload} | None"
+            ),
         )
     return list(views.values())
 
@@ -384,6 +437,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["pystr"] = pystr
     env.filters["optional"] = _optional
+    env.filters["rstrip"] = lambda text: str(text).rstrip()
     return env
 
 
@@ -410,21 +464,65 @@ def meta_json(report: AnalysisReport) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_files(report: AnalysisReport, package: str) -> dict[str, str]:
-    """File name -> content for every generated file (``.py``, ``.pyi`` and the JSON)."""
+def library_exports() -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every public name of the installed ``pikku_typing`` that the
+    partial stubs re-export (all but :data:`OVERRIDDEN`), by module, sorted: read from the
+    library's own table of lazy exports, so that a name added to the library is never hidden
+    by the stubs."""
+    import pikku_typing
+
+    by_module: dict[str, list[str]] = {}
+    for name in pikku_typing.__all__:
+        if name in OVERRIDDEN:
+            continue
+        by_module.setdefault(_export_module(name), []).append(name)
+    return [(m, sorted(by_module[m], key=isort_key)) for m in sorted(by_module)]
+
+
+def _export_module(name: str) -> str:
+    import pikku_typing
+
+    table: dict[str, str] = getattr(pikku_typing, "_LAZY", {})
+    module = table.get(name)
+    if module is None:
+        value = getattr(pikku_typing, name)
+        module = getattr(value, "__module__", None) or "pikku_typing"
+    return module
+
+
+def reexport(module: str, names: Sequence[str]) -> str:
+    """``from module import a as a, b as b`` (explicit re-exports, PEP 484) in the formatter's
+    style."""
+    items = [f"{name} as {name}" for name in names]
+    line = f"from {module} import {', '.join(items)}"
+    if len(line) <= LINE_WIDTH:
+        return line
+    body = "".join(f"    {item},\n" for item in items)
+    return f"from {module} import (\n{body})"
+
+
+def _context(report: AnalysisReport, package: str) -> dict[str, Any]:
     rpc_types = TypeRenderer()
     workflow_types = TypeRenderer()
+    event_types = TypeRenderer()
     rpcs = _rpc_views(report.rpcs, rpc_types)
     workflows = _workflow_views(report.workflows, workflow_types)
+    events = _event_views(report.events, event_types)
     workers = _worker_views(_unique_workflows(report.workflows))
-    # workflow_types.pyi names the RPCs' types; workflow_map.pyi the workflows' ones too
+    every = (rpc_types, workflow_types, event_types)
+    # workflow_types.pyi and the partial stubs name every type; workflow_map.pyi the RPCs' and
+    # workflows' ones
     scopes = {
-        "rpc": (rpc_types.modules, rpc_types.typing_names),
+        "rpc": (
+            set().union(*(t.modules for t in every)),
+            set().union(*(t.typing_names for t in every)),
+        ),
         "map": (
             rpc_types.modules | workflow_types.modules,
             rpc_types.typing_names | workflow_types.typing_names,
         ),
     }
+    scopes["api"] = scopes["rpc"]
     imports = {
         scope: {
             "stdlib": sorted(m for m in modules if _is_stdlib(m)),
@@ -436,10 +534,12 @@ def render_files(report: AnalysisReport, package: str) -> dict[str, str]:
     def typing_import(names: list[str], scope: str) -> str:
         return from_import("typing", [*names, *scopes[scope][1]])
 
+    exports = library_exports()
     context: dict[str, Any] = {
         "package": package,
         "rpcs": rpcs,
         "workflows": workflows,
+        "events": events,
         "workers": workers,
         "worker_exports": sorted(["WORKERS", *(w.function for w in workers)], key=isort_key),
         "wired_modules": wiring_modules(report),
@@ -449,17 +549,39 @@ def render_files(report: AnalysisReport, package: str) -> dict[str, str]:
         "imports": imports,
         "typing_import": typing_import,
         "mypy_skip": MYPY_SKIP,
+        "reexports": exports,
+        "all_names": sorted([*OVERRIDDEN, *(n for _, names in exports for n in names)]),
+        "ignore": IGNORE_OVERRIDE,
+        "pyright_ignore": PYRIGHT_IGNORE_OVERRIDE,
     }
     context["layout"] = layout
     context["subscript"] = subscript
     context["from_import"] = from_import
+    context["reexport"] = reexport
     context["signature"] = signature
+    return context
+
+
+def render_files(report: AnalysisReport, package: str) -> dict[str, str]:
+    """File name -> content for every generated file (``.py``, ``.pyi`` and the JSON)."""
+    context = _context(report, package)
     files: dict[str, str] = {}
     for module in PY_MODULES:
         files[f"{module}.py"] = _render(f"{module}.py.j2", context)
         files[f"{module}.pyi"] = _render(f"{module}.pyi.j2", context)
     files[META_JSON] = meta_json(report)
     return files
+
+
+def render_typed_api(report: AnalysisReport, package: str) -> dict[str, str]:
+    """The partial stubs of ``pikku_typing`` (SPEC 5, second round): file name (in
+    ``<stub_dir>/pikku_typing/``) -> content. With them, pyright and plain mypy check the plain
+    ``from pikku_typing import Workflow, rpc, WorkflowRuntime`` API like the mypy plugin."""
+    context = _context(report, package)
+    return {
+        "__init__.pyi": _render("pikku_typing.pyi.j2", context),
+        "py.typed": PARTIAL_MARKER,
+    }
 
 
 def is_stub(name: str) -> bool:

@@ -9,7 +9,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pikku_analyzer.codegen.render import HEADER, META_JSON
+from pikku_analyzer.codegen.render import (
+    HEADER,
+    META_JSON,
+    PARTIAL_MARKER,
+    TYPED_API_PACKAGE,
+)
 
 if TYPE_CHECKING:
     from pikku_analyzer.codegen import GeneratedFile
@@ -63,6 +68,8 @@ def is_generated_file(path: Path) -> bool:
     metadata JSON."""
     if path.name == META_JSON:
         return True
+    if path.name == "py.typed" and path.parent.name == TYPED_API_PACKAGE:
+        return _current(path) == PARTIAL_MARKER  # the marker of the partial stubs
     if path.suffix not in (".py", ".pyi"):
         return False
     try:

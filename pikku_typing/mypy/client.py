@@ -26,7 +26,6 @@ from pikku_typing.mypy import errorcodes, names
 from pikku_typing.mypy.common import (
     PikkuContext,
     arg_expr,
-    did_you_mean,
     literal_str,
     mismatch,
     report_incompatible,
@@ -46,13 +45,8 @@ def runtime_client_hook(pctx: PikkuContext, ctx: MethodContext) -> Type:
         return ctx.default_return_type
     workflow = wmap.workflows.get(workflow_name)
     if workflow is None:
-        hint = did_you_mean(workflow_name, wmap.workflows) or (
-            " (no wire_workflow has this name in the generated map; "
-            "run pikku-analyze if it was just added)"
-        )
-        ctx.api.fail(
-            f"Unknown workflow {workflow_name!r}{hint}", name_expr, code=errorcodes.UNKNOWN_WORKFLOW
-        )
+        message = pctx.unknown(wmap, "workflow", workflow_name)
+        ctx.api.fail(message, name_expr, code=errorcodes.UNKNOWN_WORKFLOW)
         return ctx.default_return_type
     any_t = AnyType(TypeOfAny.special_form)
     input_t = pctx.resolve(workflow.input_type) or any_t
@@ -63,7 +57,10 @@ def runtime_client_hook(pctx: PikkuContext, ctx: MethodContext) -> Type:
 def _with_client_args(default: Type, input_t: Type, output_t: Type) -> Type:
     proper = get_proper_type(default)
     if isinstance(proper, Instance):
-        if proper.type.fullname == names.WORKFLOW_CLIENT and len(proper.args) == 2:
+        if (
+            proper.type.fullname in (names.WORKFLOW_CLIENT, names.STUB_WORKFLOW_CLIENT)
+            and len(proper.args) == 2
+        ):
             return proper.copy_modified(args=[input_t, output_t])
         if proper.type.fullname == names.COROUTINE and proper.args:  # an async client()
             inner = _with_client_args(proper.args[-1], input_t, output_t)

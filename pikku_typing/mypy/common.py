@@ -16,6 +16,7 @@ from mypy.types import Instance, Type, get_proper_type
 
 from pikku_typing.mypy import errorcodes, typestrings
 from pikku_typing.mypy.meta import MetaStore, WorkflowMap
+from pikku_typing.mypy.stale import Kind, StaleChecker
 from pikku_typing.mypy.typestrings import Lookup
 
 _AWAITABLES = frozenset({"typing.Coroutine", "typing.Awaitable", "collections.abc.Coroutine"})
@@ -29,6 +30,31 @@ class PikkuContext:
         self.store = store
         self.lookup = lookup
         self.note_site: tuple[str, int, int] | None = None
+        config = store.config
+        self.stale = StaleChecker(
+            config.src,
+            config.root,
+            config.meta_path.parent if config.meta_path is not None else None,
+        )
+
+    def unknown(self, wmap: WorkflowMap, kind: Kind, name: str) -> str:
+        """The message for a name the map does not have: "the workflow map is stale" when a
+        source defines it or changed since the map was generated, else "did you mean" (or a
+        hint to run pikku-analyze)."""
+        label = {"rpc": "RPC", "workflow": "workflow", "event": "event"}[kind]
+        staleness = self.stale.check(wmap.path, kind, name)
+        if staleness is not None:
+            return f"Unknown {label} {name!r}: {staleness.message()}"
+        known = {"rpc": wmap.rpcs, "workflow": wmap.workflows, "event": wmap.events}[kind]
+        defines = {
+            "rpc": "no @pikku_func has",
+            "workflow": "no wire_workflow has",
+            "event": "no wire_event declares",
+        }[kind]
+        hint = did_you_mean(name, known) or (
+            f" ({defines} this name in the generated map; run pikku-analyze if it was just added)"
+        )
+        return f"Unknown {label} {name!r}{hint}"
 
     def current_map(self, api: CheckerPluginInterface, context: Context) -> WorkflowMap | None:
         """The map, or None after telling the user (once per run) why there is none.

@@ -48,6 +48,9 @@ class PluginConfig:
     """Directories in which the modules named by the map are looked for."""
     problem: str | None = None
     """Why no map can be used, already phrased for the user (None: nothing wrong)."""
+    src: tuple[Path, ...] = ()
+    """The analysed source directories (``[tool.pikku] src``): where a name missing from the map
+    may be defined (the map is then stale)."""
 
 
 def load_config(options: Options) -> PluginConfig:
@@ -103,6 +106,7 @@ def _load(options: Options, config_file: Path | None) -> PluginConfig:
         root=root,
         package=package,
         search_dirs=_search_dirs(options, root, src),
+        src=tuple(p.resolve() for p in src),
     )
 
 

@@ -19,11 +19,23 @@ RPC_DATA: Final = ErrorCode(
     "pikku-rpc-data", "Check that the data passed to an RPC matches its input type", CATEGORY
 )
 UNKNOWN_WORKFLOW: Final = ErrorCode(
-    "pikku-unknown-workflow", "Check that runtime.client() names a known workflow", CATEGORY
+    "pikku-unknown-workflow",
+    "Check that runtime.client(), run_child() and start_child() name a known workflow",
+    CATEGORY,
 )
 WORKFLOW_INPUT: Final = ErrorCode(
     "pikku-workflow-input",
-    "Check that client.start() gets the workflow's input type",
+    "Check that client.start(), run_child() and start_child() get the workflow's input type",
+    CATEGORY,
+)
+UNKNOWN_EVENT: Final = ErrorCode(
+    "pikku-unknown-event",
+    "Check that wait_for_event() and send_event() name an event declared with wire_event",
+    CATEGORY,
+)
+EVENT_PAYLOAD: Final = ErrorCode(
+    "pikku-event-payload",
+    "Check that send_event() gets the event's payload type",
     CATEGORY,
 )
 NO_MAP: Final = ErrorCode(

@@ -42,7 +42,9 @@ class WorkflowMap:
     digest: str
     """Hash of the part of the map that type checking depends on (not of line numbers)."""
     type_names: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    """RPC or workflow name -> the dotted names used in its type expressions."""
+    """RPC, workflow or event name -> the dotted names used in its type expressions."""
+    events: Mapping[str, Signature] = field(default_factory=dict)
+    """Events (``wire_event``): the payload type is the ``input_type``."""
 
     def workflows_with_input(self, type_name: str) -> list[str]:
         return sorted(w.name for w in self.workflows.values() if w.input_type == type_name)
@@ -125,23 +127,25 @@ def _parse(path: Path, raw: bytes) -> WorkflowMap:
         raise ValueError(f"version {version!r}, this plugin reads versions {READABLE_VERSIONS}")
     rpcs = _signatures(data.get("rpcs", []), "rpcs")
     workflows = _signatures(data.get("workflows", []), "workflows")
+    events = _signatures(data.get("events", []), "events", input_key="payload_type")
     projection = {
         "path": str(path),
         "rpcs": [[s.name, s.input_type, s.output_type] for s in rpcs.values()],
         "workflows": [[s.name, s.input_type, s.output_type] for s in workflows.values()],
+        "events": [[s.name, s.input_type] for s in events.values()],
     }
     digest = hashlib.sha256(json.dumps(projection, sort_keys=True).encode()).hexdigest()[:32]
     type_names: dict[str, frozenset[str]] = {}
-    for sig in (*rpcs.values(), *workflows.values()):
+    for sig in (*rpcs.values(), *workflows.values(), *events.values()):
         names: set[str] = set(type_names.get(sig.name, ()))
         for type_str in (sig.input_type, sig.output_type):
             if type_str is not None:
                 names.update(typestrings.dotted_names(type_str))
         type_names[sig.name] = frozenset(names)
-    return WorkflowMap(path, rpcs, workflows, digest, type_names)
+    return WorkflowMap(path, rpcs, workflows, digest, type_names, events)
 
 
-def _signatures(items: object, what: str) -> dict[str, Signature]:
+def _signatures(items: object, what: str, input_key: str = "input_type") -> dict[str, Signature]:
     if not isinstance(items, list):
         raise ValueError(f'"{what}" is not a list')
     result: dict[str, Signature] = {}
@@ -149,7 +153,7 @@ def _signatures(items: object, what: str) -> dict[str, Signature]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ValueError(f'an entry of "{what}" has no "name"')
         sig = Signature(
-            item["name"], _opt_str(item.get("input_type")), _opt_str(item.get("output_type"))
+            item["name"], _opt_str(item.get(input_key)), _opt_str(item.get("output_type"))
         )
         result.setdefault(sig.name, sig)
     return dict(sorted(result.items()))

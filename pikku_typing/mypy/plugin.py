@@ -22,8 +22,15 @@ from pikku_typing.mypy.common import PikkuContext
 from pikku_typing.mypy.config import load_config
 from pikku_typing.mypy.deps import additional_deps, is_library, is_own
 from pikku_typing.mypy.do import workflow_do_hook
+from pikku_typing.mypy.events import (
+    run_child_hook,
+    send_event_hook,
+    start_child_hook,
+    wait_for_event_hook,
+)
 from pikku_typing.mypy.meta import MetaStore
 from pikku_typing.mypy.rpc_invoke import rpc_invoke_hook
+from pikku_typing.mypy.stubs import relax_signature_hook
 from pikku_typing.mypy.version import PLUGIN_FINGERPRINT
 
 
@@ -41,10 +48,21 @@ class PikkuPlugin(Plugin):
             names.RPC_INVOKE: functools.partial(rpc_invoke_hook, self.pctx),
             names.RUNTIME_CLIENT: functools.partial(runtime_client_hook, self.pctx),
             names.CLIENT_START: functools.partial(start_hook, self.pctx),
+            names.WORKFLOW_WAIT_FOR_EVENT: functools.partial(wait_for_event_hook, self.pctx),
+            names.WORKFLOW_RUN_CHILD: functools.partial(run_child_hook, self.pctx),
+            names.WORKFLOW_START_CHILD: functools.partial(start_child_hook, self.pctx),
+            names.CLIENT_SEND_EVENT: functools.partial(send_event_hook, self.pctx),
+            names.RUNTIME_SEND_EVENT: functools.partial(send_event_hook, self.pctx),
         }
         self._signature_hooks: dict[str, Callable[[MethodSigContext], FunctionLike]] = {
             names.CLIENT_START: functools.partial(start_signature_hook, self.pctx),
         }
+        # The same checks on the generated partial stubs of pikku_typing (stubs.py).
+        for stub_name, library_name in names.STUB_METHODS.items():
+            self._method_hooks[stub_name] = self._method_hooks[library_name]
+            self._signature_hooks[stub_name] = relax_signature_hook
+        self._method_hooks[names.STUB_CLIENT_START] = self._method_hooks[names.CLIENT_START]
+        self._signature_hooks[names.STUB_CLIENT_START] = self._signature_hooks[names.CLIENT_START]
         self._own_packages = (names.PACKAGE, self.config.package)
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
@@ -65,4 +83,8 @@ class PikkuPlugin(Plugin):
         """The map's digest, so that cached modules are checked again when the map changes."""
         if is_own(ctx.id, self._own_packages) or is_library(ctx.path):
             return None
-        return {"plugin": PLUGIN_FINGERPRINT, "map": self.store.get().digest}
+        loaded = self.store.get()
+        stale: tuple[str, ...] = ()
+        if loaded.map is not None:
+            stale = self.pctx.stale.newer_wiring_files(loaded.map.path)
+        return {"plugin": PLUGIN_FINGERPRINT, "map": loaded.digest, "stale": list(stale)}

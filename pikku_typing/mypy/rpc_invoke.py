@@ -9,7 +9,6 @@ from pikku_typing.mypy import errorcodes
 from pikku_typing.mypy.common import (
     PikkuContext,
     arg_expr,
-    did_you_mean,
     literal_str,
     mismatch,
     report_incompatible,
@@ -41,11 +40,8 @@ def check_rpc_call(
         return ctx.default_return_type
     rpc = wmap.rpcs.get(rpc_name)
     if rpc is None:
-        hint = did_you_mean(rpc_name, wmap.rpcs) or (
-            " (no @pikku_func has this name in the generated map; "
-            "run pikku-analyze if it was just added)"
-        )
-        ctx.api.fail(f"Unknown RPC {rpc_name!r}{hint}", name_expr, code=errorcodes.UNKNOWN_RPC)
+        message = pctx.unknown(wmap, "rpc", rpc_name)
+        ctx.api.fail(message, name_expr, code=errorcodes.UNKNOWN_RPC)
         return ctx.default_return_type
 
     data_expr = arg_expr(ctx, data_index)

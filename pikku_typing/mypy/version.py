@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Final
 
-__version__: Final = "0.1.4"
+__version__: Final = "0.2.0"
 
 
 def _source_digest() -> str:
