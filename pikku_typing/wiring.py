@@ -84,7 +84,8 @@ class Registry:
             known = ", ".join(sorted(self.workflows)) or "none"
             raise WorkflowNotFoundError(
                 f"no workflow named {name!r} is registered (registered: {known}); "
-                "import the module that calls wire_workflow (or the generated workflow_wirings)"
+                "import the module that calls wire_workflow, or all of them at once with the "
+                "generated package's workflow_wirings (`import pikku_gen.workflow_wirings`)"
             ) from None
 
     def get_rpc(self, name: str) -> RPCDefinition:
@@ -93,7 +94,9 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self.rpcs)) or "none"
             raise RPCNotFoundError(
-                f"no RPC named {name!r} is registered (registered: {known})"
+                f"no RPC named {name!r} is registered (registered: {known}); import the module "
+                "that defines it with @pikku_func, or all of them at once with the generated "
+                "package's workflow_wirings (`import pikku_gen.workflow_wirings`)"
             ) from None
 
     def get_event(self, name: str) -> EventDefinition:

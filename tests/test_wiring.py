@@ -63,6 +63,21 @@ async def test_rpc_invoke_sync_and_async() -> None:
         await rpc.invoke("nope", 1)
 
 
+def test_not_registered_says_which_module_to_import() -> None:
+    """Issue 11: "(registered: none)" tells which module registers them."""
+    from pikku_typing.wiring import Registry
+
+    empty = Registry()
+    with pytest.raises(
+        RPCNotFoundError, match=r"registered: none.*import pikku_gen\.workflow_wirings"
+    ):
+        empty.get_rpc("users.create")
+    with pytest.raises(
+        WorkflowNotFoundError, match=r"registered: none.*import pikku_gen\.workflow_wirings"
+    ):
+        empty.get_workflow("onboarding")
+
+
 def test_duplicate_rpc_name_is_an_error() -> None:
     @pikku_func(name="dup")
     def one(data: int) -> int:

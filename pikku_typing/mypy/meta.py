@@ -124,7 +124,8 @@ def _parse(path: Path, raw: bytes) -> WorkflowMap:
         raise ValueError("not a JSON object")
     version = data.get("version")
     if version not in READABLE_VERSIONS:
-        raise ValueError(f"version {version!r}, this plugin reads versions {READABLE_VERSIONS}")
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise ValueError(f"version {version!r}, this plugin reads versions {readable}")
     rpcs = _signatures(data.get("rpcs", []), "rpcs")
     workflows = _signatures(data.get("workflows", []), "workflows")
     events = _signatures(data.get("events", []), "events", input_key="payload_type")
