@@ -161,6 +161,9 @@ def test_text_report_shows_event_and_child_steps(tmp_path: Path) -> None:
     text = render(result, "text")
     assert "event payment.received (timeout 3d)" in text
     assert "run billing" in text and "start audit" in text
+    events = text[text.index("Events (2)") :].splitlines()
+    assert events[3].split() == ["order.cancelled", "-", "app/events.py:6"]
+    assert events[4].split() == ["payment.received", "app.types.PaymentReceived", "app/events.py:5"]
 
 
 def test_non_deterministic_hints_name_the_helpers(tmp_path: Path) -> None:

@@ -111,6 +111,12 @@ def render_text(result: AnalysisResult, *, color: bool = False) -> str:
         out.extend(_table(["name", "", "function", "input", "output"], rows, indent="  "))
     else:
         out.append("  (none found)")
+    events = data["events"]
+    if events:  # SPEC 8: shown when the project declares any
+        out.append("")
+        out.append(style(f"Events ({len(events)})", "bold"))
+        rows = [[e["name"], e.get("payload_type") or "-", f"{e['file']}:{e['line']}"] for e in events]
+        out.extend(_table(["name", "payload", "declared at"], rows, indent="  "))
     diagnostics = result.diagnostics
     if diagnostics:
         out.append("")
