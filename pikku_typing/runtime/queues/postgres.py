@@ -339,7 +339,7 @@ class PostgresQueue(WorkflowQueue):
         finally:
             stopper.cancel()
             rescuer.cancel()
-            with suppress(asyncio.CancelledError, Exception):
+            with suppress(asyncio.CancelledError):  # the loop handles its own errors
                 await rescuer
 
     @staticmethod
@@ -369,35 +369,51 @@ class PostgresQueue(WorkflowQueue):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the DB may be briefly away: try again later
-                log.debug("rescuing stalled jobs failed: %s", exc)
+                log.warning("rescuing stalled jobs failed (retried in %.1fs): %s", interval, exc)
 
     async def rescue_stalled_jobs(self) -> int:
         """Put back in their queue the jobs held by workers whose heartbeat is older than
         ``stalled_after`` seconds (their process died); return how many."""
         from procrastinate import jobs as pjobs
+        from procrastinate.exceptions import ConnectorException, UniqueViolation
 
         app = await self._ensure_open()
         manager = app.job_manager
-        stalled = await manager.get_stalled_jobs(
-            task_name=TASK_NAME, seconds_since_heartbeat=self._stalled_after
-        )
+        try:
+            stalled = await manager.get_stalled_jobs(
+                task_name=TASK_NAME, seconds_since_heartbeat=self._stalled_after
+            )
+        except ConnectorException as exc:
+            raise self._unavailable(exc) from None
         count = 0
         for job in stalled:
+            assert job.id is not None
             try:
                 await manager.retry_job(job)
                 count += 1
                 log.info("re-queued job %s of a stalled worker (%s)", job.id, job.queue)
-            except Exception:
-                # Another worker rescued it first, or an identical job already waits
-                # (queueing lock): this one is not needed any more.
-                with suppress(Exception):
-                    assert job.id is not None
+            except UniqueViolation:
+                # an identical job (same queueing lock) already waits: this one is redundant
+                log.info(
+                    "job %s of a stalled worker (%s) not re-queued: an identical job waits; "
+                    "deleting it", job.id, job.queue,
+                )
+                try:
                     await manager.finish_job_by_id_async(
                         job_id=job.id, status=pjobs.Status.ABORTED, delete_job=True
                     )
+                except ConnectorException as exc:
+                    log.warning("could not delete redundant job %s: %s", job.id, exc)
+            except ConnectorException as exc:
+                if _connection_lost(exc):  # never delete a job because the DB went away
+                    raise self._unavailable(exc) from None
+                # e.g. another worker rescued it first (it is no longer 'doing'): keep it
+                log.info("job %s of a stalled worker left as it is: %s", job.id, exc)
         if stalled:
-            with suppress(Exception):
+            try:
                 await manager.prune_stalled_workers(self._stalled_after)
+            except ConnectorException as exc:
+                log.info("pruning stalled workers failed (done on a later rescue): %s", exc)
         return count
 
     async def pending_jobs(self) -> int:
@@ -426,10 +442,24 @@ class PostgresQueue(WorkflowQueue):
         if running is not self._loop:
             return
         if app is not None:
-            with suppress(Exception):
+            try:
                 await app.close_async()
+            except Exception as exc:  # closing is best effort: the pool is closed below
+                log.debug("closing the procrastinate app failed: %s", exc)
         if guard is not None:
             await guard.close(timeout=5)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a procrastinate error was caused by a lost or refused connection."""
+    import psycopg
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError | OSError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 async def _autocommit(conn: Any) -> None:
