@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 pytest.importorskip("procrastinate")
-import psycopg  # noqa: E402
-from procrastinate.exceptions import ConnectorException, UniqueViolation  # noqa: E402
+import psycopg
+from procrastinate.exceptions import ConnectorException, UniqueViolation
 
-from pikku_typing.errors import StoreUnavailableError  # noqa: E402
-from pikku_typing.runtime.queues.postgres import PostgresQueue  # noqa: E402
+from pikku_typing.errors import StoreUnavailableError
+from pikku_typing.runtime.queues.postgres import PostgresQueue
 
 
 @dataclass

@@ -1073,19 +1073,20 @@ async def test_a_lock_timeout_redelivers_the_job(
     assert run.status is RunStatus.COMPLETED and run.output == "done"
 
 
-async def test_a_job_that_keeps_failing_is_dropped_after_bounded_retries_then_recovered(
+async def test_a_job_that_keeps_failing_is_kept_after_bounded_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``drain()`` does not spin forever on a job whose store stays away: the in-process queue
-    retries it ``max_job_retries`` times with a backoff, then logs and drops it; the run is
-    left ``running`` for ``recover()``."""
+    retries it ``max_job_retries`` times with a backoff, then logs it and stops waiting for
+    it, but never drops it (issue 10): it stays queued, retried every ``max_retry_backoff``
+    seconds, and the run completes once the store is back."""
     store = InMemoryWorkflowStateService()
 
     async def wf(workflow: Workflow, data: None) -> str:
         return str(await workflow.do("a", lambda: "done"))
 
     wire_workflow(name="down", func=wf)
-    queue = InProcessQueue(max_job_retries=3, retry_backoff=0.001)
+    queue = InProcessQueue(max_job_retries=3, retry_backoff=0.001, max_retry_backoff=0.05)
     async with WorkflowRuntime(store, queue) as rt:
         handle = await rt.client("down").start(None)
         original = store.insert_step
@@ -1097,12 +1098,10 @@ async def test_a_job_that_keeps_failing_is_dropped_after_bounded_retries_then_re
 
         monkeypatch.setattr(store, "insert_step", down)
         assert await rt.drain() == 4  # the first delivery + 3 retries
-        assert len(attempts) == 4 and len(queue) == 0
+        assert len(attempts) == 4 and len(queue) == 1  # kept, not dropped
         assert (await store.get_run(handle.run_id)).status is RunStatus.RUNNING
         monkeypatch.setattr(store, "insert_step", original)
-        assert await rt.recover() == 1
-        await rt.drain()
-        assert await handle.result(timeout=SETTLE_CAP) == "done"
+        assert await handle.result(timeout=SETTLE_CAP) == "done"  # the kept job ran again
 
 
 async def test_in_process_queue_redelivers_a_failed_job_with_backoff() -> None:
@@ -1120,7 +1119,8 @@ async def test_in_process_queue_redelivers_a_failed_job_with_backoff() -> None:
         await queue.enqueue(Job(queue="q", kind="orchestrate", workflow="w", run_id=run_id))
     assert await queue.drain(handler) == 2 + 3 + 1
     assert seen.count("flaky") == 2 and seen.count("broken") == 3 and seen.count("fine") == 1
-    assert len(queue) == 0
+    assert [job.run_id for job in queue.pending()] == ["broken"]  # kept, never dropped
+    await queue.close()
     # serve(): the same redelivery, bounded too
     seen.clear()
     await queue.enqueue(Job(queue="q", kind="orchestrate", workflow="w", run_id="flaky"))

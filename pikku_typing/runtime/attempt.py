@@ -20,17 +20,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pikku_typing.errors import StepSerializationError
+from pikku_typing.errors import NestedStepError, StepSerializationError
 from pikku_typing.models import ClaimOwner, StepState
 from pikku_typing.runtime import _observe, codec, steps
 from pikku_typing.runtime.services import Services
 from pikku_typing.wiring import Registry, StepCall, StepMiddleware
 
-__all__ = ["Attempt", "Work", "rpc_work", "run_attempt"]
+__all__ = ["RUNNING_STEP", "Attempt", "Work", "rpc_work", "run_attempt"]
+
+RUNNING_STEP: ContextVar[str | None] = ContextVar("pikku_running_step", default=None)
+"""The key of the step whose code runs in this context (``None`` outside step bodies): a
+``workflow.do``/``sleep`` reached while it is set is a :class:`NestedStepError`."""
+
+_NOT_RETRIED: tuple[type[Exception], ...] = (StepSerializationError, NestedStepError)
+"""Errors of an attempt that no retry can fix: the step fails at once."""
 
 
 @dataclass(frozen=True)
@@ -120,10 +128,14 @@ async def run_attempt(
                 todo = work()
 
                 async def execute() -> Any:
-                    result = todo.call()
-                    if inspect.isawaitable(result):
-                        result = await result
-                    return result
+                    running = RUNNING_STEP.set(step.key)
+                    try:
+                        result = todo.call()
+                        if inspect.isawaitable(result):
+                            result = await result
+                        return result
+                    finally:
+                        RUNNING_STEP.reset(running)
 
                 value = await steps.call_with_middleware(
                     todo.middleware, step_call(workflow, run_id, step), execute
@@ -133,7 +145,7 @@ async def run_attempt(
         t = steps.now()
         retry_at = (
             None
-            if isinstance(exc, StepSerializationError)
+            if isinstance(exc, _NOT_RETRIED)
             else steps.next_retry(step, step.attempt_count, t)
         )
         updated = await state.fail_step_attempt(

@@ -27,13 +27,17 @@ from datetime import datetime
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from pikku_typing import durations
-from pikku_typing.errors import StoreUnavailableError, WorkflowNonDeterminismError
+from pikku_typing.errors import (
+    NestedStepError,
+    StoreUnavailableError,
+    WorkflowNonDeterminismError,
+)
 from pikku_typing.interaction import Workflow
 from pikku_typing.models import ClaimOwner, ErrorInfo, StepKind, StepState, WorkflowRun
-from pikku_typing.runtime import steps
+from pikku_typing.runtime import attempt, steps
 from pikku_typing.runtime.kinds import call, patch, sleep
 from pikku_typing.runtime.services import Services, typed_run
-from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend
+from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend, Unavailable
 from pikku_typing.wiring import WorkflowDefinition
 
 __all__ = ["Outcome", "RunContext", "StepFailedError"]
@@ -97,7 +101,11 @@ class RunContext(Workflow):
         return self._run_id
 
     async def get_run(self) -> WorkflowRun[Any, Any]:
-        run = await self.services.state.get_run(self._run_id)
+        try:
+            run = await self.services.state.get_run(self._run_id)
+        except StoreUnavailableError as exc:
+            self.infra = exc
+            raise Unavailable(exc) from exc
         return typed_run(run, self.definition)
 
     async def do(
@@ -129,14 +137,28 @@ class RunContext(Workflow):
         self, body: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run a step kind's body as one step call of the workflow function: counted as
-        active (the pass does not end while it runs), and a store failure marks the pass
-        abandoned even if the function catches it."""
+        active (the pass does not end while it runs). A store or queue failure never reaches
+        the workflow's code: it unwinds the function with :class:`Unavailable` (no
+        ``except`` catches it) and the pass is abandoned, to be delivered again. A step
+        started inside another step's body is :class:`NestedStepError` (the run fails)."""
+        outer = attempt.RUNNING_STEP.get()
+        if outer is not None:
+            inner = args[1] if len(args) > 1 and isinstance(args[1], str) else "?"
+            error = NestedStepError(
+                f"run {self._run_id!r} of workflow {self.name!r}: step {inner!r} was started "
+                f"inside the body of step {outer!r}; a step cannot start steps: call it from "
+                "the workflow function instead",
+                outer=outer,
+                inner=inner,
+            )
+            self.fatal = error
+            raise error
         self._enter()
         try:
             return await body(*args, **kwargs)
         except StoreUnavailableError as exc:
             self.infra = exc
-            raise
+            raise Unavailable(exc) from exc
         finally:
             self._exit()
 

@@ -47,16 +47,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from pikku_typing.errors import StepSerializationError, StoreUnavailableError
+from pikku_typing.errors import (
+    StepSerializationError,
+    StoreUnavailableError,
+    WorkflowNotFoundError,
+)
 from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, WorkflowRun
 from pikku_typing.runtime import _observe, codec, process, step_jobs, steps
 from pikku_typing.runtime.context import Outcome, RunContext
 from pikku_typing.runtime.services import Services, enqueue_orchestrator
-from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend
+from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend, Unavailable
 from pikku_typing.state.base import RunChanges
 from pikku_typing.wiring import WorkflowDefinition
 
@@ -99,6 +105,10 @@ class Orchestrator:
                 return
             try:
                 definition = self.s.registry.get_workflow(run.workflow)
+            except WorkflowNotFoundError as exc:
+                await self._discard(live)
+                await self._unknown_workflow(run, exc)
+                return
             except BaseException:
                 await self._discard(live)
                 raise
@@ -112,10 +122,14 @@ class Orchestrator:
             owner = live.owner if live is not None else process.new_owner()
             process.mark_active(owner.token)
             try:
+                changes = RunChanges(status=RunStatus.RUNNING, owner=owner, wake_at=None)
+                if run.error is not None and run.error.type == WorkflowNotFoundError.__name__:
+                    # a worker that has the workflow now: the run goes on, the note goes
+                    changes = RunChanges(
+                        status=RunStatus.RUNNING, owner=owner, wake_at=None, error=None
+                    )
                 started = await state.transition_run(
-                    run_id,
-                    (RunStatus.RUNNING, RunStatus.SUSPENDED),
-                    RunChanges(status=RunStatus.RUNNING, owner=owner, wake_at=None),
+                    run_id, (RunStatus.RUNNING, RunStatus.SUSPENDED), changes
                 )
                 if started is None:  # settled meanwhile
                     await self._discard(live)
@@ -139,6 +153,34 @@ class Orchestrator:
                 raise
             finally:
                 process.mark_inactive(owner.token)
+
+    async def _unknown_workflow(
+        self, run: WorkflowRun[Any, Any], exc: WorkflowNotFoundError
+    ) -> None:
+        """This process does not have the run's workflow (a deploy removed it, or the worker
+        imports the wrong module). The run is not failed: it records why
+        (``error.type == "WorkflowNotFoundError"``, visible in ``get_run`` and ``pikku-runs
+        show``), stays ``suspended`` and is woken again after
+        ``Services.unknown_workflow_retry`` seconds, so a worker that has the workflow
+        finishes it (and clears the note). This worker goes on serving other runs."""
+        delay = self.s.unknown_workflow_retry
+        wake = steps.now() + timedelta(seconds=delay)
+        message = (
+            f"workflow {run.workflow!r} is not registered in the worker that picked up run "
+            f"{run.id!r} ({process.hostname()} pid {os.getpid()}): {exc}; the run waits for "
+            f"a worker that has it (retried every {delay:g}s)"
+        )
+        log.error("%s", message)
+        await self.s.state.transition_run(
+            run.id,
+            (RunStatus.RUNNING, RunStatus.SUSPENDED),
+            RunChanges(
+                status=RunStatus.SUSPENDED,
+                wake_at=wake,
+                error=ErrorInfo(type=WorkflowNotFoundError.__name__, message=message),
+            ),
+        )
+        await enqueue_orchestrator(self.s.queue, run.workflow, run.id, wake)
 
     async def _start(
         self, run: WorkflowRun[Any, Any], definition: WorkflowDefinition, owner: ClaimOwner
@@ -172,6 +214,9 @@ class Orchestrator:
             return Outcome("cancelled")
         except Suspend:
             return Outcome("unwound")
+        except Unavailable as exc:
+            ctx.infra = ctx.infra or exc.error
+            raise ctx.infra from None
         except StoreUnavailableError:
             raise
         except StepFailedError as exc:

@@ -18,7 +18,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -35,8 +39,9 @@ from pikku_typing.errors import (
     WorkflowFailedError,
     WorkflowInputError,
 )
-from pikku_typing.models import RunStatus, StepState, WorkflowRun
+from pikku_typing.models import RunStatus, StepState, StepStatus, WorkflowRun
 from pikku_typing.runtime import _observe, codec, lifecycle, process
+from pikku_typing.runtime import steps as steps_module
 from pikku_typing.runtime.orchestrator import Orchestrator
 from pikku_typing.runtime.queues.base import Job, WorkflowQueue
 from pikku_typing.runtime.services import Services, enqueue_orchestrator, typed_run
@@ -55,6 +60,10 @@ WorkerFunc = Callable[["WorkflowRuntime", Job], Awaitable[None]]
 DEFAULT_STATE_DIR = ".pikku/state"
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (StoreUnavailableError, TimeoutError)
+
+START_RETRIES = 5
+"""How many times ``client.start`` retries a transient failure (0.05, 0.1 ... 0.8 s apart)."""
+START_RETRY_DELAY = 0.05
 """Errors that mean "the infrastructure is briefly away", not "the job is wrong": a job that
 raises one is redelivered by its queue instead of being marked done."""
 
@@ -113,20 +122,41 @@ class WorkflowClient(Generic[InputT, OutputT]):
         processes): when a run with that id already exists for this workflow with the same
         input, its handle is returned (and its pass queued again if it has not settled, in
         case the first start crashed before queueing it); with another input, or for another
-        workflow, :class:`RunExistsError` is raised."""
+        workflow, :class:`RunExistsError` is raised.
+
+        A transient failure of the store or queue (:class:`StoreUnavailableError`,
+        ``TimeoutError``) is retried ``START_RETRIES`` times with a doubling backoff before
+        it is raised; the run id is drawn before the first try, so a retry after an insert
+        whose reply was lost finds that run instead of starting a second one."""
         try:
             typed, encoded = codec.coerce(input, self._definition.input_type, what="input")
         except StepSerializationError as exc:
             raise WorkflowInputError(
                 f"invalid input for workflow {self.name!r}: {exc}"
             ) from exc
+        the_id = run_id if run_id is not None else uuid.uuid4().hex
+        delay = START_RETRY_DELAY
+        for attempt in range(START_RETRIES + 1):
+            try:
+                return await self._start_once(the_id, encoded, typed)
+            except TRANSIENT_ERRORS as exc:
+                if attempt >= START_RETRIES:
+                    raise
+                log.warning(
+                    "client.start(%r): %s; retry %d/%d in %.2fs",
+                    self.name, exc, attempt + 1, START_RETRIES, delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _start_once(self, run_id: str, encoded: Any, typed: Any) -> RunHandle[OutputT]:
         rt = self._runtime
         try:
             run = await rt.state.create_run(
                 self.name, encoded, run_id=run_id, version=workflow_version(self.name)
             )
         except RunAlreadyExistsError:
-            assert run_id is not None
             run = await rt.state.get_run(run_id)
             if run.workflow != self.name or not self._same_input(run.input, encoded, typed):
                 what = (
@@ -243,6 +273,7 @@ class WorkflowRuntime:
         live_runs: int = 1000,
         workers: Mapping[str, WorkerFunc] | None = None,
         registry: Registry = registry,
+        sweep_interval: float | None = 30.0,
     ) -> None:
         self._owns_state = state is None
         self._owns_queue = queue is None
@@ -261,6 +292,7 @@ class WorkflowRuntime:
         self.workers: dict[str, WorkerFunc] = dict(workers or {})
         self._settled: dict[str, list[asyncio.Event]] = {}
         self._serving = 0
+        self.sweep_interval = sweep_interval
         self.services = Services(
             state=self.state,
             queue=self.queue,
@@ -342,8 +374,25 @@ class WorkflowRuntime:
         stop: asyncio.Event | None = None,
         concurrency: int | None = None,
         queues: Sequence[str] | None = None,
+        handle_signals: bool = True,
     ) -> None:
-        """Run the workers until ``stop`` is set or the task is cancelled."""
+        """Run the workers until ``stop`` is set or the task is cancelled.
+
+        SIGTERM is handled like ``pikku-worker`` does (when ``handle_signals``, in the main
+        thread, and only if nothing else handles SIGTERM yet): the first one stops taking
+        jobs and lets the in-flight ones finish (``serve`` then returns normally); a second
+        one cancels them (their attempts are abandoned and run again elsewhere). The handler
+        is removed when ``serve`` returns. SIGINT is left to ``asyncio.run``.
+
+        Every ``sweep_interval`` seconds a backstop :meth:`sweep` queues the runs whose
+        wake-up may have been lost to an outage."""
+        stop = stop if stop is not None else asyncio.Event()
+        sigterm = _SigtermHandler.install(stop) if handle_signals else None
+        sweeper = (
+            asyncio.ensure_future(self._sweep_loop(self.sweep_interval))
+            if self.sweep_interval
+            else None
+        )
         self._serving += 1
         try:
             await self.queue.serve(
@@ -352,8 +401,50 @@ class WorkflowRuntime:
                 concurrency=concurrency or self.concurrency,
                 stop=stop,
             )
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if sigterm is None or sigterm.received < 2 or current is None:
+                raise
+            current.uncancel()  # our own second-SIGTERM cancellation: a clean stop
         finally:
             self._serving -= 1
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            if sigterm is not None:
+                sigterm.uninstall()
+
+    async def sweep(self) -> int:
+        """Queue a pass for every suspended run that nothing may wake any more: its wake-up
+        time has passed, or none of its steps is still pending or running. A backstop for a
+        wake-up lost to a store or queue outage (passes are idempotent, so a run that was
+        going to be woken anyway costs one more pass). Returns how many were queued."""
+        now = steps_module.now()
+        count = 0
+        for run in await self.state.list_runs(status=RunStatus.SUSPENDED):
+            due = run.wake_at is not None and run.wake_at <= now
+            if not due:
+                try:
+                    states = await self.state.get_step_states(run.id)
+                except StateCorruptedError:
+                    continue  # logged where it is listed or run
+                due = all(s.status in _SETTLED_STEPS for s in states.values())
+            if due:
+                await enqueue_orchestrator(self.queue, run.workflow, run.id)
+                count += 1
+        return count
+
+    async def _sweep_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                queued = await self.sweep()
+            except (StoreUnavailableError, TimeoutError) as exc:
+                log.warning("sweep of stranded runs failed (retried in %.0fs): %s", interval, exc)
+                continue
+            if queued:
+                log.info("sweep: queued a pass for %d stranded run(s)", queued)
 
     def _self_driving(self) -> bool:
         """This process runs this runtime's jobs itself: an embedded queue (in-process, or the
@@ -444,3 +535,46 @@ class WorkflowRuntime:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+_SETTLED_STEPS = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED})
+
+
+class _SigtermHandler:
+    """``serve()``'s SIGTERM handler (see :meth:`WorkflowRuntime.serve`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+        self.loop = loop
+        self.stop = stop
+        self.task = asyncio.current_task()
+        self.received = 0
+
+    @classmethod
+    def install(cls, stop: asyncio.Event) -> _SigtermHandler | None:
+        """``None`` when not installed: not the main thread, no loop support, or SIGTERM is
+        handled already (e.g. by ``pikku-worker`` or the application)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None
+        handler = cls(asyncio.get_running_loop(), stop)
+        try:
+            handler.loop.add_signal_handler(signal.SIGTERM, handler.on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return None
+        return handler
+
+    def on_sigterm(self) -> None:
+        self.received += 1
+        if self.received == 1:
+            log.info("SIGTERM: stopping (in-flight jobs finish; send it again to cancel them)")
+            self.stop.set()
+        elif self.task is not None:
+            log.info("SIGTERM again: cancelling in-flight jobs")
+            self.task.cancel()
+
+    def uninstall(self) -> None:
+        try:
+            self.loop.remove_signal_handler(signal.SIGTERM)
+        except (RuntimeError, ValueError) as exc:  # the loop is closing
+            log.debug("removing the SIGTERM handler failed: %s", exc)

@@ -31,6 +31,8 @@ class Services:
     max_inline_wait: float = 1.0
     live_runs: int = 1000
     on_settled: Callable[[str], None] = lambda run_id: None
+    unknown_workflow_retry: float = 30.0
+    """Seconds before a run whose workflow this process does not have is tried again."""
 
 async def enqueue_orchestrator(
     queue: WorkflowQueue, workflow: str, run_id: str, at: datetime | None = None

@@ -4,10 +4,10 @@ workflow's ``except Exception`` never swallows them) and :class:`StepFailedError
 
 from __future__ import annotations
 
-from pikku_typing.errors import WorkflowFailedError
+from pikku_typing.errors import StoreUnavailableError, WorkflowFailedError
 from pikku_typing.models import ErrorInfo
 
-__all__ = ["Cancelled", "StepFailedError", "Suspend"]
+__all__ = ["Cancelled", "StepFailedError", "Suspend", "Unavailable"]
 
 
 class Suspend(BaseException):
@@ -16,6 +16,17 @@ class Suspend(BaseException):
 
 class Cancelled(BaseException):
     """Unwinds a workflow function whose run was cancelled (at a step boundary)."""
+
+
+class Unavailable(BaseException):
+    """Unwinds a workflow function whose pass hit an infrastructure failure (the store or
+    the queue is away): a ``BaseException``, so no ``except`` of the workflow (not even
+    ``except Exception``) catches it. The pass is abandoned and the job delivered again;
+    ``error`` is the :class:`~pikku_typing.errors.StoreUnavailableError`."""
+
+    def __init__(self, error: StoreUnavailableError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class StepFailedError(WorkflowFailedError):

@@ -31,10 +31,15 @@ async def run_step(services: Services, workflow: str, run_id: str, key: str) -> 
     state = services.state
     while True:
         step = await state.get_step(run_id, key)
-        if step is None or step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+        if step is None:
             return
         run = await state.get_run(run_id)
         if run.status.is_settled:
+            return
+        if step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+            # A redelivery of a job whose outcome was stored: the wake-up that followed may
+            # have been lost (the queue or store failed right after). Waking is idempotent.
+            await enqueue_orchestrator(services.queue, workflow, run_id)
             return
         if run.cancel_requested:  # a step boundary: let the orchestrator end the run
             await enqueue_orchestrator(services.queue, workflow, run_id)
@@ -62,17 +67,19 @@ async def run_step(services: Services, workflow: str, run_id: str, key: str) -> 
 async def _recheck_at_lease_end(
     services: Services, workflow: str, run_id: str, step: StepState
 ) -> None:
-    """Re-check a running attempt when its lease runs out (the holder may be on another host)."""
+    """Re-check a running attempt when its lease runs out (the holder may be on another
+    host), or within a second or two when a live process of this host holds it."""
     current = step.current_attempt
-    if current is None or current.lease_expires_at is None:
+    at = steps.holder_recheck_at(step, steps.now())
+    if current is None or at is None:
         return
     await services.queue.enqueue(
         Job(
             queue=step_queue(workflow, step.rpc_name or "?"),
             kind="step", workflow=workflow, run_id=run_id, step_key=step.key,
             attempt=step.attempt_count + 1,
-            run_at=current.lease_expires_at + timedelta(milliseconds=10),
-            dedupe_key=f"{run_id}:{step.key}:lease:{step.attempt_count}",
+            run_at=at + timedelta(milliseconds=10),
+            dedupe_key=f"{run_id}:{step.key}:lease:{step.attempt_count}:{at.isoformat()}",
         )
     )
 

@@ -113,6 +113,29 @@ def holder_abandoned(step: StepState, t: datetime) -> bool:
     return attempt.lease_expires_at is not None and attempt.lease_expires_at <= t
 
 
+LOCAL_HOLDER_RECHECK: float = 1.0
+"""Seconds between two looks at a running attempt held by another live process of this host:
+if that process dies, whoever waits on the step notices within about this long (SPEC 6: a
+same-host dead holder is abandoned at once), not at the end of the lease."""
+
+
+def holder_recheck_at(step: StepState, t: datetime) -> datetime | None:
+    """When a waiter should look at the running attempt of ``step`` again: at its lease end,
+    or within :data:`LOCAL_HOLDER_RECHECK` seconds when another live process of this host
+    holds it (its death is noticed by ``holder_abandoned`` at once)."""
+    attempt = step.current_attempt
+    lease = attempt.lease_expires_at if attempt is not None else None
+    owner = attempt.owner if attempt is not None else None
+    if (
+        owner is not None
+        and not process.is_same_process(owner)
+        and process.holder_liveness(owner) == "alive"
+    ):
+        soon = t + timedelta(seconds=LOCAL_HOLDER_RECHECK)
+        return soon if lease is None or soon < lease else lease
+    return lease
+
+
 async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> StepState:
     """End the dead holder's attempt; it is run again (see :data:`ABANDON_GRACE`)."""
     attempt = step.current_attempt

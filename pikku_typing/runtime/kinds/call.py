@@ -158,8 +158,7 @@ async def _wait_for_holder(ctx: RunContext, spec: Spec, step: StepState) -> tupl
     ``True``), else park until the next pass or its lease end (return the fresh step)."""
     if steps.holder_abandoned(step, steps.now()):
         return await steps.abandon(ctx.services.state, ctx.run_id, step), True
-    current = step.current_attempt
-    return await ctx.park_for(spec.key, current.lease_expires_at if current else None), False
+    return await ctx.park_for(spec.key, steps.holder_recheck_at(step, steps.now())), False
 
 
 async def _run_remote(ctx: RunContext, spec: Spec, step: StepState | None) -> Any:

@@ -8,10 +8,12 @@ twice.
 A job whose handler raises (the runtime raises only transient infrastructure errors such as
 :class:`~pikku_typing.errors.StoreUnavailableError`: errors of user code are recorded as step
 or run failures) is put back in the queue with an exponential backoff (``retry_backoff``,
-doubled per failure, capped at ``max_retry_backoff``), at most ``max_job_retries`` times; then
-it is logged and dropped, and its run is left to ``WorkflowRuntime.recover()``. ``drain()``
-waits for the backoff of jobs it put back, so a short outage does not end a drain early, and
-the bound keeps it from spinning forever on a job that always fails.
+doubled per failure, capped at ``max_retry_backoff``). A job is never dropped: after
+``max_job_retries`` failures it is logged as an error and stays queued, retried every
+``max_retry_backoff`` seconds by ``serve()`` (a long outage strands no run). ``drain()`` waits
+for the backoff of jobs that failed at most ``max_job_retries`` times, so a short outage does
+not end a drain early, and returns once only jobs past that bound (or due later) remain, so
+it never spins forever on a job that always fails.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ _Entry = tuple[float, int, Job, int]
 class InProcessQueue(WorkflowQueue):
     """Jobs in memory, run by this process's ``drain()``/``serve()``.
 
-    ``max_job_retries``: how many times a job whose handler raised is put back (then it is
-    logged and dropped); ``retry_backoff``: seconds before the first redelivery, doubled per
+    ``max_job_retries``: how many failures ``drain()`` waits through (the job then stays
+    queued, retried every ``max_retry_backoff`` s, and ``drain()`` no longer waits for it);
+    ``retry_backoff``: seconds before the first redelivery, doubled per
     failure up to ``max_retry_backoff``. ``clock``: the wall clock jobs are due by (seconds
     since the epoch, default ``time.time``; tests inject a fake one)."""
 
@@ -131,12 +134,15 @@ class InProcessQueue(WorkflowQueue):
         except Exception as exc:
             failures += 1
             if failures > self.max_job_retries:
-                log.error(
-                    "%s job of run %s (%s) failed %d times, dropped (runtime.recover() "
-                    "re-queues its run): %s: %s",
-                    job.kind, job.run_id, job.workflow, failures, type(exc).__name__, exc,
-                    extra=fields(run_id=job.run_id, workflow=job.workflow),
-                )
+                if failures == self.max_job_retries + 1:
+                    log.error(
+                        "%s job of run %s (%s) failed %d times (%s: %s); kept, retried "
+                        "every %.1fs",
+                        job.kind, job.run_id, job.workflow, failures, type(exc).__name__, exc,
+                        self.max_retry_backoff,
+                        extra=fields(run_id=job.run_id, workflow=job.workflow),
+                    )
+                self._push(job, max(self._clock() + self.max_retry_backoff, _due(job)), failures)
                 return
             delay = min(self.retry_backoff * 2 ** (failures - 1), self.max_retry_backoff)
             log.warning(
@@ -150,7 +156,9 @@ class InProcessQueue(WorkflowQueue):
     def _retry_wait(self, queues: Sequence[str] | None) -> float | None:
         """Seconds until the earliest job put back after a failure is due (``None``: none)."""
         retrying = [
-            e[0] for e in self._heap if e[3] > 0 and (queues is None or e[2].queue in queues)
+            e[0]
+            for e in self._heap
+            if 0 < e[3] <= self.max_job_retries and (queues is None or e[2].queue in queues)
         ]
         if not retrying:
             return None
