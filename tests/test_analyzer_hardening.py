@@ -217,3 +217,22 @@ def test_undecodable_file_in_the_cli_report(tmp_path: Path) -> None:
     data = json.loads(render(result, "json"))
     assert [(d["code"], d["file"]) for d in data["diagnostics"]] == [("SYNTAX_ERROR", "bad.py")]
     assert [r["name"] for r in data["rpcs"]] == ["users.create"]
+
+
+def test_folding_is_bounded(tmp_path: Path) -> None:
+    """Constant folding never builds huge strings (a hostile or generated file)."""
+    doubling = "".join(f"S{i + 1} = S{i} + S{i}\n" for i in range(60))
+    root = project(
+        tmp_path,
+        {
+            "flow.py": "from pikku_typing import Workflow, wire_workflow\n"
+            'S0 = "ab"\n' + doubling + "async def flow(workflow: Workflow, data: dict) -> None:\n"
+            '    await workflow.do(S60, lambda: 1, description="d")\n'
+            '    await workflow.do(f"{S0:>999999999}", lambda: 1, description="d")\n'
+            '    await workflow.do(S5, lambda: 1)\n'
+            'wire_workflow(name="flow", func=flow)\n',
+        },
+    )
+    result = analyze(load_config(root), use_cache=False)
+    names = [s["step_name"] for s in result.data["workflows"][0]["steps"]]
+    assert names == ["<dynamic>", "<dynamic>", "ab" * 32]

@@ -428,6 +428,8 @@ class ModuleScope:
             if not isinstance(folded, str) or folded == DYNAMIC:
                 return DYNAMIC
             spec = folded
+            if any(int(width) > MAX_FOLDED for width in re.findall(r"\d+", spec)):
+                return DYNAMIC  # f"{X:>999999999}": not a name, and not worth the memory
         converted: object = value
         if node.conversion == ord("r"):
             converted = repr(value)
@@ -532,6 +534,11 @@ class ModuleScope:
         return ast.unparse(node)
 
 
+MAX_FOLDED: Final = 4096
+"""Longest string built from constants that is folded (longer: DYNAMIC)."""
+MAX_FOLDED_PARTS: Final = 64
+
+
 def _concat(parts: list[JSON]) -> JSON:
     """Join folded string parts: a str when all are known, ``{"concat": [...]}`` when some
     are imported names, DYNAMIC when one is not static."""
@@ -549,6 +556,8 @@ def _concat(parts: list[JSON]) -> JSON:
             merged[-1] = merged[-1] + part
         else:
             merged.append(part)
+    if len(merged) > MAX_FOLDED_PARTS or sum(len(p) for p in merged if isinstance(p, str)) > MAX_FOLDED:
+        return DYNAMIC  # X = A + A; Y = X + X; ... grows exponentially: not a name
     if len(merged) == 1:
         return merged[0]
     if not merged:
