@@ -546,12 +546,12 @@ def read_baseline(spec: str, config: PikkuConfig, cwd: Path | None = None) -> An
 def check_baseline(result: AnalysisResult, spec: str) -> list[Diag]:
     """Compare ``result`` with the baseline of ``spec``; add the diagnostics to ``result``
     (its ``# pikku: ignore[CODE]`` comments apply) and return them."""
-    from pikku_analyzer.engine import _suppress
+    from pikku_analyzer.engine import apply_suppressions
 
     baseline = read_baseline(spec, result.config, cwd=Path.cwd())
     current = with_type_shapes(result.report, result.config)
     diags = [f.to_diag() for f in compare(baseline, current, root=result.config.root)]
-    diags = _suppress(diags, result.suppressions)
+    diags = apply_suppressions(diags, result.suppressions)
     merged = sorted(set(result.diagnostics) | set(diags), key=Diag.sort_key)
     result.diagnostics[:] = merged
     result.data["diagnostics"] = [d.to_dict() for d in merged]

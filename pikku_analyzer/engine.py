@@ -1,4 +1,15 @@
-"""``analyze(config)``: discover → pre-filter → parse (cached, in processes) → link → check.
+"""The analysis pipeline: discover → load (cache) → extract → link → check → render.
+
+* discover: :func:`pikku_analyzer.files.discover`, the ``.py`` files under ``src``;
+* load: :func:`read` (``UNREADABLE_FILE``), the pre-filter, :func:`too_large`;
+* extract: :class:`FactsStore`, the per-file facts (:mod:`pikku_analyzer.detect`) with the
+  content-hashed facts cache (:mod:`pikku_analyzer.cache`) as a layer around it;
+* link, check: :func:`conclude` (:mod:`pikku_analyzer.link`, :mod:`pikku_analyzer.checks`),
+  then the ``# pikku: ignore`` suppressions, into an :class:`AnalysisResult`;
+* render: :func:`pikku_analyzer.report.render`.
+
+:func:`analyze` runs it once (the CLI); :class:`pikku_analyzer.watch.IncrementalAnalyzer`
+runs the same stages for the files that changed (``--watch``).
 
 Every file is at least syntax-checked (SPEC: a file that does not parse is reported, the
 others are still analysed). The files that pass the pre-filter are parsed and their facts
@@ -44,6 +55,7 @@ from pikku_analyzer.detect.extract import (
 )
 from pikku_analyzer.facts import FileFacts, ReportData, Unit
 from pikku_analyzer.files import SourceFile, discover, read_source
+from pikku_analyzer.link import Loader
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -111,11 +123,6 @@ Job = tuple[bool, bytes, str, bool, str, str]
 """(extract, source, module, is_package, rel, package): extract facts, or only check syntax."""
 
 
-def _extract_job(args: tuple[bytes, str, bool, str, str]) -> FileFacts:
-    source, module, is_package, rel, package = args
-    return extract_facts(source, module=module, is_package=is_package, filename=rel, package=package)
-
-
 def _load_fast_check() -> Callable[[bytes, str, str], object] | None:
     """CPython's ``_symtable.symtable``: parses and builds the symbol table, without the
     Python AST objects. None when missing or when it does not take bytes as expected."""
@@ -158,7 +165,7 @@ def _job(args: Job) -> FileFacts | None:
     extract, source, module, is_package, rel, package = args
     if not extract and parses(source, rel):
         return None
-    facts = _extract_job((source, module, is_package, rel, package))
+    facts = extract_facts(source, module=module, is_package=is_package, filename=rel, package=package)
     if not extract and not facts["syntax_error"]:
         return None  # the fast check was stricter than ast.parse
     return facts
@@ -275,148 +282,222 @@ def analyze(
 ) -> AnalysisResult:
     """Analyse the project of ``config`` statically; never imports or runs user code."""
     started = time.perf_counter()
-    stats = Stats()
     discovery = discover(config)
+    run = _Run(config, use_cache=use_cache, prefilter=prefilter, read_only=read_only_cache)
+    run.problems.extend(make_diag(p.code, p.rel, 1, 1, p.message) for p in discovery.problems)
     files = discovery.files
-    stats.files = len(files)
-    diags: list[Diag] = []
-    for problem in discovery.problems:
-        diags.append(make_diag(problem.code, problem.rel, 1, 1, problem.message))
-
-    cache_dir = config.root / ".pikku" / "cache"
-    cache = FactsCache(cache_dir / "facts", enabled=use_cache, read_only=read_only_cache)
-    syntax_index = SyntaxIndex(
-        cache_dir / SYNTAX_INDEX_NAME, enabled=use_cache and prefilter, read_only=read_only_cache
-    )
-    tokens = prefilter_tokens(config.package)
-    units: list[Unit] = []
-    others: dict[str, SourceFile] = {}
-    used_keys: set[str] = set()
-    total = len(files)
-    pending: list[tuple[SourceFile, bytes, str, bytes]] = []
-    """In the order of the jobs: (file, bytes, cache key or "" for a check, digest or b"")."""
+    total = run.stats.files = len(files)
     with _Runner(jobs, total) as runner:
         for index, source_file in enumerate(files):
             if progress is not None and index % 64 == 0:
                 progress(index, total)
-            data = read_source(source_file.fspath)
-            if isinstance(data, str):
-                diags.append(make_diag("UNREADABLE_FILE", source_file.rel, 1, 1, data))
-                continue
-            if prefilter and not passes_prefilter(data, tokens):
-                if len(data) <= PARSE_LIMIT_BYTES:  # a bigger one is not analysed (as before)
-                    digest = content_digest(data)
-                    if syntax_index.known(digest):
-                        stats.syntax_known += 1
-                    else:
-                        facts, key = None, ""
-                        if syntax_index.loaded:
-                            # a file known NOT to parse has its facts cached (no index: none)
-                            key = _key(source_file, data, config.package)
-                            facts = cache.get(key)
-                        if facts is not None and facts["syntax_error"]:
-                            used_keys.add(key)
-                            stats.cache_hits += 1
-                            units.append(Unit(source_file.rel, source_file.module, facts))
-                            continue
-                        stats.syntax_checked += 1
-                        pending.append((source_file, data, "", digest))
-                        runner.add(_job_args(False, source_file, data, config.package), index + 1)
-                others.setdefault(source_file.module, source_file)
-                continue
-            stats.candidates += 1
-            if len(data) > PARSE_LIMIT_BYTES:
-                diags.append(
-                    make_diag(
-                        "FILE_TOO_LARGE",
-                        source_file.rel,
-                        1,
-                        1,
-                        f"{source_file.rel} is {len(data) // 1024} KiB, over the 8 MiB limit: not analysed",
-                    )
-                )
-                continue
-            key = _key(source_file, data, config.package)
-            used_keys.add(key)
-            facts = cache.get(key)
-            if facts is not None:
-                stats.cache_hits += 1
-                units.append(Unit(source_file.rel, source_file.module, facts))
-            else:
-                stats.parsed += 1
-                pending.append((source_file, data, key, b""))
-                runner.add(_job_args(True, source_file, data, config.package), index + 1)
+            run.load(source_file, runner, index + 1)
         results = runner.results(progress, total)
-    stats.processes = runner.workers
-    for (source_file, data, key, digest), facts in zip(pending, results, strict=True):
-        if facts is None:  # a syntax check: the file parses
-            syntax_index.add(digest)
-            continue
-        if not key:  # a syntax check: the file does not parse
-            key = _key(source_file, data, config.package)
-            used_keys.add(key)
-            if others.get(source_file.module) is source_file:
-                del others[source_file.module]  # a unit now: the linker finds it there
-        cache.put(key, facts)  # a broken file too: the warm run reports it from the cache
-        units.append(Unit(source_file.rel, source_file.module, facts))
+    run.stats.processes = runner.workers
+    run.collect(results)
+    result = conclude(config, run.units, run.load_other, run.problems, run.stats)
+    if progress is not None:
+        progress(total, total)
+    run.save()
+    result.stats.seconds = time.perf_counter() - started
+    return result
 
-    def load(module: str) -> Unit | None:
-        source_file = others.get(module)
-        if source_file is None:
-            return None
-        data = read_source(source_file.fspath)
-        if isinstance(data, str) or len(data) > PARSE_LIMIT_BYTES:
-            return None
-        key = cache_key(
+
+# ------------------------------------------------------------------ the stages
+
+
+def read(source_file: SourceFile) -> bytes | Diag:
+    """Load: the bytes of a discovered file, or its ``UNREADABLE_FILE`` diagnostic."""
+    data = read_source(source_file.fspath)
+    if isinstance(data, str):
+        return make_diag("UNREADABLE_FILE", source_file.rel, 1, 1, data)
+    return data
+
+
+def too_large(source_file: SourceFile, data: bytes) -> Diag | None:
+    """``FILE_TOO_LARGE`` for a file over :data:`PARSE_LIMIT_BYTES` (it is not analysed)."""
+    if len(data) <= PARSE_LIMIT_BYTES:
+        return None
+    message = f"{source_file.rel} is {len(data) // 1024} KiB, over the 8 MiB limit: not analysed"
+    return make_diag("FILE_TOO_LARGE", source_file.rel, 1, 1, message)
+
+
+class FactsStore:
+    """Extract, with the facts cache as a layer around it: the facts of a file are read from
+    ``.pikku/cache/facts`` by content hash, else extracted (``detect``) and cached. Records
+    the cache keys a run uses, so :meth:`prune` keeps them."""
+
+    def __init__(self, config: PikkuConfig, *, use_cache: bool = True, read_only: bool = False) -> None:
+        self.package = config.package
+        self.cache = FactsCache(
+            config.root / ".pikku" / "cache" / "facts", enabled=use_cache, read_only=read_only
+        )
+        self.used: set[str] = set()
+
+    def key(self, source_file: SourceFile, data: bytes) -> str:
+        return cache_key(
             data,
             module=source_file.module,
             rel=source_file.rel,
             is_package=source_file.is_package,
-            package=config.package,
+            package=self.package,
         )
-        used_keys.add(key)
-        facts = cache.get(key)
-        if facts is None:
-            facts = extract_facts(
-                data,
-                module=source_file.module,
-                is_package=source_file.is_package,
-                filename=source_file.rel,
-                package=config.package,
-            )
-            cache.put(key, facts)
-        stats.lazily_loaded += 1
+
+    def cached(self, key: str) -> FileFacts | None:
+        return self.cache.get(key)
+
+    def put(self, key: str, facts: FileFacts) -> None:
+        self.used.add(key)
+        self.cache.put(key, facts)
+
+    def job(self, extract: bool, source_file: SourceFile, data: bytes) -> Job:
+        """A job for a worker process: extract the facts, or only check the syntax."""
+        return (extract, data, source_file.module, source_file.is_package, source_file.rel, self.package)
+
+    def facts(self, source_file: SourceFile, data: bytes) -> tuple[FileFacts, bool]:
+        """The facts of a file, and whether they came from the cache."""
+        key = self.key(source_file, data)
+        self.used.add(key)
+        facts = self.cache.get(key)
+        if facts is not None:
+            return facts, True
+        facts = extract_facts(
+            data,
+            module=source_file.module,
+            is_package=source_file.is_package,
+            filename=source_file.rel,
+            package=self.package,
+        )
+        self.put(key, facts)
+        return facts, False
+
+    def prune(self) -> None:
+        if self.used:
+            self.cache.prune(self.used)
+
+
+def conclude(
+    config: PikkuConfig,
+    units: list[Unit],
+    loader: Loader | None,
+    problems: list[Diag],
+    stats: Stats,
+) -> AnalysisResult:
+    """Link → check → result: the report of the facts of ``units`` (``loader`` parses other
+    modules on demand) with the ``problems`` found while loading, suppressions applied."""
+    linked = link(units, loader)
+    suppressions = {rel: unit.facts["suppressions"] for rel, unit in linked.units.items()}
+    diags = apply_suppressions([*problems, *linked.diagnostics], suppressions)
+    diags = sorted(set(diags), key=Diag.sort_key)
+    return AnalysisResult(
+        config=config,
+        data=report_data(linked, diags),
+        diagnostics=diags,
+        stats=stats,
+        suppressions=suppressions,
+    )
+
+
+class _Run:
+    """The state of one :func:`analyze`: what each file gave (units, problems, the other
+    modules the linker may load) and the jobs sent to the runner."""
+
+    def __init__(self, config: PikkuConfig, *, use_cache: bool, prefilter: bool, read_only: bool) -> None:
+        self.store = FactsStore(config, use_cache=use_cache, read_only=read_only)
+        self.syntax_index = SyntaxIndex(
+            config.root / ".pikku" / "cache" / SYNTAX_INDEX_NAME,
+            enabled=use_cache and prefilter,
+            read_only=read_only,
+        )
+        self.use_cache = use_cache
+        self.prefilter = prefilter
+        self.tokens = prefilter_tokens(config.package)
+        self.stats = Stats()
+        self.units: list[Unit] = []
+        self.problems: list[Diag] = []
+        self.others: dict[str, SourceFile] = {}
+        self.pending: list[tuple[SourceFile, bytes, str, bytes]] = []
+        """In the order of the jobs: (file, bytes, cache key or "" for a check, digest or b"")."""
+
+    def load(self, source_file: SourceFile, runner: _Runner, count: int) -> None:
+        """Read one file (``count``: files read so far) and find its facts or queue a job."""
+        data = read(source_file)
+        if isinstance(data, Diag):
+            self.problems.append(data)
+        elif self.prefilter and not passes_prefilter(data, self.tokens):
+            self._other(source_file, data, runner, count)
+        else:
+            self._candidate(source_file, data, runner, count)
+
+    def _other(self, source_file: SourceFile, data: bytes, runner: _Runner, count: int) -> None:
+        """A file that does not mention pikku: only syntax-checked (unless known to parse),
+        and a module the linker may load."""
+        if len(data) <= PARSE_LIMIT_BYTES:  # a bigger one is not analysed
+            digest = content_digest(data)
+            if self.syntax_index.known(digest):
+                self.stats.syntax_known += 1
+            else:
+                if self.syntax_index.loaded:
+                    # a file known NOT to parse has its facts cached (no index: none)
+                    key = self.store.key(source_file, data)
+                    facts = self.store.cached(key)
+                    if facts is not None and facts["syntax_error"]:
+                        self.store.used.add(key)
+                        self.stats.cache_hits += 1
+                        self.units.append(Unit(source_file.rel, source_file.module, facts))
+                        return
+                self.stats.syntax_checked += 1
+                self.pending.append((source_file, data, "", digest))
+                runner.add(self.store.job(False, source_file, data), count)
+        self.others.setdefault(source_file.module, source_file)
+
+    def _candidate(self, source_file: SourceFile, data: bytes, runner: _Runner, count: int) -> None:
+        self.stats.candidates += 1
+        problem = too_large(source_file, data)
+        if problem is not None:
+            self.problems.append(problem)
+            return
+        key = self.store.key(source_file, data)
+        self.store.used.add(key)
+        facts = self.store.cached(key)
+        if facts is not None:
+            self.stats.cache_hits += 1
+            self.units.append(Unit(source_file.rel, source_file.module, facts))
+        else:
+            self.stats.parsed += 1
+            self.pending.append((source_file, data, key, b""))
+            runner.add(self.store.job(True, source_file, data), count)
+
+    def collect(self, results: list[FileFacts | None]) -> None:
+        """Take the results of the jobs, in order."""
+        for (source_file, data, key, digest), facts in zip(self.pending, results, strict=True):
+            if facts is None:  # a syntax check: the file parses
+                self.syntax_index.add(digest)
+                continue
+            if not key:  # a syntax check: the file does not parse
+                key = self.store.key(source_file, data)
+                if self.others.get(source_file.module) is source_file:
+                    del self.others[source_file.module]  # a unit now: the linker finds it there
+            self.store.put(key, facts)  # a broken file too: the warm run reports it from the cache
+            self.units.append(Unit(source_file.rel, source_file.module, facts))
+
+    def load_other(self, module: str) -> Unit | None:
+        """The linker's loader: a module that does not mention pikku, parsed on demand."""
+        source_file = self.others.get(module)
+        if source_file is None:
+            return None
+        data = read(source_file)
+        if isinstance(data, Diag) or len(data) > PARSE_LIMIT_BYTES:
+            return None
+        facts, _ = self.store.facts(source_file, data)
+        self.stats.lazily_loaded += 1
         return Unit(source_file.rel, source_file.module, facts)
 
-    linked = link(units, load)
-    diags.extend(linked.diagnostics)
-    suppressions = {rel: unit.facts["suppressions"] for rel, unit in linked.units.items()}
-    diags = _suppress(diags, suppressions)
-    diags = sorted(set(diags), key=Diag.sort_key)
-    if progress is not None:
-        progress(total, total)
-    if use_cache and pending and len(used_keys) > 0:
-        cache.prune(used_keys)
-    syntax_index.save(checked=stats.syntax_checked > 0)
-    stats.seconds = time.perf_counter() - started
-    report_data = _report_data(linked, diags)
-    return AnalysisResult(
-        config=config, data=report_data, diagnostics=diags, stats=stats, suppressions=suppressions
-    )
-
-
-def _job_args(extract: bool, source_file: SourceFile, data: bytes, package: str) -> Job:
-    return (extract, data, source_file.module, source_file.is_package, source_file.rel, package)
-
-
-def _key(source_file: SourceFile, data: bytes, package: str) -> str:
-    return cache_key(
-        data,
-        module=source_file.module,
-        rel=source_file.rel,
-        is_package=source_file.is_package,
-        package=package,
-    )
+    def save(self) -> None:
+        """Write what this run learnt: prune the facts cache, save the syntax index."""
+        if self.use_cache and self.pending:
+            self.store.prune()
+        self.syntax_index.save(checked=self.stats.syntax_checked > 0)
 
 
 def _worker_count(jobs: int | None, misses: int) -> int:
@@ -429,7 +510,8 @@ def _worker_count(jobs: int | None, misses: int) -> int:
     return max(1, min(wanted, available * 2, misses // 16 or 1, 32))
 
 
-def _suppress(diags: list[Diag], suppressions: dict[str, dict[str, list[str]]]) -> list[Diag]:
+def apply_suppressions(diags: list[Diag], suppressions: dict[str, dict[str, list[str]]]) -> list[Diag]:
+    """``diags`` without those silenced by a ``# pikku: ignore[...]`` on their line."""
     out: list[Diag] = []
     for diag in diags:
         codes = suppressions.get(diag.file, {}).get(str(diag.line))
@@ -439,7 +521,7 @@ def _suppress(diags: list[Diag], suppressions: dict[str, dict[str, list[str]]]) 
     return out
 
 
-def _report_data(linked: LinkResult, diags: list[Diag]) -> ReportData:
+def report_data(linked: LinkResult, diags: list[Diag]) -> ReportData:
     return {
         "version": REPORT_VERSION,
         "workflows": linked.workflows,

@@ -40,13 +40,12 @@ from types import FrameType
 from typing import Any, Final, TextIO
 
 from pikku_analyzer import engine
-from pikku_analyzer.cache import FactsCache, cache_key
-from pikku_analyzer.checks import Diag, link, make_diag
+from pikku_analyzer.checks import Diag, make_diag
 from pikku_analyzer.config import ConfigError, PikkuConfig, load_config
-from pikku_analyzer.detect.extract import extract_facts, passes_prefilter, prefilter_tokens
+from pikku_analyzer.detect.extract import passes_prefilter, prefilter_tokens
 from pikku_analyzer.engine import AnalysisResult, Stats
 from pikku_analyzer.facts import FileFacts, Unit
-from pikku_analyzer.files import SourceFile, discover, read_source
+from pikku_analyzer.files import SourceFile, discover
 
 DEBOUNCE_MS: Final = 400
 """Longest time changes are grouped before a batch is analysed."""
@@ -146,19 +145,21 @@ class _Entry:
 
 
 class IncrementalAnalyzer:
-    """:func:`pikku_analyzer.engine.analyze`, kept in memory between batches.
+    """The analysis pipeline of :func:`pikku_analyzer.engine.analyze`, kept in memory
+    between batches.
 
     The first :meth:`full` run discovers and reads every file, like ``analyze`` (same
-    pre-filter, same content-hashed cache in ``.pikku/cache``, same facts). After that,
-    :meth:`update` reads and re-extracts ONLY the files that changed (through the same
-    cache), re-discovers the tree only when files appeared or vanished, and links the facts
-    of the whole project again (linking is cheap: no file is read). Its result has the same
-    report data and diagnostics as a fresh ``analyze`` (``tests/test_watch.py`` checks it).
+    stages: :func:`engine.read`, the pre-filter, :class:`engine.FactsStore` for the facts,
+    :func:`engine.conclude` to link, check and report). After that, :meth:`update` reads and
+    re-extracts ONLY the files that changed (through the same cache), re-discovers the tree
+    only when files appeared or vanished, and links the facts of the whole project again
+    (linking is cheap: no file is read). Its result has the same report data and diagnostics
+    as a fresh ``analyze`` (``tests/test_watch.py`` checks it).
     """
 
     def __init__(self, config: PikkuConfig, *, use_cache: bool = True) -> None:
         self.config = config
-        self.cache = FactsCache(config.root / ".pikku" / "cache" / "facts", enabled=use_cache)
+        self.store = engine.FactsStore(config, use_cache=use_cache)
         self.tokens = prefilter_tokens(config.package)
         self.entries: dict[str, _Entry] = {}
         """By absolute path (a string, whatever type ``SourceFile.path`` has)."""
@@ -184,11 +185,10 @@ class IncrementalAnalyzer:
 
     def _read(self, source: SourceFile) -> _Entry:
         entry = _Entry(source)
-        data = read_source(source.path)
-        if isinstance(data, str):
-            entry.problem = make_diag("UNREADABLE_FILE", source.rel, 1, 1, data)
-            return entry
-        if not passes_prefilter(data, self.tokens):
+        data = engine.read(source)
+        if isinstance(data, Diag):
+            entry.problem = data
+        elif not passes_prefilter(data, self.tokens):
             # Like a full run: a file that does not mention pikku is still syntax-checked,
             # so a half-written unrelated module is reported too.
             if len(data) <= engine.PARSE_LIMIT_BYTES and not engine.parses(data, source.rel):
@@ -197,40 +197,18 @@ class IncrementalAnalyzer:
                     entry.unit = Unit(source.rel, source.module, facts)
                     return entry
             entry.other = True
-            return entry
-        if len(data) > engine.PARSE_LIMIT_BYTES:
-            entry.problem = make_diag(
-                "FILE_TOO_LARGE",
-                source.rel,
-                1,
-                1,
-                f"{source.rel} is {len(data) // 1024} KiB, over the 8 MiB limit: not analysed",
-            )
-            return entry
-        entry.unit = Unit(source.rel, source.module, self._facts(source, data))
+        else:
+            entry.problem = engine.too_large(source, data)
+            if entry.problem is None:
+                entry.unit = Unit(source.rel, source.module, self._facts(source, data))
         return entry
 
     def _facts(self, source: SourceFile, data: bytes) -> FileFacts:
-        key = cache_key(
-            data,
-            module=source.module,
-            rel=source.rel,
-            is_package=source.is_package,
-            package=self.config.package,
-        )
-        facts = self.cache.get(key)
-        if facts is None:
-            facts = extract_facts(
-                data,
-                module=source.module,
-                is_package=source.is_package,
-                filename=source.rel,
-                package=self.config.package,
-            )
-            self.cache.put(key, facts)
-            self.stats.parsed += 1
-        else:
+        facts, hit = self.store.facts(source, data)
+        if hit:
             self.stats.cache_hits += 1
+        else:
+            self.stats.parsed += 1
         return facts
 
     def _load_other(self, by_module: dict[str, _Entry]) -> Callable[[str], Unit | None]:
@@ -239,8 +217,8 @@ class IncrementalAnalyzer:
             if entry is None:
                 return None
             if entry.lazy is None:
-                data = read_source(entry.source.path)
-                if isinstance(data, str) or len(data) > engine.PARSE_LIMIT_BYTES:
+                data = engine.read(entry.source)
+                if isinstance(data, Diag) or len(data) > engine.PARSE_LIMIT_BYTES:
                     return None
                 entry.lazy = Unit(
                     entry.source.rel, entry.source.module, self._facts(entry.source, data)
@@ -283,21 +261,10 @@ class IncrementalAnalyzer:
         for entry in ordered:
             if entry.other:
                 others.setdefault(entry.source.module, entry)
-        diags = list(self.discovery_diags)
-        diags.extend(e.problem for e in ordered if e.problem is not None)
-        linked = link(units, self._load_other(others))
-        diags.extend(linked.diagnostics)
-        suppressions = {rel: unit.facts["suppressions"] for rel, unit in linked.units.items()}
-        diags = engine._suppress(diags, suppressions)
-        diags = sorted(set(diags), key=Diag.sort_key)
+        problems = [*self.discovery_diags, *(e.problem for e in ordered if e.problem is not None)]
+        result = engine.conclude(self.config, units, self._load_other(others), problems, self.stats)
         self.stats.seconds = time.perf_counter() - started
-        return AnalysisResult(
-            config=self.config,
-            data=engine._report_data(linked, diags),
-            diagnostics=diags,
-            stats=self.stats,
-            suppressions=suppressions,
-        )
+        return result
 
 
 # ------------------------------------------------------------------ session
