@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pikku_analyzer.cache import (
     SYNTAX_INDEX_NAME,
@@ -314,6 +314,24 @@ def read(source_file: SourceFile) -> bytes | Diag:
     return data
 
 
+class Prefilter:
+    """Whether a file mentions pikku (:func:`~pikku_analyzer.detect.extract.prefilter_tokens`),
+    i.e. is a candidate for extraction. The same answer as ``passes_prefilter``, faster: one
+    scan for ``pikku`` (which most tokens contain) first, so a file that does not mention
+    pikku is scanned for the other tokens only (the pre-filter reads every byte of the tree)."""
+
+    STEM: Final = b"pikku"
+
+    def __init__(self, package: str) -> None:
+        self.tokens = prefilter_tokens(package)
+        self.without_stem = tuple(t for t in self.tokens if self.STEM not in t)
+
+    def __call__(self, data: bytes) -> bool:
+        if self.STEM in data:
+            return passes_prefilter(data, self.tokens)
+        return passes_prefilter(data, self.without_stem)
+
+
 def too_large(source_file: SourceFile, data: bytes) -> Diag | None:
     """``FILE_TOO_LARGE`` for a file over :data:`PARSE_LIMIT_BYTES` (it is not analysed)."""
     if len(data) <= PARSE_LIMIT_BYTES:
@@ -411,7 +429,7 @@ class _Run:
         )
         self.use_cache = use_cache
         self.prefilter = prefilter
-        self.tokens = prefilter_tokens(config.package)
+        self.candidate = Prefilter(config.package)
         self.stats = Stats()
         self.units: list[Unit] = []
         self.problems: list[Diag] = []
@@ -424,7 +442,7 @@ class _Run:
         data = read(source_file)
         if isinstance(data, Diag):
             self.problems.append(data)
-        elif self.prefilter and not passes_prefilter(data, self.tokens):
+        elif self.prefilter and not self.candidate(data):
             self._other(source_file, data, runner, count)
         else:
             self._candidate(source_file, data, runner, count)

@@ -143,7 +143,7 @@ class Linker:
 # ------------------------------------------------------------------ the linked project
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class RpcDecl:
     """An RPC declaration; ``name`` resolved (:data:`DYNAMIC` when not a literal)."""
 
@@ -154,7 +154,7 @@ class RpcDecl:
     """The first declaration of this name (the one in the report)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class PlacedStep:
     """A step of a workflow body, possibly from a helper function of another module, with
     its names and kind resolved."""
@@ -179,7 +179,7 @@ class PlacedStep:
     """Why the kind cannot be told (``UNRESOLVED_STEP_KIND``), or None."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Body:
     """A workflow function with the steps and non-deterministic calls of its body."""
 
@@ -190,7 +190,7 @@ class Body:
     nondet: list[tuple[Unit, NondetFact]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Wiring:
     """A ``wire_workflow(...)`` call with its names resolved."""
 
@@ -217,7 +217,7 @@ class Wiring:
         return isinstance(self.name, str) and self.name != DYNAMIC and bool(self.name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class EventDecl:
     """A ``wire_event(...)`` call; ``name`` resolved (:data:`DYNAMIC` when not static)."""
 
@@ -228,7 +228,7 @@ class EventDecl:
     """(file, line) of the earlier declaration of the same name."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Project:
     """Every unit, RPC declaration, wiring and workflow body, linked."""
 
@@ -415,7 +415,7 @@ def _link_workflow(project: Project, wiring: Wiring, name: str) -> None:
 
 
 def _namespaced(branches: list[list[int]], prefix: str) -> tuple[tuple[str, int], ...]:
-    return tuple((f"{prefix}{bid}", arm) for bid, arm in branches)
+    return tuple([(f"{prefix}{bid}", arm) for bid, arm in branches]) if branches else ()
 
 
 def _body(linker: Linker, unit: Unit, name: str, function: FunctionFact) -> Body:

@@ -42,7 +42,6 @@ from typing import Any, Final, TextIO
 from pikku_analyzer import engine
 from pikku_analyzer.checks import Diag, make_diag
 from pikku_analyzer.config import ConfigError, PikkuConfig, load_config
-from pikku_analyzer.detect.extract import passes_prefilter, prefilter_tokens
 from pikku_analyzer.engine import AnalysisResult, Stats
 from pikku_analyzer.facts import FileFacts, Unit
 from pikku_analyzer.files import SourceFile, discover
@@ -160,7 +159,7 @@ class IncrementalAnalyzer:
     def __init__(self, config: PikkuConfig, *, use_cache: bool = True) -> None:
         self.config = config
         self.store = engine.FactsStore(config, use_cache=use_cache)
-        self.tokens = prefilter_tokens(config.package)
+        self.candidate = engine.Prefilter(config.package)
         self.entries: dict[str, _Entry] = {}
         """By absolute path (a string, whatever type ``SourceFile.path`` has)."""
         self.discovery_diags: list[Diag] = []
@@ -188,7 +187,7 @@ class IncrementalAnalyzer:
         data = engine.read(source)
         if isinstance(data, Diag):
             entry.problem = data
-        elif not passes_prefilter(data, self.tokens):
+        elif not self.candidate(data):
             # Like a full run: a file that does not mention pikku is still syntax-checked,
             # so a half-written unrelated module is reported too.
             if len(data) <= engine.PARSE_LIMIT_BYTES and not engine.parses(data, source.rel):

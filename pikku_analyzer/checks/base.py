@@ -3,7 +3,7 @@ the ``report(code, at, message, **data)`` helper (:class:`Reporter`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -82,7 +82,7 @@ class Report(Protocol):
     ) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Check:
     """A diagnostic family: the codes it reports and the function that finds them."""
 
@@ -112,3 +112,12 @@ class Reporter:
         if self._check is not None and code not in self._check.codes:
             raise ValueError(f"check {self._check.name!r} reported {code}, not one of its codes")
         self.diagnostics.append(make_diag(code, at.file, at.line, at.column, message, hint, data))
+
+
+def did_you_mean(name: str, known: Sequence[str], otherwise: str) -> tuple[str, list[str]]:
+    """The hint for an unknown ``name``: "did you mean ...?" with its close matches among
+    ``known`` (difflib, cutoff 0.6, at most 3), or ``otherwise``; and the matches."""
+    import difflib  # only when a name is unknown: keeps a clean run's imports small
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return (f"did you mean {' or '.join(repr(c) for c in close)}?" if close else otherwise), close

@@ -4,9 +4,7 @@ client (``runtime.client(...)``, ``workflow_client(runtime, ...)``) names a work
 
 from __future__ import annotations
 
-import difflib
-
-from pikku_analyzer.checks.base import Check, Report
+from pikku_analyzer.checks.base import Check, Report, did_you_mean
 from pikku_analyzer.checks.names import name_uses
 from pikku_analyzer.link import Project
 
@@ -23,11 +21,8 @@ def check_children(project: Project, report: Report) -> None:
     for use in name_uses(project):
         if use.kind != "workflow" or use.name in known:
             continue
-        close = difflib.get_close_matches(use.name, known, n=3, cutoff=0.6)
-        hint = (
-            f"did you mean {' or '.join(repr(c) for c in close)}?"
-            if close
-            else "wire it with wire_workflow(name=..., func=...) or fix the name"
+        hint, close = did_you_mean(
+            use.name, known, "wire it with wire_workflow(name=..., func=...) or fix the name"
         )
         report(
             "UNKNOWN_WORKFLOW",

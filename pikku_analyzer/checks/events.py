@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import difflib
-
-from pikku_analyzer.checks.base import Check, Loc, Report
+from pikku_analyzer.checks.base import Check, Loc, Report, did_you_mean
 from pikku_analyzer.checks.names import name_uses
 from pikku_analyzer.link import Project
 
@@ -26,12 +24,7 @@ def check_events(project: Project, report: Report) -> None:
     for use in name_uses(project):
         if use.kind != "event" or use.name in known:
             continue
-        close = difflib.get_close_matches(use.name, known, n=3, cutoff=0.6)
-        hint = (
-            f"did you mean {' or '.join(repr(c) for c in close)}?"
-            if close
-            else "declare it with wire_event(name=..., payload=...)"
-        )
+        hint, close = did_you_mean(use.name, known, "declare it with wire_event(name=..., payload=...)")
         what = "waits for" if use.via == "wait_for_event" else "sends"
         report(
             "UNKNOWN_EVENT",
