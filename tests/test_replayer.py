@@ -390,3 +390,97 @@ def test_generated_wirings_register_the_meta_versions(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == expected
+
+
+# ------------------------------------------- events, child runs, recorded values (SPEC 8)
+
+
+def _events_history() -> tuple[History, Registry]:
+    from datetime import UTC, datetime
+    from typing import TypedDict
+
+    from pikku_typing.models import StepKind, StepState, StepStatus, WorkflowRun
+    from pikku_typing.runtime import codec
+    from pikku_typing.wiring import EventDefinition
+
+    class Payment(TypedDict):
+        amount: int
+
+    class Bill(TypedDict):
+        total: int
+
+    async def order(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
+        paid = await workflow.wait_for_event("paid", "payment.received", timeout="3d")
+        late = await workflow.wait_for_event("late", "payment.received", timeout="1h")
+        when = await workflow.now()
+        bill = await workflow.run_child("bill", "billing", {"amount": paid["amount"]})
+        audit = await workflow.start_child("audit", "billing", {"amount": 0})
+        return {"total": bill["total"], "late": late, "when": when.isoformat(), "audit": audit}
+
+    async def billing(workflow: Workflow, data: dict[str, Any]) -> Bill:
+        return {"total": data["amount"]}
+
+    registry = Registry(
+        workflows={
+            "order": WorkflowDefinition(name="order", func=order, input_type=dict[str, Any]),
+            "billing": WorkflowDefinition(name="billing", func=billing, input_type=dict[str, Any], output_type=Bill),
+        },
+        events={"payment.received": EventDefinition(name="payment.received", payload_type=Payment)},
+    )
+    ok = StepStatus.SUCCEEDED
+    recorded = [
+        StepState(key="paid", step_name="paid", kind=StepKind.EVENT, rpc_name="payment.received", status=ok,
+                  result={"seq": 1, "payload": {"amount": 5}}),
+        StepState(key="late", step_name="late", kind=StepKind.EVENT, rpc_name="payment.received", status=ok,
+                  result={"timed_out": True}),
+        StepState(key="now", step_name="now", kind=StepKind.VALUE, rpc_name="now", status=ok,
+                  result=datetime(2026, 1, 1, tzinfo=UTC).isoformat()),
+        StepState(key="bill", step_name="bill", kind=StepKind.CHILD, rpc_name="billing", status=ok,
+                  data_digest=codec.digest({"amount": 5}),
+                  result={"run_id": "child-1", "status": "completed", "output": {"total": 5}}),
+        StepState(key="audit", step_name="audit", kind=StepKind.CHILD, rpc_name="billing", status=ok,
+                  data_digest=codec.digest({"amount": 0}), result={"run_id": "child-2"}),
+    ]
+    run = WorkflowRun[Any, Any](id="parent-1", workflow="order", status=RunStatus.COMPLETED, input={})
+    return History(run=run, steps={s.key: s for s in recorded}), registry
+
+
+async def test_events_children_and_values_replay_from_their_records() -> None:
+    history, registry = _events_history()
+    result = await replay(history, registry=registry)
+    assert result.outcome == "completed"
+    assert result.replayed_steps == ["paid", "late", "now", "bill", "audit"]
+
+
+async def test_events_children_and_values_mismatches() -> None:
+    history, registry = _events_history()
+
+    async def other_event(workflow: Workflow, data: dict[str, Any]) -> None:
+        await workflow.wait_for_event("paid", "payment.settled")
+
+    registry.events["payment.settled"] = registry.events["payment.received"]
+    registry.workflows["order"] = WorkflowDefinition(name="order", func=other_event)
+    result = await replay(history, registry=registry, check=False)
+    assert [(p.step_key, p.recorded, p.new) for p in result.problems] == [
+        ("paid", "event 'payment.received'", "event 'payment.settled'")
+    ]
+
+    async def other_child_input(workflow: Workflow, data: dict[str, Any]) -> None:
+        await workflow.wait_for_event("paid", "payment.received")
+        await workflow.wait_for_event("late", "payment.received")
+        await workflow.now()
+        await workflow.run_child("bill", "billing", {"amount": 6})
+
+    registry.workflows["order"] = WorkflowDefinition(name="order", func=other_child_input)
+    result = await replay(history, registry=registry, check=False)
+    assert [(p.kind, p.step_key) for p in result.problems] == [("nondeterminism", "bill")]
+
+    async def now_became_random(workflow: Workflow, data: dict[str, Any]) -> None:
+        await workflow.wait_for_event("paid", "payment.received")
+        await workflow.wait_for_event("late", "payment.received")
+        await workflow.random()
+
+    registry.workflows["order"] = WorkflowDefinition(name="order", func=now_became_random)
+    result = await replay(history, registry=registry, check=False)
+    # the recorded "now" is not reached: "random" is new (the history ends there for it)
+    assert result.ok and result.unreached == ["now", "bill", "audit"]

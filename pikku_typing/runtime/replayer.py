@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
 from pikku_typing import durations
-from pikku_typing.errors import PikkuError, WorkflowNonDeterminismError
+from pikku_typing.errors import ChildWorkflowFailedError, PikkuError, WorkflowNonDeterminismError
 from pikku_typing.interaction import Workflow
 from pikku_typing.models import ErrorInfo, RunStatus, StepKind, StepState, StepStatus, WorkflowRun
 from pikku_typing.runtime import codec, steps
@@ -278,6 +280,88 @@ class ReplayContext(Workflow):
             raise _Stop()  # the recorded sleep had not ended: no waiting here
         self._result.replayed_steps.append(key)
 
+    async def wait_for_event(
+        self,
+        step_name: str,
+        event_name: str,
+        timeout: durations.Duration | None = None,
+        *,
+        description: str | None = None,
+    ) -> Any:
+        definition = self._registry.get_event(event_name)
+        if timeout is not None:
+            durations.parse_duration(timeout)
+        key = self._next("wait_for_event", step_name)
+        step = self._take(key, StepKind.EVENT, event_name)
+        if step.status is not StepStatus.SUCCEEDED:
+            raise _Stop()  # still waiting when recorded
+        result = step.result if isinstance(step.result, dict) else {}
+        if result.get("timed_out"):
+            value = None
+        else:
+            value = self._rebuild(key, result.get("payload"), definition.payload_type, "event payload")
+        self._result.replayed_steps.append(key)
+        return value
+
+    async def run_child(self, step_name: str, workflow_name: str, input: Any, *, description: str | None = None) -> Any:
+        return await self._child(step_name, workflow_name, input, wait=True)
+
+    async def start_child(self, step_name: str, workflow_name: str, input: Any, *, description: str | None = None) -> str:
+        return str(await self._child(step_name, workflow_name, input, wait=False))
+
+    async def now(self) -> datetime:
+        return await self._value("now", datetime)  # type: ignore[no-any-return]
+
+    async def uuid4(self) -> uuid.UUID:
+        return await self._value("uuid4", uuid.UUID)  # type: ignore[no-any-return]
+
+    async def random(self) -> float:
+        return await self._value("random", float)  # type: ignore[no-any-return]
+
+    async def _value(self, helper: str, type_: Any) -> Any:
+        key = self._keys.next(helper)
+        step = self._take(key, StepKind.VALUE, helper)
+        if step.status is not StepStatus.SUCCEEDED:
+            raise _Stop()
+        value = self._rebuild(key, step.result, type_, f"{helper}() value")
+        self._result.replayed_steps.append(key)
+        return value
+
+    async def _child(self, step_name: str, workflow_name: str, input: Any, *, wait: bool) -> Any:
+        api = "run_child" if wait else "start_child"
+        definition = self._registry.get_workflow(workflow_name)
+        _, encoded = codec.coerce(input, definition.input_type, what=f"workflow.{api} input")
+        key = self._next(api, step_name)
+        digest = codec.digest(encoded)
+        step = self._take(key, StepKind.CHILD, workflow_name)
+        if step.data_digest is not None and step.data_digest != digest:
+            self._mismatch(
+                "nondeterminism",
+                key,
+                f"child {workflow_name!r} was recorded with another input than the new code passes",
+                recorded=f"input digest {step.data_digest}",
+                new=f"input digest {digest}",
+            )
+        if step.status is not StepStatus.SUCCEEDED:
+            raise _Stop()  # the child had not settled when recorded
+        result = step.result if isinstance(step.result, dict) else {}
+        self._result.replayed_steps.append(key)
+        child_id = str(result.get("run_id"))
+        if not wait:
+            return child_id
+        if result.get("status") == "completed":
+            return self._rebuild(key, result.get("output"), definition.output_type, "child output")
+        error = result.get("error") if isinstance(result.get("error"), dict) else {}
+        assert isinstance(error, dict)
+        raise ChildWorkflowFailedError(
+            f"child run {child_id!r} of workflow {workflow_name!r} (step {key!r}) "
+            f"{result.get('status', 'failed')}: {error.get('type')}: {error.get('message')}",
+            child_run_id=child_id,
+            workflow=workflow_name,
+            error_type=str(error.get("type") or "WorkflowFailed"),
+            step=key,
+        )
+
     def patched(self, change_id: str) -> PatchedCall:
         return PatchedCall(change_id, lambda: self._patched(change_id))
 
@@ -322,16 +406,24 @@ class ReplayContext(Workflow):
             )
         return step
 
+    def _next(self, api: str, step_name: str) -> str:
+        if not isinstance(step_name, str) or not step_name:
+            raise ValueError(f"workflow.{api}: step name must be a non-empty string, got {step_name!r}")
+        return self._keys.next(step_name)
+
     def _decode(self, key: str, step: StepState, result_type: Any) -> Any:
+        return self._rebuild(key, step.result, result_type, "result")
+
+    def _rebuild(self, key: str, data: Any, type_: Any, what: str) -> Any:
         try:
-            return codec.decode(step.result, result_type, what=f"step {key!r} result")
+            return codec.decode(data, type_, what=f"step {key!r} {what}")
         except PikkuError as exc:  # StepSerializationError
             self._mismatch(
                 "result",
                 key,
-                f"the stored result does not rebuild into the current type: {exc}",
-                recorded=_short(step.result),
-                new=_type_text(result_type),
+                f"the stored {what} does not rebuild into the current type: {exc}",
+                recorded=_short(data),
+                new=_type_text(type_),
             )
             raise  # unreachable: _mismatch raises
 
