@@ -74,6 +74,7 @@ async def make_runs(url: str, *, extra: int = 0) -> dict[str, str]:
                                                   kind=StepKind.SLEEP))
         await store.schedule_step(run.id, "coolOff", at=wake)
         await store.update_run(run.id, RunChanges(status=RunStatus.SUSPENDED, wake_at=wake))
+        await store.send_event(run.id, "payment.received", {"amount": 5, "note": XSS})
 
         run = await store.create_run("onboarding", {"email": "c@example.com"}, run_id=RUNNING)
         await store.update_run(run.id, RunChanges(owner=_owner("orch")))

@@ -168,6 +168,15 @@ def test_completed_run_page_with_diagram_from_meta(file_url: str) -> None:
     assert 'id="actions"' not in html  # settled: no action
 
 
+def test_events_of_a_run(any_url: str) -> None:
+    with client_for(any_url) as client:
+        html = client.get(f"/runs/{SLEEPING}").text
+    assert_escaped(html)
+    table = html[html.index('<table id="events">') :]
+    assert "payment.received" in table and "not yet" in table
+    assert "&lt;script&gt;" in table  # the payload, escaped
+
+
 def test_running_run_page(file_url: str) -> None:
     with client_for(file_url) as client:
         html = client.get(f"/runs/{RUNNING}").text

@@ -256,6 +256,16 @@ class RelatedRun:
     """The parent's step that started it (children), or "" for the parent."""
 
 
+@dataclass(frozen=True)
+class EventView:
+    seq: int
+    name: str
+    sent: str
+    consumed_by: str | None
+    consumed: str
+    payload_json: str
+
+
 @dataclass
 class RunPage:
     run: WorkflowRun[Any, Any]
@@ -277,6 +287,7 @@ class RunPage:
     can_cancel: bool = False
     can_resume: bool = False
     total_steps: int = 0
+    events: list[EventView] = field(default_factory=list)
 
 
 class RunNotShown(LookupError):
@@ -344,7 +355,27 @@ async def run_page(
         can_cancel=not run.status.is_settled,
         can_resume=run.status in (RunStatus.FAILED, RunStatus.SUSPENDED),
         total_steps=len(steps),
+        events=await _events(store, run_id),
     )
+
+
+async def _events(store: WorkflowStateService, run_id: str) -> list[EventView]:
+    """The run's events in send order (none on a store that does not keep events)."""
+    try:
+        events = await store.list_events(run_id)
+    except (NotImplementedError, RunNotFoundError):
+        return []
+    return [
+        EventView(
+            seq=event.seq,
+            name=event.name,
+            sent=render.fmt_time(event.sent_at),
+            consumed_by=event.consumed_by,
+            consumed=render.fmt_time(event.consumed_at),
+            payload_json=pretty_json(event.payload),
+        )
+        for event in events
+    ]
 
 
 def _child_runs(steps: Mapping[str, StepState]) -> list[tuple[str, str, str]]:
