@@ -13,14 +13,16 @@
   suspended. A parked step is resumed by the next pass in this process
   (:meth:`RunContext.resume`) or unwound (:meth:`RunContext.unwind`) for a replay.
 
-Each step kind is one module of :mod:`pikku_typing.runtime.kinds` (``call``: ``do``,
-``sleep``...); the methods below only guard the call (:meth:`RunContext.guarded`) and
+Each step kind is one module of :mod:`pikku_typing.runtime.kinds` (``call``: ``do``;
+``sleep``; ``event``: ``wait_for_event``; ``child``: ``run_child``/``start_child``; ``value``:
+``now``/``uuid4``/``random``); the methods below only guard the call (:meth:`RunContext.guarded`) and
 delegate. A new step kind is a new module there plus one method here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +37,7 @@ from pikku_typing.errors import (
 from pikku_typing.interaction import Workflow
 from pikku_typing.models import ClaimOwner, ErrorInfo, StepKind, StepState, WorkflowRun
 from pikku_typing.runtime import attempt, steps
-from pikku_typing.runtime.kinds import call, patch, sleep
+from pikku_typing.runtime.kinds import call, child, event, patch, sleep, value
 from pikku_typing.runtime.services import Services, typed_run
 from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend, Unavailable
 from pikku_typing.wiring import WorkflowDefinition
@@ -59,6 +61,7 @@ class Outcome:
 class _Parked:
     future: asyncio.Future[StepState | None]
     wake_at: datetime | None
+    ready: Callable[[], Awaitable[bool]] | None = None
 
 
 class RunContext(Workflow):
@@ -132,6 +135,38 @@ class RunContext(Workflow):
     def patched(self, change_id: str) -> patch.PatchedCall:
         return patch.PatchedCall(change_id, lambda: self.guarded(patch.patched, self, change_id))
 
+    async def wait_for_event(
+        self,
+        step_name: str,
+        event_name: str,
+        timeout: durations.Duration | None = None,
+        *,
+        description: str | None = None,
+    ) -> Any:
+        return await self.guarded(event.wait_for_event, self, step_name, event_name, timeout)
+
+    async def run_child(
+        self, step_name: str, workflow_name: str, input: Any, *, description: str | None = None
+    ) -> Any:
+        return await self.guarded(child.child, self, step_name, workflow_name, input, wait=True)
+
+    async def start_child(
+        self, step_name: str, workflow_name: str, input: Any, *, description: str | None = None
+    ) -> str:
+        child_id: str = await self.guarded(
+            child.child, self, step_name, workflow_name, input, wait=False
+        )
+        return child_id
+
+    async def now(self) -> datetime:
+        return await self.guarded(value.now, self)
+
+    async def uuid4(self) -> uuid.UUID:
+        return await self.guarded(value.uuid4, self)
+
+    async def random(self) -> float:
+        return await self.guarded(value.random, self)
+
     # ------------------------------------------------- what step kinds share
     async def guarded(
         self, body: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
@@ -201,11 +236,21 @@ class RunContext(Workflow):
         if run.cancel_requested or run.status.is_settled:
             raise Cancelled()
 
-    async def park(self, key: str, wake_at: datetime | None) -> StepState | None:
+    async def park(
+        self,
+        key: str,
+        wake_at: datetime | None,
+        *,
+        ready: Callable[[], Awaitable[bool]] | None = None,
+    ) -> StepState | None:
         """Wait until the next pass resumes this step (with its fresh state, or ``None``
-        when it could not be read); ``wake_at`` is when the run must be woken for it."""
+        when it could not be read); ``wake_at`` is when the run must be woken for it.
+
+        ``ready`` (for waits on something outside the run: an event, a child run) is asked
+        once more after the run is suspended: when what it waits for came while the pass was
+        still running (so nobody woke the suspended run), the run is woken at once."""
         future: asyncio.Future[StepState | None] = asyncio.get_running_loop().create_future()
-        self.parked[key] = _Parked(future, wake_at)
+        self.parked[key] = _Parked(future, wake_at, ready)
         self.active -= 1
         self.version += 1
         self.changed.set()
@@ -250,6 +295,13 @@ class RunContext(Workflow):
         for parked in list(self.parked.values()):
             if not parked.future.done():
                 parked.future.set_exception(Suspend())
+
+    async def ready_now(self) -> bool:
+        """Is a parked wait already satisfied (see :meth:`park`)?"""
+        for parked in list(self.parked.values()):
+            if parked.ready is not None and await parked.ready():
+                return True
+        return False
 
     def wake_at(self) -> datetime | None:
         times = [p.wake_at for p in self.parked.values() if p.wake_at is not None]

@@ -59,7 +59,7 @@ from pikku_typing.errors import (
     WorkflowNotFoundError,
 )
 from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, WorkflowRun
-from pikku_typing.runtime import _observe, codec, process, step_jobs, steps
+from pikku_typing.runtime import _observe, codec, lifecycle, process, step_jobs, steps
 from pikku_typing.runtime.context import Outcome, RunContext
 from pikku_typing.runtime.services import Services, enqueue_orchestrator
 from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend, Unavailable
@@ -252,6 +252,8 @@ class Orchestrator:
             self._keep(run_id, live)
             if wake_at is not None:
                 await enqueue_orchestrator(self.s.queue, definition.name, run_id, wake_at)
+            if await live.ctx.ready_now():  # an event or a child came during the pass
+                await enqueue_orchestrator(self.s.queue, definition.name, run_id)
             return
         await self._discard(live)
         if outcome.kind == "completed":
@@ -277,6 +279,8 @@ class Orchestrator:
         if settled is not None:
             _observe.run_settled(settled.workflow, run_id, status, error)
         self.s.on_settled(run_id)
+        if settled is not None:  # wake a waiting parent, cancel children of a cancelled run
+            await lifecycle.after_settled(self.s, settled)
 
     def _keep(self, run_id: str, live: _Live) -> None:
         self._live[run_id] = live
