@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NotRequired, TypedDict
 
 DYNAMIC: Final = "<dynamic>"
-FACTS_VERSION: Final = 6
+FACTS_VERSION: Final = 7
 
 JSON = Any
 """A JSON-able value (plain dicts, lists, str, int, float, bool, None)."""
@@ -202,6 +202,9 @@ if TYPE_CHECKING:
         name: StrValue
         line: int
         column: int
+        receiver: NotRequired[str]
+        """The dotted name of an imported receiver (``from app.runtime import runtime``): the
+        use counts when linking finds that name bound to a runtime or client in its module."""
 
     class FileFacts(TypedDict):
         """Everything extraction found in one file (one cache entry)."""
@@ -220,6 +223,8 @@ if TYPE_CHECKING:
         wirings: list[WiringFact]
         events: list[EventFact]
         uses: list[UseFact]
+        runtimes: dict[str, str]
+        """Module-level names bound to a pikku runtime (``"runtime"``) or client (``"client"``)."""
         suppressions: dict[str, list[str]]
         """``{"<line>": [codes]}`` of ``# pikku: ignore[...]`` (``["*"]``: every code)."""
 
@@ -241,6 +246,7 @@ def empty_facts(module: str) -> FileFacts:
         "wirings": [],
         "events": [],
         "uses": [],
+        "runtimes": {},
         "suppressions": {},
     }
 

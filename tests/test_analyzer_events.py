@@ -190,3 +190,39 @@ def test_non_deterministic_hints_name_the_helpers(tmp_path: Path) -> None:
     assert "await wf.uuid4()" in hints[2]
     assert "await wf.random()" in hints[3]
     assert 'await wf.do("name"' in hints[4]
+
+
+def test_names_used_through_an_imported_runtime_or_client(tmp_path: Path) -> None:
+    """A web module that imports the runtime (and mentions no pikku name) is checked too."""
+    files = dict(FILES)
+    files["app/web.py"] = """
+        from app.types import PaymentReceived
+        from app.web_runtime import orders, runtime
+        from app import web_runtime
+        import boto3
+
+        s3 = boto3.client("s3")
+        other = runtime.client("ordr")
+        refunds = runtime.client("order")
+
+        async def callback(run_id: str) -> None:
+            await orders.send_event(run_id, "payment.recieved", PaymentReceived(1))
+            await refunds.send_event(run_id, "payment.received", PaymentReceived(1))
+            await refunds.send_event(run_id, "nope", PaymentReceived(1))
+            await web_runtime.runtime.send_event(run_id, "nope.either", None)
+            await s3.send_event(run_id, "not.ours", None)
+    """
+    files["app/web_runtime.py"] = """
+        from pikku_typing import WorkflowRuntime
+
+        runtime = WorkflowRuntime()
+        orders = runtime.client("order")
+    """
+    result = analyze(load_config(project(tmp_path, files)), use_cache=False)
+    web = [(d.code, d.line) for d in result.diagnostics if d.file == "app/web.py"]
+    assert web == [
+        ("UNKNOWN_WORKFLOW", 8),
+        ("UNKNOWN_EVENT", 12),
+        ("UNKNOWN_EVENT", 14),
+        ("UNKNOWN_EVENT", 15),
+    ]

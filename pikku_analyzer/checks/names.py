@@ -11,7 +11,7 @@ from typing import Literal
 
 from pikku_analyzer.checks.base import Loc
 from pikku_analyzer.facts import DYNAMIC
-from pikku_analyzer.link import Project
+from pikku_analyzer.link import Linker, Project
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,29 @@ def name_uses(project: Project) -> list[NameUse]:
             name = project.linker.string(use["name"])
             if not isinstance(name, str) or name == DYNAMIC:
                 continue
+            receiver = use.get("receiver")
+            if receiver is not None:
+                kind_of = _receiver_kind(project.linker, receiver)
+                if kind_of is None or (use["via"] == "client" and kind_of != "runtime"):
+                    continue  # not a pikku runtime/client of the analysed sources (boto3.client)
             kind: Literal["event", "workflow"] = "event" if use["kind"] == "event" else "workflow"
             out.append(NameUse(kind, use["via"], name, Loc(unit.rel, use["line"], use["column"])))
     return sorted(set(out), key=lambda u: (u.at, u.kind, u.name))
+
+
+def _receiver_kind(linker: Linker, dotted: str) -> str | None:
+    """``"runtime"`` or ``"client"`` when ``dotted`` (an imported name) is bound to one at
+    module level in an analysed module (following re-exports), else None."""
+    for _ in range(8):
+        module, _, name = dotted.rpartition(".")
+        unit = linker.unit(module) if module else None
+        if unit is None:
+            return None
+        kind = unit.facts.get("runtimes", {}).get(name)
+        if kind is not None:
+            return kind
+        following = unit.facts["imports"].get(name)
+        if following is None:
+            return None
+        dotted = following
+    return None

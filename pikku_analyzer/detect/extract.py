@@ -170,6 +170,8 @@ _CLIENT_CLASSES: Final = frozenset({"WorkflowClient"})
 _RUNTIME_FIXTURES: Final = frozenset({"workflow_env"})
 """Parameter names bound to a runtime-like object by pikku's pytest plugin."""
 
+_RUNTIME_TOKENS: Final = (b"send_event", b".client(", b"workflow_client", b"WorkflowRuntime", b"WorkflowClient", b"WorkflowTestEnv")
+
 _STAR_NAMES: Final = frozenset({"wire_workflow", "wire_event", "pikku_func", "rpc", "Workflow"})
 """Names taken from the first ``from <module> import *`` when nothing else binds them."""
 
@@ -189,7 +191,15 @@ _TIMEDELTA_UNITS: Final[dict[str, float]] = {
 
 def prefilter_tokens(package: str) -> tuple[bytes, ...]:
     """Substrings of which a file must contain one to be parsed at all."""
-    return (b"wire_workflow", b"wire_event", b"pikku_func", b"pikku_typing", package.encode())
+    return (
+        b"wire_workflow",
+        b"wire_event",
+        b"pikku_func",
+        b"pikku_typing",
+        package.encode(),
+        b"send_event",  # a web handler sending an event through an imported runtime or client
+        b".client(",  # a client of an imported runtime (names checked: UNKNOWN_WORKFLOW)
+    )
 
 
 def passes_prefilter(source: bytes, tokens: Iterable[bytes]) -> bool:
@@ -1338,15 +1348,27 @@ def _annotation_class(scope: ModuleScope, node: ast.expr | None) -> str | None:
     return dotted.rsplit(".", 1)[-1]
 
 
-def _runtime_uses(scope: ModuleScope, tree: ast.Module, package: str) -> list[UseFact]:
+def _runtime_uses(
+    scope: ModuleScope, tree: ast.Module, package: str
+) -> tuple[list[UseFact], dict[str, str]]:
     """Workflow and event names used outside workflow bodies: ``runtime.client("x")``,
     ``workflow_client(runtime, "x")``, ``client.send_event(run_id, "e", payload)`` and
     ``runtime.send_event(...)``, where the receiver is statically known to be a pikku runtime,
-    client or test environment (constructed, annotated, or the ``workflow_env`` fixture).
-    Names are tracked per module (not per scope): a name bound to one anywhere counts."""
+    client or test environment (constructed, annotated, or the ``workflow_env`` fixture), or
+    is imported (then the use carries the ``receiver`` and counts when linking finds that name
+    bound to a runtime or client in its module). Also the module-level names bound to a
+    runtime or client here (``{"runtime": "runtime", "orders": "client"}``), for the modules
+    that import them. Names are tracked per module (not per scope)."""
     runtimes: set[str] = set(_RUNTIME_FIXTURES)
     clients: set[str] = set()
+    remote_clients: dict[str, str] = {}
+    """Clients built from an imported receiver: name -> the receiver's dotted name."""
     factories = client_targets(package)
+
+    def imported_ref(node: ast.expr) -> str | None:
+        if isinstance(node, ast.Name) and (node.id in runtimes or node.id in clients):
+            return None
+        return scope.imported(node) if isinstance(node, ast.Name | ast.Attribute) else None
 
     def constructed(value: ast.expr | None) -> str | None:
         if isinstance(value, ast.Await):
@@ -1375,12 +1397,26 @@ def _runtime_uses(scope: ModuleScope, tree: ast.Module, package: str) -> list[Us
         if isinstance(target, ast.Name) and kind is not None:
             (runtimes if kind == "runtime" else clients).add(target.id)
 
+    def bind_remote(target: ast.expr | None, value: ast.expr | None) -> None:
+        if isinstance(value, ast.Await):
+            value = value.value
+        if (
+            isinstance(target, ast.Name)
+            and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "client"
+        ):
+            ref = imported_ref(value.func.value)
+            if ref is not None:
+                remote_clients[target.id] = ref
+
     nodes = list(ast.walk(tree))
     for _ in range(2):  # clients are built from runtimes bound anywhere in the module
         for node in nodes:
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     bind(target, constructed(node.value))
+                    bind_remote(target, node.value)
             elif isinstance(node, ast.AnnAssign):
                 cls = _annotation_class(scope, node.annotation)
                 kind = "runtime" if cls in _RUNTIME_CLASSES else "client" if cls in _CLIENT_CLASSES else None
@@ -1395,18 +1431,19 @@ def _runtime_uses(scope: ModuleScope, tree: ast.Module, package: str) -> list[Us
                     clients.add(node.arg)
     uses: list[UseFact] = []
 
-    def use(kind: str, via: str, node: ast.expr | None) -> None:
+    def use(kind: str, via: str, node: ast.expr | None, receiver: str | None = None) -> None:
         if node is None:
             return
-        uses.append(
-            {
-                "kind": kind,
-                "via": via,
-                "name": scope.string(node),
-                "line": node.lineno,
-                "column": scope.column(node),
-            }
-        )
+        fact: UseFact = {
+            "kind": kind,
+            "via": via,
+            "name": scope.string(node),
+            "line": node.lineno,
+            "column": scope.column(node),
+        }
+        if receiver is not None:
+            fact["receiver"] = receiver
+        uses.append(fact)
 
     for node in nodes:
         if not isinstance(node, ast.Call):
@@ -1415,16 +1452,26 @@ def _runtime_uses(scope: ModuleScope, tree: ast.Module, package: str) -> list[Us
         keywords = {k.arg: k.value for k in node.keywords if k.arg is not None}
         if isinstance(func, ast.Attribute):
             receiver = func.value
-            if func.attr == "client" and is_runtime(receiver):
-                use("workflow", "client", node.args[0] if node.args else keywords.get("name", keywords.get("workflow")))
-            elif func.attr == "send_event" and (
-                is_runtime(receiver) or (isinstance(receiver, ast.Name) and receiver.id in clients)
-            ):
-                use("event", "send_event", node.args[1] if len(node.args) > 1 else keywords.get("name", keywords.get("event_name")))
+            if func.attr == "client":
+                name_node = node.args[0] if node.args else keywords.get("name", keywords.get("workflow"))
+                if is_runtime(receiver):
+                    use("workflow", "client", name_node)
+                elif (ref := imported_ref(receiver)) is not None:
+                    use("workflow", "client", name_node, ref)
+            elif func.attr == "send_event":
+                name_node = node.args[1] if len(node.args) > 1 else keywords.get("name", keywords.get("event_name"))
+                if is_runtime(receiver) or (isinstance(receiver, ast.Name) and receiver.id in clients):
+                    use("event", "send_event", name_node)
+                elif isinstance(receiver, ast.Name) and receiver.id in remote_clients:
+                    use("event", "send_event", name_node, remote_clients[receiver.id])
+                elif (ref := imported_ref(receiver)) is not None:
+                    use("event", "send_event", name_node, ref)
         if isinstance(func, ast.Name | ast.Attribute) and scope.imported(func) in factories:
             use("workflow", "workflow_client", node.args[1] if len(node.args) > 1 else keywords.get("name"))
     uses.sort(key=lambda u: (u["line"], u["column"]))
-    return uses
+    exports = {name: "runtime" for name in runtimes - _RUNTIME_FIXTURES if name in scope.bound}
+    exports.update({name: "client" for name in clients if name in scope.bound})
+    return uses, dict(sorted(exports.items()))
 
 
 # --------------------------------------------------------------------------- suppressions
@@ -1610,11 +1657,8 @@ def _fill(
                 events.append(_event_facts(scope, node))
     events.sort(key=lambda e: (e["line"], e["column"]))
     facts["events"] = events
-    facts["uses"] = (
-        _runtime_uses(scope, tree, package)
-        if b"send_event" in source or b".client(" in source or b"workflow_client" in source
-        else []
-    )
+    if any(token in source for token in _RUNTIME_TOKENS):
+        facts["uses"], facts["runtimes"] = _runtime_uses(scope, tree, package)
     facts["suppressions"] = find_suppressions(source)
 
 
