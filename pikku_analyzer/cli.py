@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from pikku_analyzer.config import ConfigError, load_config
+    from pikku_analyzer.config import ConfigError, defaults_warning, load_config
 
     parser = build_parser()
     parser.add_argument(  # --watch: the loop lives in pikku_analyzer.watch
@@ -115,8 +115,13 @@ def _main(argv: list[str]) -> int:
     if args.watch and args.baseline:
         raise _UsageError("--baseline cannot be combined with --watch")
     if args.watch:
-        from pikku_analyzer.watch import run_watch
-
+        try:
+            from pikku_analyzer.watch import run_watch
+        except ModuleNotFoundError as exc:
+            if exc.name != "watchfiles":
+                raise
+            _err("error: --watch needs the watchfiles package: pip install watchfiles")
+            return 2
         return run_watch(args)
     if args.jobs is not None and args.jobs < 1:
         raise _UsageError("--jobs must be at least 1")
@@ -130,6 +135,9 @@ def _main(argv: list[str]) -> int:
     except ConfigError as exc:
         _err(f"config error: {exc}")
         return 2
+    warning = defaults_warning(config)
+    if warning is not None:
+        _err(f"warning: {warning}")
 
     from pikku_analyzer.engine import analyze, print_progress_factory
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -20,6 +20,8 @@ class PikkuConfig:
     """Directory in which the package directory ``<out_dir>/<package>/`` is written."""
     stub_dir: Path = field(default_factory=Path)
     """Directory in which ``<stub_dir>/<package>/*.pyi`` are written (default: out_dir)."""
+    configured: bool = field(default=True, compare=False)
+    """False when no ``[tool.pikku]`` table was found: every value is a default."""
 
     @property
     def package_dir(self) -> Path:
@@ -132,7 +134,7 @@ def load_config(root: Path | str | None = None) -> PikkuConfig:
             # only adopt a parent pyproject when it configures pikku
             pyproject = found if found is not None and _has_pikku(found) else None
     if pyproject is None:
-        return config_from_table(start, {}, source=str(start))
+        return replace(config_from_table(start, {}, source=str(start)), configured=False)
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -143,7 +145,22 @@ def load_config(root: Path | str | None = None) -> PikkuConfig:
     table = tool.get("pikku", {}) if isinstance(tool, dict) else {}
     if not isinstance(table, dict):
         raise ConfigError(f"{pyproject}: [tool.pikku] must be a table")
-    return config_from_table(pyproject.parent, table, source=str(pyproject))
+    config = config_from_table(pyproject.parent, table, source=str(pyproject))
+    configured = isinstance(tool, dict) and "pikku" in tool
+    return config if configured else replace(config, configured=False)
+
+
+def defaults_warning(config: PikkuConfig) -> str | None:
+    """The warning for a project without ``[tool.pikku]``: the defaults used, or None."""
+    if config.configured:
+        return None
+    where = config.root / "pyproject.toml"
+    found = f"no [tool.pikku] table in {where}" if where.is_file() else f"no pyproject.toml in {config.root}"
+    return (
+        f"{found}: using the defaults src = [\".\"], package = \"pikku_gen\", out_dir = \".\" "
+        f"(the package is generated in {config.package_dir}); add a [tool.pikku] table to "
+        "pyproject.toml to choose them"
+    )
 
 
 def _has_pikku(pyproject: Path) -> bool:

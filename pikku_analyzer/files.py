@@ -17,10 +17,14 @@ from pathlib import Path
 
 from pikku_analyzer.config import PikkuConfig
 
-SKIP_DIRS = frozenset(
-    {"__pycache__", "node_modules", "site-packages", ".git", ".hg", ".svn", ".pikku"}
-)
-MAX_FILE_BYTES = 8 * 1024 * 1024
+SKIP_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "venv"})
+"""Directories never analysed (nor watched), besides every directory whose name starts with
+a dot (``.git``, ``.venv``, ``.pikku``, ``.mypy_cache``...)."""
+
+
+def skipped_dir(name: str) -> bool:
+    """Whether a directory of this name is skipped by discovery and by ``--watch``."""
+    return name in SKIP_DIRS or name.startswith(".")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,7 @@ def discover(config: PikkuConfig) -> Discovery:
             prefix = "" if rel_dir == "." else rel_dir + "/"
             keep: list[str] = []
             for name in sorted(dirnames):
-                if name in SKIP_DIRS or name.startswith("."):
+                if skipped_dir(name):
                     continue
                 if patterns and _excluded(prefix + name, name, patterns):
                     continue

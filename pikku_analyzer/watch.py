@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import queue
 import signal
 import sys
 import threading
@@ -39,12 +40,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final, TextIO
 
+import watchfiles
+from watchfiles import Change
+
 from pikku_analyzer import engine
 from pikku_analyzer.checks import Diag, make_diag
-from pikku_analyzer.config import ConfigError, PikkuConfig, load_config
+from pikku_analyzer.config import ConfigError, PikkuConfig, defaults_warning, load_config
 from pikku_analyzer.engine import AnalysisResult, Stats
 from pikku_analyzer.facts import FileFacts, Unit
-from pikku_analyzer.files import SourceFile, discover
+from pikku_analyzer.files import SourceFile, discover, skipped_dir
 
 DEBOUNCE_MS: Final = 400
 """Longest time changes are grouped before a batch is analysed."""
@@ -485,31 +489,13 @@ def _outermost(paths: Iterable[Path]) -> list[Path]:
 
 class SourceFilter:
     """Python sources, ``pyproject.toml`` and directories (a directory of sources may be moved
-    in or out); never the generated package, the stubs, the cache, editors' swap and backup
-    files, or the usual tool directories."""
+    in or out); never the generated package, the stubs, editors' swap and backup files, nor
+    a directory discovery skips (:func:`pikku_analyzer.files.skipped_dir`)."""
 
-    SKIP_PARTS: Final = frozenset(
-        {
-            "__pycache__",
-            ".git",
-            ".hg",
-            ".svn",
-            ".venv",
-            "venv",
-            ".tox",
-            ".mypy_cache",
-            ".pytest_cache",
-            ".ruff_cache",
-            ".hypothesis",
-            "node_modules",
-            ".pikku",
-            ".idea",
-        }
-    )
-
-    def __init__(self, ignored: Sequence[Path]) -> None:
+    def __init__(self, ignored: Sequence[Path], roots: Sequence[Path] = ()) -> None:
         self.ignored = tuple(ignored)
         self.prefixes = tuple(str(p) + os.sep for p in ignored)
+        self.roots = tuple(str(r) + os.sep for r in roots)
 
     def __call__(self, change: object, path: str) -> bool:
         name = os.path.basename(path)
@@ -520,10 +506,12 @@ class SourceFilter:
             return False  # another kind of file (a directory's name has no dot, usually)
         if path.startswith(self.prefixes):
             return False
-        candidate = Path(path)
-        if any(part in self.SKIP_PARTS for part in candidate.parts):
+        # the directories below the watched root, as discovery sees them
+        inner = next((path[len(r) :] for r in self.roots if path.startswith(r)), path)
+        if any(skipped_dir(part) for part in Path(inner).parts[:-1]):
             return False
         # the generated directories themselves, and the directories that hold them
+        candidate = Path(path)
         return is_source or not any(d.is_relative_to(candidate) for d in self.ignored)
 
 
@@ -560,6 +548,9 @@ def run_watch(
     except ConfigError as exc:
         err.write(f"pikku-analyze: config error: {exc}\n")
         return 2
+    warning = defaults_warning(session.config)
+    if warning is not None:
+        err.write(f"pikku-analyze: warning: {warning}\n")
 
     with _sigterm_as_stop():
         try:
@@ -624,29 +615,99 @@ def _force_polling(option: bool | None) -> bool:
     return value.lower() not in ("", "0", "false", "disable", "no")
 
 
+class _Flag:
+    """The ``stop_event`` given to ``watchfiles.watch`` (anything with ``is_set()``): it
+    stops the watcher thread, and its first call tells that the watch is armed (watchfiles
+    calls it from its wait loop, after the file-system watch is set up)."""
+
+    def __init__(self, external: threading.Event | None) -> None:
+        self.armed = threading.Event()
+        self.stop = threading.Event()
+        self.external = external
+
+    def is_set(self) -> bool:
+        self.armed.set()
+        return self.stop.is_set() or (self.external is not None and self.external.is_set())
+
+
+class _Notifier:
+    """``watchfiles.watch`` (its public API) in a daemon thread: each batch of changes is put
+    on a queue (an empty set when nothing changed for ``timeout_ms``). The main thread stays
+    free to analyse and to take signals (Ctrl-C, SIGTERM) at once."""
+
+    def __init__(
+        self,
+        session: WatchSession,
+        paths: Sequence[Path],
+        stop_event: threading.Event | None,
+        timeout_ms: int,
+    ) -> None:
+        self.flag = _Flag(stop_event)
+        self.queue: queue.Queue[set[tuple[Change, str]] | BaseException | None] = queue.Queue()
+        self._paths = [str(p) for p in paths]
+        self._filter = SourceFilter(session.ignored_dirs(), session.watch_paths())
+        self._options = session.options
+        self._timeout_ms = timeout_ms
+        self._thread = threading.Thread(target=self._run, name="pikku-watch", daemon=True)
+
+    def __enter__(self) -> _Notifier:
+        """Start watching; returns once the watch is armed (or failed)."""
+        self._thread.start()
+        while not self.flag.armed.wait(0.05):
+            if not self._thread.is_alive():
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flag.stop.set()
+        self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        try:
+            options = self._options
+            for changes in watchfiles.watch(
+                *self._paths,
+                watch_filter=self._filter,
+                debounce=options.debounce_ms,
+                step=options.step_ms,
+                stop_event=self.flag,
+                rust_timeout=self._timeout_ms,
+                yield_on_timeout=True,
+                raise_interrupt=False,
+                force_polling=_force_polling(options.force_polling),
+            ):
+                self.queue.put(changes)
+        except BaseException as exc:  # reported by the main thread
+            self.queue.put(exc)
+        finally:
+            self.flag.armed.set()
+            self.queue.put(None)
+
+    def get(self) -> set[tuple[Change, str]] | None:
+        """The next batch (an empty set on a timeout); None once watching stopped."""
+        while True:
+            try:
+                item = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue  # wake up now and then: signals are handled between waits
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+
 def _loop(
     session: WatchSession,
     stop_event: threading.Event | None,
     on_batch: Callable[[BatchOutcome], None] | None,
 ) -> int:
-    from watchfiles import Change
-    from watchfiles._rust_notify import RustNotify
-
     first = True
     while True:
         paths = session.watch_paths()
         poll_config = not session.config_is_watched()
-        source_filter = SourceFilter(session.ignored_dirs())
         # The watch is armed BEFORE the first analysis: a file saved meanwhile is buffered
-        # by the notifier and analysed in the first batch, never lost.
-        with RustNotify(
-            [str(p) for p in paths],
-            False,
-            _force_polling(session.options.force_polling),
-            300,
-            True,
-            False,
-        ) as notify:
+        # by the notifier and analysed in the next batch, never lost.
+        timeout = CONFIG_POLL_MS if poll_config else 5000
+        with _Notifier(session, paths, stop_event, timeout) as notifier:
             if first:
                 _safe_batch(session, None, True, on_batch)
                 first = False
@@ -654,26 +715,10 @@ def _loop(
             session.say(f"watching {shown} for changes (Ctrl-C to stop)")
             restart = False
             while not restart:
-                raw = notify.watch(
-                    session.options.debounce_ms,
-                    session.options.step_ms,
-                    CONFIG_POLL_MS if poll_config else 5000,
-                    stop_event,
-                )
-                if raw == "signal":
-                    raise KeyboardInterrupt
-                if raw == "stop":
-                    return 0
-                changes: set[tuple[Change, str]] = set()
-                if raw != "timeout":
-                    changes = {
-                        (Change(code), path)
-                        for code, path in raw
-                        if source_filter(Change(code), path)
-                    }
-                    if not changes:
-                        continue
-                elif not poll_config:
+                changes = notifier.get()
+                if changes is None:
+                    return 0  # stop_event
+                if not changes and not poll_config:
                     continue
                 config_changed = any(Path(p).name == "pyproject.toml" for _, p in changes)
                 if (config_changed or poll_config) and session.reload_config():
@@ -685,11 +730,7 @@ def _loop(
                         None
                         if session.needs_full
                         else sorted(
-                            {
-                                Path(path)
-                                for _, path in changes
-                                if not path.endswith("pyproject.toml")
-                            }
+                            {Path(path) for _, path in changes if not path.endswith("pyproject.toml")}
                         )
                     )
                     _safe_batch(session, paths_changed, False, on_batch)

@@ -47,10 +47,17 @@ async def archive_user(data: GetUserInput) -> User:
 class Watcher:
     """``pikku-analyze --watch`` in a subprocess; its output lines are read by a thread."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, ignore_sigint: bool = False) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
+        command = [sys.executable, "-m", "pikku_analyzer.cli", "--watch", str(root)]
+        if ignore_sigint:  # as in a background job of a shell (`bash scripts/test.sh &`)
+            command[1:3] = [
+                "-c",
+                "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "from pikku_analyzer.cli import main; sys.exit(main(sys.argv[1:]))",
+            ]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pikku_analyzer.cli", "--watch", str(root)],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -83,7 +90,7 @@ class Watcher:
 
     def stop(self) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)  # never SIGINT: ignored in background jobs
         try:
             return self.proc.wait(timeout=WAIT)
         finally:
@@ -366,3 +373,50 @@ def test_watch_follows_pyproject_and_stops_on_sigterm(app: Path, watcher: Watche
              "the package generated under its new name", watcher)
     watcher.proc.send_signal(signal.SIGTERM)
     assert watcher.proc.wait(timeout=WAIT) == 0
+
+
+def test_watch_stops_on_sigterm_when_sigint_is_ignored(app: Path) -> None:
+    w = Watcher(app, ignore_sigint=True)
+    try:
+        w.wait_line(lambda line: "watching" in line.lower(), "saying it is watching")
+        w.proc.send_signal(signal.SIGINT)  # ignored, like in `bash scripts/test.sh &`
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.proc.wait(timeout=WAIT) == 0
+        w.wait_line(lambda line: line == "stopped", "saying it stopped")
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def test_watch_uses_only_the_public_watchfiles_api() -> None:
+    source = (REPO / "pikku_analyzer" / "watch.py").read_text(encoding="utf-8")
+    assert "_rust_notify" not in source and "RustNotify" not in source
+
+
+def test_watch_skips_the_directories_discovery_skips(tmp_path: Path) -> None:
+    from pikku_analyzer.files import skipped_dir
+    from pikku_analyzer.watch import SourceFilter
+
+    root = tmp_path / "proj"
+    keep = SourceFilter([root / "pikku_gen"], [root])
+    for name in ("__pycache__", "node_modules", "site-packages", "venv", ".venv", ".git", ".tox"):
+        assert skipped_dir(name)
+        assert not keep(None, str(root / name / "mod.py")), name
+    assert keep(None, str(root / "app" / "mod.py"))
+    assert not keep(None, str(root / "pikku_gen" / "workflow_map.py"))
+    # a project inside a dot directory is still watched (only parts below the root count)
+    hidden = tmp_path / ".work" / "proj"
+    assert SourceFilter([], [hidden])(None, str(hidden / "app" / "mod.py"))
+
+
+
+def test_watch_without_watchfiles_is_a_clear_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pikku_analyzer.cli import main
+
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "pikku_analyzer.watch", raising=False)
+    assert main(["--watch", str(tmp_path)]) == 2
+    assert "--watch needs the watchfiles package" in capsys.readouterr().err
