@@ -7,9 +7,11 @@ while a child runs: ``tests/test_events_crash.py``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
@@ -26,6 +28,7 @@ from test_runtime import (  # noqa: F401 - the fixtures
 
 from pikku_typing import (
     ChildWorkflowFailedError,
+    InProcessQueue,
     RunStatus,
     StepKind,
     StepStatus,
@@ -322,3 +325,39 @@ async def test_replay_with_another_child_input_is_non_determinism(
     run = await store.get_run(handle.run_id)
     assert run.status is RunStatus.FAILED and run.error is not None
     assert run.error.type == "WorkflowNonDeterminismError" and "another input" in run.error.message
+
+
+def test_pikku_runs_show_links_parent_and_children(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pikku_typing.runtime import runs_cli
+    from pikku_typing.state import open_store
+
+    _billing("inline")
+
+    async def order(workflow: Workflow, data: str) -> str:
+        await workflow.start_child("audit", "billing", {"order_id": data, "amount": "1"})
+        receipt = await workflow.run_child("bill", "billing", {"order_id": data, "amount": "2"})
+        return str(receipt["charged"])
+
+    wire_workflow(name="order", func=order, execution_mode="inline")
+    url = f"file:{tmp_path / 'state'}"
+
+    async def run() -> str:
+        async with open_store(url) as state, WorkflowRuntime(state, InProcessQueue()) as rt:
+            handle = await rt.client("order").start("o-7")
+            assert await result(rt, "order", handle.run_id) == "4"
+            return handle.run_id
+
+    parent = asyncio.run(run())
+    audit, bill = child_run_id(parent, "audit"), child_run_id(parent, "bill")
+    assert runs_cli.main(["--store", url, "show", parent]) == 0
+    out = capsys.readouterr().out
+    lines = [line.split() for line in out.splitlines() if line.strip().startswith("child ")]
+    assert lines == [
+        ["child", audit, "billing", "step", "audit", "started"],
+        ["child", bill, "billing", "step", "bill", "completed"],
+    ]
+    assert runs_cli.main(["--store", url, "show", bill]) == 0
+    out = capsys.readouterr().out
+    assert f"parent  {parent}  (pikku-runs show {parent})" in out

@@ -358,6 +358,7 @@ def render_show(
     out.append(f"  input   {fmt_json(run.input, max(width - 10, 40))}")
     if run.status is RunStatus.COMPLETED:
         out.append(f"  output  {fmt_json(run.output, max(width - 10, 40))}")
+    out.extend(_render_family(run, steps, paint))
 
     failure = find_failure(run, steps)
     if failure is not None:
@@ -411,6 +412,27 @@ def render_show(
     out.append("")
     out.extend(render_timeline(run, steps, paint, now=now, width=width))
     return "\n".join(out)
+
+
+def _render_family(
+    run: WorkflowRun[Any, Any], steps: Mapping[str, StepState], paint: Painter
+) -> list[str]:
+    """The run's parent (``pikku-runs show PARENT``) and the child runs its steps started."""
+    out: list[str] = []
+    if run.parent_run_id is not None:
+        out.append(f"  parent  {run.parent_run_id}  (pikku-runs show {run.parent_run_id})")
+    for step in steps.values():
+        data = step.data if isinstance(step.data, dict) else {}
+        child_id = data.get("run_id") if step.kind.value == "child" else None
+        if not isinstance(child_id, str):
+            continue
+        result = step.result if isinstance(step.result, dict) else {}
+        outcome = str(result.get("status") or ("started" if result else "running"))
+        out.append(
+            f"  child   {child_id}  {paint(str(step.rpc_name or data.get('workflow')), 'cyan')}"
+            f"  step {step.key}  {paint.status(outcome)}"
+        )
+    return out
 
 
 def _render_failure(
