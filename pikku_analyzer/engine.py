@@ -56,6 +56,7 @@ from pikku_analyzer.detect.extract import (
 from pikku_analyzer.facts import FileFacts, ReportData, Unit
 from pikku_analyzer.files import SourceFile, discover, read_source
 from pikku_analyzer.link import Loader
+from pikku_typing._log import analyzer_log
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -300,6 +301,11 @@ def analyze(
         progress(total, total)
     run.save()
     result.stats.seconds = time.perf_counter() - started
+    stats = result.stats
+    analyzer_log.debug(
+        "analysed %s: %d files, %d candidates, %d parsed, %d from cache in %.2fs",
+        config.root, stats.files, stats.candidates, stats.parsed, stats.cache_hits, stats.seconds,
+    )
     return result
 
 

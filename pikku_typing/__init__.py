@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pikku_typing import _log as _log  # the NullHandler of the "pikku" logger (SPEC 10)
+
 if TYPE_CHECKING:
     from pikku_typing.durations import Duration, parse_duration
     from pikku_typing.errors import (

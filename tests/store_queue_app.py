@@ -42,12 +42,23 @@ async def waiter(workflow: Workflow, data: None) -> int:
     return ping["n"]
 
 
+def _fragile() -> str:
+    if not os.path.exists(os.environ["SQ_LOG"] + ".ok"):
+        raise RuntimeError("not yet")
+    return "ok"
+
+
+async def fragile(workflow: Workflow, data: None) -> str:
+    return str(await workflow.do("try", _fragile, retries=0))
+
+
 async def sleeper(workflow: Workflow, data: None) -> None:
     await workflow.sleep("nap", "1h")
 
 
 wire_event(name="sq.ping", payload=Ping)
 wire_workflow(name="sq_sleeper", func=sleeper, execution_mode="inline")
+wire_workflow(name="sq_fragile", func=fragile, execution_mode="inline")
 wire_workflow(name="sq_chain", func=chain, execution_mode="remote")
 wire_workflow(name="sq_waiter", func=waiter, execution_mode="inline")
 
@@ -65,6 +76,8 @@ async def _web(argv: list[str]) -> Any:
             return [(await client.start(steps)).run_id for _ in range(count)]
         if action == "wait":
             return (await runtime.client("sq_waiter").start(None)).run_id
+        if action == "fragile":
+            return (await runtime.client("sq_fragile").start(None)).run_id
         if action == "sleep":
             return (await runtime.client("sq_sleeper").start(None)).run_id
         if action == "send":

@@ -273,3 +273,12 @@ def test_worker_lines_are_readable_and_json_on_request(tmp_path: Path, log_forma
     else:
         assert "pikku.worker: pikku-worker" in text and "StoreQueue(" in text
         assert f"run={run_id} step=mark" in text
+
+
+def test_the_analyzer_logs_under_pikku_analyzer(caplog: pytest.LogCaptureFixture) -> None:
+    import pikku_analyzer
+
+    caplog.set_level(logging.DEBUG, logger="pikku")
+    pikku_analyzer.analyze(pikku_analyzer.load_config(ROOT / "examples"), use_cache=False)
+    (record,) = _records(caplog, "pikku.analyzer")
+    assert record.levelname == "DEBUG" and " files, " in record.getMessage()

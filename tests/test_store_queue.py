@@ -355,3 +355,25 @@ def test_a_run_made_due_in_the_store_is_swept(
     asyncio.run(send())
     _wait_for(url, [waiting], "completed", [worker])
     _stop(worker)
+
+
+def test_a_run_resumed_by_pikku_runs_is_picked_up(
+    tmp_path: Path, workers: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """``pikku-runs resume`` (another process, no job queued: it only makes the run due in
+    the store) is picked up by the serving worker's sweep, with no restart."""
+    url = f"sqlite:{tmp_path / 'state.db'}"
+    log = tmp_path / "log"
+    env = _env(url, log)
+    worker = workers(env)
+    run_id = _web(env, "fragile")
+    _wait_for(url, [run_id], "failed", [worker])
+    (tmp_path / "log.ok").write_text("")
+    resume = subprocess.run(
+        [sys.executable, "-c", "from pikku_typing.runtime.runs_cli import main; "
+         "raise SystemExit(main())", "--store", url, "resume", run_id],
+        cwd=TESTS, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert resume.returncode == 0, resume.stderr
+    _wait_for(url, [run_id], "completed", [worker])
+    _stop(worker)
