@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import logging
 import os
 import sys
 import time
@@ -56,7 +57,12 @@ from pikku_analyzer.detect.extract import (
 from pikku_analyzer.facts import FileFacts, ReportData, Unit
 from pikku_analyzer.files import SourceFile, discover, read_source
 from pikku_analyzer.link import Loader
-from pikku_typing._log import analyzer_log
+
+# The "pikku.analyzer" logger of pikku_typing._log, named here: the analyzer never imports
+# pikku_typing (nor pydantic). Silent by default, like the rest of pikku.
+analyzer_log = logging.getLogger("pikku.analyzer")
+if not any(isinstance(h, logging.NullHandler) for h in logging.getLogger("pikku").handlers):
+    logging.getLogger("pikku").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor

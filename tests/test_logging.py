@@ -200,7 +200,7 @@ async def test_a_job_retried_by_the_queue_is_logged_with_its_run(
     records = _records(caplog, "pikku.worker")
     assert [r.levelname for r in records] == ["WARNING", "ERROR"]
     assert all(r.run_id == "r1" for r in records)  # type: ignore[attr-defined]
-    assert repr(queue) == "InProcessQueue(0 queued)"
+    assert repr(queue) == "InProcessQueue(1 queued)"  # kept after the retries (retried later)
 
 
 def _record(**extra: Any) -> logging.LogRecord:

@@ -17,9 +17,11 @@ Design (decided for issue 15, see README "Deployment shapes"):
   mark them claimed by this queue's token (host, pid, process start time), ``COMMIT``. Two
   workers never get the same job; the runtime's step claims are atomic too, so a step runs
   at most once per attempt even when a job is delivered twice.
-* A finished job is deleted; a job whose handler raised is put back with an exponential
-  backoff, at most ``max_job_retries`` times, then dropped (logged) and left to
-  ``recover()``, as :class:`~pikku_typing.runtime.queues.memory.InProcessQueue` does.
+* A finished job is deleted; a job whose handler raised (a transient error of the store) is
+  put back with an exponential backoff; after ``max_job_retries`` failures it is logged as an
+  error and stays queued, retried every ``max_retry_backoff`` seconds (never dropped: a long
+  outage strands no run), as :class:`~pikku_typing.runtime.queues.memory.InProcessQueue`
+  does.
 * A serving queue polls every ``poll_interval`` seconds (one indexed read; 0.1 s costs an
   idle worker 10 tiny reads a second) and is woken at once by jobs enqueued in its own
   process, so the single-process path has no poll latency. Jobs held by a process of this
@@ -460,8 +462,8 @@ class StoreQueue(WorkflowQueue):
             self._done(claimed[0])
 
     async def _execute(self, handler: JobHandler, claimed: _Claimed) -> bool:
-        """Run one claimed job; ``True`` when it is finished (ran, or dropped after too many
-        failures) and must be deleted, ``False`` when it was put back."""
+        """Run one claimed job; ``True`` when it ran and must be deleted, ``False`` when it
+        was put back."""
         row_id, job, failures = claimed
         try:
             await handler(job)
@@ -471,13 +473,16 @@ class StoreQueue(WorkflowQueue):
         except Exception as exc:
             failures += 1
             if failures > self.max_job_retries:
-                log.error(
-                    "%s job of run %s (%s) failed %d times, dropped (runtime.recover() "
-                    "re-queues its run): %s: %s",
-                    job.kind, job.run_id, job.workflow, failures, type(exc).__name__, exc,
-                    extra=fields(run_id=job.run_id, workflow=job.workflow),
-                )
-                return True
+                if failures == self.max_job_retries + 1:
+                    log.error(
+                        "%s job of run %s (%s) failed %d times (%s: %s); kept, retried "
+                        "every %.1fs",
+                        job.kind, job.run_id, job.workflow, failures, type(exc).__name__, exc,
+                        self.max_retry_backoff,
+                        extra=fields(run_id=job.run_id, workflow=job.workflow),
+                    )
+                self._release(row_id, self._clock() + self.max_retry_backoff, failures)
+                return False
             delay = min(self.retry_backoff * 2 ** (failures - 1), self.max_retry_backoff)
             log.warning(
                 "%s job of run %s (%s) failed (%s: %s); retry %d/%d in %.2fs",
@@ -491,7 +496,8 @@ class StoreQueue(WorkflowQueue):
 
     async def drain(self, handler: JobHandler, *, queues: Sequence[str] | None = None) -> int:
         """Run every due job (of any process) until none is due; a job put back after a
-        failure is waited for (short, bounded backoff), a job due later (a sleep) is not."""
+        failure is waited for (short, bounded backoff) until it failed ``max_job_retries``
+        times, a job due later (a sleep) is not."""
         count = 0
         while True:
             claimed = self._claim(queues, 1)
@@ -509,8 +515,8 @@ class StoreQueue(WorkflowQueue):
         with self._read() as conn:
             row = conn.execute(
                 "SELECT min(due_us) FROM jobs WHERE claim_token IS NULL AND failures > 0"
-                f"{where}",
-                params,
+                f" AND failures <= ?{where}",
+                (self.max_job_retries, *params),
             ).fetchone()
         if row is None or row[0] is None:
             return None
