@@ -18,6 +18,7 @@ from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
 pytest.importorskip("starlette", reason="the console extra (pikku-workflows[console])")
 from starlette.testclient import TestClient
 
+from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_workflow
 from pikku_typing.console import missing_extra, views
 from pikku_typing.console.app import ConsoleSettings, create_app, display_store
 from pikku_typing.console.security import host_allowed, is_loopback, session_value
@@ -25,6 +26,7 @@ from pikku_typing.console.server import allowed_hosts_for
 from pikku_typing.models import RunStatus, StepStatus
 from pikku_typing.runtime import runs_cli
 from pikku_typing.state import open_store
+from pikku_typing.wiring import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 META = ROOT / "examples" / "pikku_gen" / "workflow_meta.json"
@@ -503,3 +505,76 @@ def test_missing_extra_names_it(
     assert code == 2
     assert "pip install 'pikku-workflows[console]'" in err and "uvicorn" in err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------- runs of the runtime
+
+CHARGE_FAILS = {"on": True}
+
+
+async def _load_customer(data: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "c1"}
+
+
+async def _charge(data: dict[str, Any]) -> dict[str, Any]:
+    if CHARGE_FAILS["on"]:
+        raise RuntimeError("card <b>declined</b>")
+    return {"ok": True}
+
+
+async def _billing(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
+    await workflow.do("loadCustomer", "console.load", {"id": data["customer"]})
+    charged = await workflow.do("chargeCard", "console.charge", {"amount": 1},
+                                retries=1, retry_delay=0)
+    return {"charged": charged["ok"]}
+
+
+@pytest.fixture
+def billing_workflow() -> Iterator[str]:
+    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
+    pikku_func(name="console.load")(_load_customer)
+    pikku_func(name="console.charge")(_charge)
+    wire_workflow(name="console-billing", func=_billing)
+    CHARGE_FAILS["on"] = True
+    yield "console-billing"
+    registry.clear()
+    registry.workflows.update(saved_w)
+    registry.rpcs.update(saved_r)
+
+
+def test_runs_made_by_the_runtime(tmp_path: Path, billing_workflow: str) -> None:
+    """A run failed by the real runtime, resumed from the console, completed by a worker."""
+    url = f"sqlite:{tmp_path / 'runs.db'}"
+
+    async def start_and_drain() -> str:
+        async with WorkflowRuntime(state=open_store(url)) as runtime:
+            handle = await runtime.client(billing_workflow).start({"customer": "c1"})
+            await runtime.drain()
+            return handle.run_id
+
+    async def recover_and_drain() -> None:
+        async with WorkflowRuntime(state=open_store(url)) as runtime:
+            await runtime.recover()
+            await runtime.drain()
+
+    run_id = asyncio.run(start_and_drain())
+    with client_for(url) as client:
+        html = client.get(f"/runs/{run_id}").text
+        assert 'id="run-status">failed' in html
+        assert "attempt 2 of 2" in html and "card &lt;b&gt;declined&lt;/b&gt;" in html
+        assert "RuntimeError" in html and 'class="traceback"' in html  # a real traceback
+        assert re.findall(r'data-step-key="([^"]+)"', html) == ["loadCustomer", "chargeCard"]
+        listing = client.get("/", params={"workflow": billing_workflow}).text
+        assert re.findall(r'data-run-id="([^"]+)"', listing) == [run_id]
+
+        done = client.post(f"/runs/{run_id}/resume", data={"csrf": csrf_of(client, run_id)},
+                           follow_redirects=False)
+        assert done.status_code == 303
+        CHARGE_FAILS["on"] = False
+        asyncio.run(recover_and_drain())
+
+        html = client.get(f"/runs/{run_id}").text
+        assert 'id="run-status">completed' in html
+        assert 'id="output"' in html and "charged" in html
+        assert html.count('<span class="badge s-failed">failed</span>') == 2  # two attempts
+        assert 'id="actions"' not in html
