@@ -114,11 +114,17 @@ def attached(carrier: Carrier | None) -> Iterator[None]:
         context.detach(token)
 
 
-def start_span(name: str, **attributes: Any) -> Any:
-    """A span (child of the current one) that the caller ends, or ``None`` when off."""
+def start_span(name: str, *, parent: Any = None, **attributes: Any) -> Any:
+    """A span (child of ``parent``, else of the current span) that the caller ends, or
+    ``None`` when off."""
     if _MODULE not in sys.modules:
         return None
-    return _tracer().start_span(name, attributes=_attributes(attributes))
+    context = None
+    if parent is not None:
+        from opentelemetry import trace
+
+        context = trace.set_span_in_context(parent)
+    return _tracer().start_span(name, context=context, attributes=_attributes(attributes))
 
 
 @contextlib.contextmanager

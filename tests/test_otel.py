@@ -128,6 +128,29 @@ async def test_spans_per_pass_and_attempt_in_the_trace_of_client_start(
         assert all(a.parent is not None and a.parent.span_id in pass_ids for a in attempts)
 
 
+async def test_a_resumed_continuation_parents_its_steps_to_the_resuming_pass(
+    spans: InMemorySpanExporter,
+) -> None:
+    @pikku_func(name="otel.triple")
+    def triple(data: int) -> int:
+        return data * 3
+
+    async def flow(workflow: Workflow, n: int) -> int:
+        tripled = int(await workflow.do("remote", "otel.triple", n))  # parks the pass
+        return int(await workflow.do("local", lambda: tripled + 1))  # runs in the next pass
+
+    wire_workflow(name="otel_resume", func=flow, execution_mode="remote")
+    async with WorkflowRuntime(InMemoryWorkflowStateService(), InProcessQueue()) as rt:
+        handle = await rt.client("otel_resume").start(2)
+        assert await handle.result(timeout=30) == 7
+    passes = sorted(_named(spans, "pikku.run_pass"), key=lambda p: p.start_time or 0)
+    assert len(passes) >= 2
+    (local,) = [a for a in _named(spans, "pikku.step_attempt") if _attrs(a)["pikku.step"] == "local"]
+    assert local.parent is not None and passes[0].context is not None
+    assert local.parent.span_id != passes[0].context.span_id  # not the pass that made the task
+    assert local.parent.span_id in {p.context.span_id for p in passes[1:] if p.context is not None}
+
+
 async def test_a_failed_run_marks_its_pass_span_as_an_error(spans: InMemorySpanExporter) -> None:
     def broken() -> int:
         raise RuntimeError("always")

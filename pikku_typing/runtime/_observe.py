@@ -30,6 +30,11 @@ __all__ = ["StepAttempt", "job", "recovery", "run_settled", "run_started"]
 
 log = runtime_log
 
+_passes: dict[str, Any] = {}
+"""The span of the pass of each run that this process is running now: a step attempt of a
+live continuation (a workflow task created by an earlier pass) is parented to the pass that
+resumed it, not to the one that created its task."""
+
 
 @contextlib.contextmanager
 def job(current: Job) -> Iterator[None]:
@@ -43,8 +48,13 @@ def job(current: Job) -> Iterator[None]:
             carrier=current.trace,
             workflow=current.workflow,
             run_id=current.run_id,
-        ):
-            yield
+        ) as span:
+            _passes[current.run_id] = span
+            try:
+                yield
+            finally:
+                if _passes.get(current.run_id) is span:
+                    del _passes[current.run_id]
     else:
         with _otel.attached(current.trace):
             yield
@@ -114,6 +124,7 @@ class StepAttempt:
         )
         self._span: Any = _otel.start_span(
             "pikku.step_attempt",
+            parent=_passes.get(run_id),
             workflow=workflow, run_id=run_id, step=step_key, attempt=attempt, rpc=rpc,
         )
 
