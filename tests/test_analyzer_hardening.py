@@ -236,3 +236,25 @@ def test_folding_is_bounded(tmp_path: Path) -> None:
     result = analyze(load_config(root), use_cache=False)
     names = [s["step_name"] for s in result.data["workflows"][0]["steps"]]
     assert names == ["<dynamic>", "<dynamic>", "ab" * 32]
+
+
+def test_function_used_in_the_body_and_inside_a_step(tmp_path: Path) -> None:
+    """A helper called from the body (its steps are the workflow's) and from inside an inline
+    step (NESTED_STEP), in either order: both uses are seen."""
+    orders = ("await inner()\n    await workflow.do('a', inner)", "await workflow.do('a', inner)\n    await inner()")
+    for index, order in enumerate(orders):
+        (tmp_path / str(index)).mkdir()
+        root = project(
+            tmp_path / str(index),
+            {
+                "flow.py": "from pikku_typing import Workflow, wire_workflow\n"
+                "async def flow(workflow: Workflow, data: dict) -> None:\n"
+                "    async def inner():\n"
+                "        await workflow.do('b', lambda: 1)\n"
+                f"    {order}\n"
+                "wire_workflow(name='flow', func=flow)\n",
+            },
+        )
+        result = analyze(load_config(root), use_cache=False)
+        assert [s["step_name"] for s in result.data["workflows"][0]["steps"]] == ["b", "a"]
+        assert [(d.code, d.line) for d in result.diagnostics] == [("NESTED_STEP", 4)]

@@ -248,6 +248,10 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
                 "import functools\nawait workflow.do('a', functools.partial(helper, workflow))",
                 header=HELPER.replace("1)", "1)  # <-"),
             ),
+            # a function used both ways: its steps are steps of the body, and nested in the step
+            wf("await helper(workflow)\nawait workflow.do('a', lambda: helper(workflow))", header=HELPER.replace("1)", "1)  # <-")),
+            wf('async def inner():\n    await workflow.do("b", lambda: 1)  # <-\nawait inner()\nawait workflow.do("a", inner)'),
+            wf('async def inner():\n    await workflow.do("b", lambda: 1)  # <-\nawait workflow.do("a", inner)\nawait inner()'),
         ],
     ),
     "UNKNOWN_EVENT": (

@@ -675,6 +675,9 @@ class StepWalker:
         """Steps started inside the function of an inline step (``NESTED_STEP``)."""
         self._branch_ids = 0
         self._walked: set[int] = set()
+        self._walked_modes: set[tuple[int, bool]] = set()
+        """(function, in_step): a function is walked once as part of the body (its steps are
+        the workflow's) and once inside a step (its steps are nested), as it is used."""
         self._pending: dict[int, tuple[ast.FunctionDef | ast.AsyncFunctionDef, _Ctx]] = {}
         self._local_funcs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
         self._pending_lambdas: dict[str, tuple[ast.Lambda, _Ctx]] = {}
@@ -708,6 +711,7 @@ class StepWalker:
         new_aliases: set[str],
     ) -> None:
         self._walked.add(id(node))
+        self._walked_modes.add((id(node), ctx.in_step))
         self._pending.pop(id(node), None)
         params = _param_names(node)
         aliases = (ctx.aliases - params) | new_aliases
@@ -729,7 +733,7 @@ class StepWalker:
         ctx: _Ctx,
         closure: bool = True,
     ) -> None:
-        if id(node) in self._walked:
+        if (id(node), ctx.in_step) in self._walked_modes:
             return
         params = _positional_params(node)
         new_aliases: set[str] = set()
@@ -1092,7 +1096,7 @@ class StepWalker:
             local = self._local_funcs.get(target.id)
             if local is not None:
                 step.setdefault("type", "inline")
-                if id(local) not in self._walked:
+                if (id(local), True) not in self._walked_modes:
                     self._walk_function(local, in_step, set())
                 return
             pending = self._pending_lambdas.pop(target.id, None)
