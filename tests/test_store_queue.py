@@ -194,6 +194,19 @@ async def test_a_job_not_due_stays_queued(tmp_path: Path) -> None:
     await queue.close()
 
 
+async def test_a_damaged_queue_database_is_a_clear_error(tmp_path: Path) -> None:
+    from pikku_typing.errors import StateCorruptedError
+
+    path = tmp_path / "q.db"
+    path.write_bytes(b"this is not a database" * 100)
+    queue = StoreQueue(path)
+    with pytest.raises(StateCorruptedError, match="--recover"):
+        await queue.enqueue(store_queue_app.make_job("a"))
+    with pytest.raises(StateCorruptedError):
+        await queue.check()  # what pikku-worker calls before serving
+    assert path.read_bytes() == b"this is not a database" * 100  # left untouched
+
+
 def test_two_processes_never_claim_the_same_job(tmp_path: Path) -> None:
     import asyncio
 

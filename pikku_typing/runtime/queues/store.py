@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from pydantic import ValidationError
 
 from pikku_typing._log import fields, worker_log
-from pikku_typing.errors import StoreUnavailableError
+from pikku_typing.errors import StateCorruptedError, StoreUnavailableError
 from pikku_typing.runtime import process
 from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
 
@@ -215,6 +215,14 @@ class StoreQueue(WorkflowQueue):
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         except sqlite3.Error as exc:
             conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                exc, sqlite3.OperationalError
+            ):
+                raise StateCorruptedError(
+                    f"job queue {str(self.path)!r} cannot be read ({exc}); it only holds "
+                    "queued jobs: move it away and start the worker with --recover (the runs "
+                    "are in the store, untouched)"
+                ) from exc
             raise StoreUnavailableError(f"cannot open job queue {str(self.path)!r}: {exc}") from exc
         except BaseException:
             conn.close()
@@ -260,6 +268,13 @@ class StoreQueue(WorkflowQueue):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreUnavailableError(f"job queue {str(self.path)!r}: {exc}") from exc
                 raise
+
+    async def check(self) -> None:
+        """Open (and create) the queue database: :class:`StoreUnavailableError` when it
+        cannot be opened, :class:`StateCorruptedError` when it is damaged. ``pikku-worker``
+        calls it before serving."""
+        with self._read():
+            pass
 
     # --------------------------------------------------------------- signals
     def _event(self) -> asyncio.Event:
