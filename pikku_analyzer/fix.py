@@ -4,9 +4,12 @@
   literal is rewritten to that name (same quotes and prefix).
 * ``NON_DETERMINISTIC_CALL`` of ``time.time()``, ``datetime.now(...)``, ``uuid.uuid4()`` or
   ``random.random()`` in an ``async`` workflow body (or helper): rewritten to the recorded
-  helpers of SPEC section 8 — ``(await workflow.now()).timestamp()``, ``await workflow.now()``
-  (``datetime.now(tz)`` with another zone: ``(await workflow.now()).astimezone(tz)``),
-  ``await workflow.uuid4()``, ``await workflow.random()`` — with the workflow parameter's
+  helpers of SPEC section 8, keeping what the call returned —
+  ``(await workflow.now()).timestamp()`` (a float), ``await workflow.now()`` for
+  ``datetime.now(timezone.utc)`` (aware UTC), ``(await workflow.now()).astimezone(tz)`` for
+  another zone, ``(await workflow.now()).astimezone().replace(tzinfo=None)`` for
+  ``datetime.now()`` (naive local time: an aware value would break comparisons with other
+  naive ones), ``await workflow.uuid4()``, ``await workflow.random()`` — with the workflow parameter's
   own name, parenthesised where an attribute, subscript or call follows. A call in a
   ``lambda``, a plain ``def`` or a generator expression (where ``await`` is not allowed or
   changes the meaning) is left alone. An import that the rewrite leaves unused (``import
@@ -162,6 +165,19 @@ class _Rewriter(cst.CSTTransformer):
             return updated_node
         if name == "time.time":
             return _keep_parens(_method(recorded, "timestamp", []), updated_node)
+        if name == "datetime.datetime.now":  # naive local time, as before
+            local = _method(recorded, "astimezone", [])
+            naive = cst.Call(
+                func=cst.Attribute(value=local, attr=cst.Name("replace")),
+                args=[
+                    cst.Arg(
+                        keyword=cst.Name("tzinfo"),
+                        value=cst.Name("None"),
+                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")),
+                    )
+                ],
+            )
+            return _keep_parens(naive, updated_node)
         return _keep_parens(recorded, updated_node)
 
     def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.Attribute:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -183,7 +184,7 @@ def test_fix_rewrites_non_deterministic_calls_to_the_recorded_helpers(tmp_path: 
     rewritten = {
         "    return random.random()": "    return await w.random()",  # a helper: its own parameter
         "    started = time.time()  # keep this comment": "    started = (await wf.now()).timestamp()  # keep this comment",
-        "    now = datetime.now()": "    now = await wf.now()",
+        "    now = datetime.now()": "    now = (await wf.now()).astimezone().replace(tzinfo=None)",
         "    utc = datetime.now(timezone.utc)": "    utc = await wf.now()",
         '    local = datetime.now(ZoneInfo("Europe/Helsinki"))': '    local = (await wf.now()).astimezone(ZoneInfo("Europe/Helsinki"))',
         "    token = uuid.uuid4().hex": "    token = (await wf.uuid4()).hex",
@@ -224,3 +225,35 @@ def test_fix_diff_shows_the_helper_rewrite_without_writing(
     assert path.read_text(encoding="utf-8") == NONDET
     assert "-    token = uuid.uuid4().hex\n" in out
     assert "+    token = (await wf.uuid4()).hex\n" in out
+
+
+def test_helper_rewrite_keeps_the_values_types() -> None:
+    """The rewritten calls return what the originals returned (a float, a naive local
+    datetime, an aware one), now from the recorded ``workflow.now()``."""
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+
+    line = "    return time.time(), datetime.now(), datetime.now(timezone.utc), datetime.now(tz)\n"
+    source = "import time\nfrom datetime import datetime, timezone\nasync def f(wf, tz):\n" + line
+    calls = {
+        (4, line.index("time.time")): ("time.time", "wf"),
+        (4, line.index("datetime.now()")): ("datetime.datetime.now", "wf"),
+        (4, line.index("datetime.now(timezone")): ("datetime.datetime.now", "wf"),
+        (4, line.index("datetime.now(tz)")): ("datetime.datetime.now", "wf"),
+    }
+    new = rewrite(source, FileEdit(Path("f.py"), "f.py", calls=calls))
+    assert "time.time" not in new and "datetime.now" not in new
+    recorded = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    class FakeWorkflow:
+        async def now(self) -> datetime:
+            return recorded
+
+    namespace: dict[str, object] = {}
+    exec(compile(new, "f.py", "exec"), namespace)
+    helsinki = timezone(timedelta(hours=2))
+    stamp, naive, aware, zoned = asyncio.run(namespace["f"](FakeWorkflow(), helsinki))  # type: ignore[operator]
+    assert stamp == recorded.timestamp()
+    assert naive.tzinfo is None and naive == recorded.astimezone().replace(tzinfo=None)
+    assert aware == recorded and aware.tzinfo is not None
+    assert zoned == recorded and zoned.utcoffset() == timedelta(hours=2)
