@@ -30,7 +30,8 @@ Design (decided for issue 15, see README "Deployment shapes"):
   run) runs out.
 * Runs made due in the store without a job (``pikku-runs resume``, ``store.send_event``
   called directly) are found by a sweep of suspended runs whose ``wake_at`` has passed,
-  every ``sweep_interval`` seconds, when the queue was made for a store.
+  every ``sweep_interval`` seconds (longer when a sweep is slow: at most about 5% of the
+  time is spent sweeping), when the queue was made for a store.
 * Polling, not a filesystem watch: a watch of the database's WAL file (watchfiles) fires on
   every write of any process, including the queue's own, and still needs the read to know
   whether a job is due; the poll read is cheaper than the watch's thread and portable.
@@ -550,6 +551,7 @@ class StoreQueue(WorkflowQueue):
         event = self._event()
         renew_every = self.lease_seconds / 3
         last_renew = last_rescue = last_sweep = time.monotonic()
+        sweep_every = self.sweep_interval
         self.rescue()
         try:
             while stop is None or not stop.is_set():
@@ -564,12 +566,14 @@ class StoreQueue(WorkflowQueue):
                 if tick - last_rescue >= 1.0:
                     self.rescue()
                     last_rescue = tick
-                if self.sweep_interval and tick - last_sweep >= self.sweep_interval:
-                    last_sweep = tick
+                if sweep_every and tick - last_sweep >= sweep_every:
                     try:
                         await self.sweep()
                     except Exception as exc:  # the store may be briefly away
                         log.warning("sweeping due runs failed: %s: %s", type(exc).__name__, exc)
+                    last_sweep = time.monotonic()
+                    # a store with many suspended runs: at most ~5% of the time sweeping
+                    sweep_every = max(self.sweep_interval, 20 * (last_sweep - tick))
                 timeout = self.poll_interval
                 if len(running) < concurrency:
                     due = self._next_due(queues)
