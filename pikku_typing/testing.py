@@ -121,7 +121,7 @@ class _EnvRegistry(Registry):
     environment's RPC mocks."""
 
     def __init__(self, base: Registry) -> None:
-        super().__init__(workflows=base.workflows, rpcs=base.rpcs)
+        super().__init__(workflows=base.workflows, rpcs=base.rpcs, events=base.events)
         self.base = base
         self.mocks: dict[str, RPCDefinition] = {}
 

@@ -545,3 +545,22 @@ async def test_two_processes_sending_events_to_one_run_lose_none(
     finally:
         if factory.cleanup is not None:
             factory.cleanup(spec)
+
+
+async def test_the_test_environment_skips_event_timeouts_and_delivers_sent_events() -> None:
+    from pikku_typing.testing import WorkflowTestEnv
+
+    wire_event(name="payment.received", payload=PaymentReceived)
+
+    async def order(workflow: Workflow, data: str) -> str:
+        paid = await workflow.wait_for_event("awaitPayment", "payment.received", timeout="3d")
+        return "timed out" if paid is None else f"paid {paid['amount']}"
+
+    wire_workflow(name="order", func=order, execution_mode="remote")
+    async with WorkflowTestEnv() as env:
+        assert await env.run("order", "a") == "timed out"  # three days pass at once
+        with env.hold_clock():
+            handle = await env.start("order", "b")
+            assert (await env.get_run(handle.run_id)).status is RunStatus.SUSPENDED
+            assert await env.send_event(handle.run_id, "payment.received", {"amount": "2.5"})
+            assert await env.result(handle.run_id) == "paid 2.5"
