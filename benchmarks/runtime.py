@@ -71,7 +71,12 @@ def child_pikku(mode: str, steps: int, store: str, directory: Path) -> dict[str,
     wire_workflow(name="bench_remote", func=remote_flow, execution_mode="remote")
 
     async def main() -> dict[str, Any]:
-        state = open_store(_store_url(store, directory))
+        if store == "sqlite-fsync-all":  # the alternative: bookkeeping commits fsynced too
+            from pikku_typing.state.sqlite import SqliteWorkflowStateService
+
+            state: Any = SqliteWorkflowStateService(directory / "pikku.db", fsync_every_commit=True)
+        else:
+            state = open_store(_store_url(store, directory))
         queue = None
         if os.environ.get("PIKKU_BENCH_QUEUE") == "inprocess":  # --queue inprocess
             from pikku_typing import InProcessQueue

@@ -119,7 +119,11 @@ async def test_each_step_transition_is_one_transaction(store: SqliteWorkflowStat
     begins = [s for s in statements if s.startswith("BEGIN")]
     commits = [s for s in statements if s == "COMMIT"]
     assert begins == ["BEGIN IMMEDIATE"] * 2 and len(commits) == 2
-    assert len(statements) == 8  # per transition: BEGIN, SELECT, UPDATE ... WHERE, COMMIT
+    # per transition: BEGIN, SELECT, UPDATE ... WHERE, COMMIT; the claim (bookkeeping) between
+    # two PRAGMAs that switch off its fsync (see test_bookkeeping_commits_and_fsync_every_commit)
+    pragmas = [s for s in statements if s.startswith("PRAGMA")]
+    assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
+    assert len(statements) == 8 + len(pragmas)
     updates = [s for s in statements if s.startswith("UPDATE")]
     assert all("status" in u.split("WHERE", 1)[1] for u in updates)
 
@@ -189,3 +193,69 @@ async def test_many_steps_keep_creation_order(store: SqliteWorkflowStateService)
     assert list(await store.get_step_states(other.id)) == [
         k for i, k in enumerate(keys) if not i % 3
     ]
+
+
+# ----------------------------------------------------- which commits are fsynced
+
+
+def _commits(store: SqliteWorkflowStateService) -> list[str]:
+    """Trace the store's connection: one entry per COMMIT, 'fsync' or 'no fsync' by the
+    synchronous level in force when it ran."""
+    conn = store._connection()
+    level = {"sync": store.synchronous}
+    commits: list[str] = []
+
+    def trace(statement: str) -> None:
+        text = " ".join(statement.split()).upper()
+        if text.startswith("PRAGMA SYNCHRONOUS ="):
+            level["sync"] = text.rsplit("=", 1)[1].strip()
+        elif text == "COMMIT":
+            commits.append("no fsync" if level["sync"] == "NORMAL" else "fsync")
+
+    conn.set_trace_callback(trace)
+    return commits
+
+
+async def test_an_inline_step_costs_one_fsync(store: SqliteWorkflowStateService) -> None:
+    from pikku_typing import Workflow, WorkflowRuntime, wire_workflow
+    from pikku_typing.wiring import registry
+
+    async def flow(workflow: Workflow, n: int) -> int:
+        return int(await workflow.do("only", lambda: n + 1))
+
+    registry.clear()
+    try:
+        wire_workflow(name="fsync_flow", func=flow, execution_mode="inline")
+        runtime = WorkflowRuntime(store)
+        client = runtime.client("fsync_flow")
+        commits = _commits(store)
+        handle = await client.start(1)
+        assert commits == ["fsync"]  # the new run
+        commits.clear()
+        assert await client.result(handle.run_id, timeout=60) == 2
+        # the pass marks the run running, starts the attempt (bookkeeping), stores the
+        # result (fsync), settles the run (fsync)
+        assert commits.count("fsync") == 2, commits
+        assert commits.count("no fsync") == 2, commits
+        assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        await runtime.close()
+    finally:
+        registry.clear()
+
+
+async def test_bookkeeping_commits_and_fsync_every_commit(db_path: Path) -> None:
+    async with SqliteWorkflowStateService(db_path, fsync_every_commit=True) as strict, \
+            SqliteWorkflowStateService(db_path.with_name("fast.db")) as fast:
+        for s in (strict, fast):
+            run = await s.create_run("wf", {"n": 1})
+            step = StepState(key="a", step_name="a", kind=StepKind.RPC, rpc_name="x.y",
+                             status=StepStatus.PENDING)
+            await s.insert_step(run.id, step)
+            commits = _commits(s)
+            owner = make_owner()
+            token = owner.token
+            assert await s.claim_step(run.id, "a", owner=owner, lease_seconds=30) is not None
+            assert await s.heartbeat_step(run.id, "a", token=token, lease_seconds=30)
+            assert await s.complete_step(run.id, "a", result=1, token=token)
+            expected = ["fsync"] * 3 if s is strict else ["no fsync", "no fsync", "fsync"]
+            assert commits == expected

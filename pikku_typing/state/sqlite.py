@@ -3,10 +3,19 @@
 * stdlib ``sqlite3``, one connection per service (created on first use, guarded by a
   ``threading.Lock``; reopened after a ``fork``). Calls are made synchronously from the
   async methods: each is one short transaction, cheaper than a hop to a thread.
-* WAL journal; ``synchronous=FULL`` by default, so every commit (one per step transition) is
-  fsynced and survives a power loss, not only a process crash. ``synchronous="NORMAL"``
-  trades that for speed (a commit then survives a process crash, and a power loss may roll
-  back the last transactions, never corrupting the database).
+* WAL journal; ``synchronous=FULL`` by default: every commit that something depends on is
+  fsynced and survives a power loss, not only a process crash: a new run, a step's result or
+  final failure, a scheduled step or sleep, a run's settlement or cancel request, an event.
+  The bookkeeping commits (an attempt's start, claim and heartbeat; a pass marking its run
+  running or suspended) are committed with ``synchronous=NORMAL``: they survive a process
+  crash (a crash mid-attempt is still counted) and reach the disk with the next fsynced
+  commit (the WAL is written in order, so a power loss can only drop a tail of bookkeeping
+  commits, after which an attempt runs again uncounted and a run is recovered).
+  That saves one fsync per step (an inline step: one fsync instead of two; see
+  ``benchmarks/floor.py``); ``fsync_every_commit=True`` fsyncs them too.
+  ``synchronous="NORMAL"`` trades all fsyncs for speed (a commit then survives a process
+  crash, and a power loss may roll back the last transactions, never corrupting the
+  database).
 * ``busy_timeout`` (default 30 s): a writer waits for another process's transaction.
 * Every write is ONE transaction, begun with ``BEGIN IMMEDIATE`` (the write lock is taken
   up front, so a read-modify-write never races another process). Step transitions are
@@ -57,6 +66,7 @@ from pikku_typing.models import (
 )
 from pikku_typing.state import _common as c
 from pikku_typing.state.base import (
+    UNSET,
     DamagedRun,
     RunChanges,
     WorkflowStateService,
@@ -112,6 +122,17 @@ _CLAIMABLE_SQL: Final = (
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
 
+def _bookkeeping(changes: RunChanges) -> bool:
+    """A pass marking its run running or suspended (owner, wake-up time): no output, error
+    or cancel request, no settled status."""
+    return (
+        changes.status in (RunStatus.RUNNING, RunStatus.SUSPENDED, UNSET)
+        and changes.output is UNSET
+        and changes.error is UNSET
+        and changes.cancel_requested is UNSET
+    )
+
+
 class SqliteWorkflowStateService(WorkflowStateService):
     """Runs and steps in one SQLite database file (WAL), shared by several processes."""
 
@@ -121,12 +142,14 @@ class SqliteWorkflowStateService(WorkflowStateService):
         *,
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 30.0,
+        fsync_every_commit: bool = False,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = busy_timeout
+        self.fsync_every_commit = fsync_every_commit
         self._lock_dir = self.path.with_name(self.path.name + ".locks")
         self._mutex = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -239,28 +262,39 @@ class SqliteWorkflowStateService(WorkflowStateService):
                 raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``). A bookkeeping one
+        (``durable=False``) commits without an fsync (see the module's docstring)."""
         with self._mutex:
             conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            if not conn.in_transaction:  # the body rolled back
+            if durable or self.fsync_every_commit or self.synchronous == "NORMAL":
+                yield from self._tx_on(conn)
                 return
+            conn.execute("PRAGMA synchronous = NORMAL")
             try:
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+                yield from self._tx_on(conn)
+            finally:
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+
+    def _tx_on(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if not conn.in_transaction:  # the body rolled back
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
     async def close(self) -> None:
         with self._mutex:
@@ -405,7 +439,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
     ) -> WorkflowRun[Any, Any] | None:
         validate_run_id(run_id)
         expect = c.expect_filter(expect_status)
-        with self._tx() as conn:
+        with self._tx(durable=not _bookkeeping(changes)) as conn:
             row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
@@ -447,7 +481,8 @@ class SqliteWorkflowStateService(WorkflowStateService):
         validate_run_id(run_id)
         doc = step.model_dump_json()
         next_us = None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at)
-        with self._tx() as conn:
+        # an attempt's start is bookkeeping; a recorded result or schedule is not
+        with self._tx(durable=step.status is not StepStatus.RUNNING) as conn:
             inserted = conn.execute(
                 "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
                 "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?) "
@@ -478,12 +513,14 @@ class SqliteWorkflowStateService(WorkflowStateService):
         condition: str,
         params: tuple[Any, ...],
         change: Callable[[StepState], bool],
+        *,
+        durable: bool = True,
     ) -> StepState | None:
         """In one transaction: read the step if ``condition`` holds, apply ``change``, write it
         back with the same condition (checking the row count). ``None`` if nothing changed;
         RunNotFoundError for an unknown run."""
         validate_run_id(run_id)
-        with self._tx() as conn:
+        with self._tx(durable=durable) as conn:
             row = conn.execute(
                 f"SELECT doc FROM steps WHERE run_id = ? AND key = ? AND {condition}",
                 (run_id, key, *params),
@@ -535,6 +572,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
             _CLAIMABLE_SQL,
             (c.to_micros(when),),
             lambda s: c.apply_claim(s, owner, lease_seconds, when),
+            durable=False,
         )
 
     async def heartbeat_step(
@@ -547,6 +585,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
             "status = 'running' AND token = ?",
             (token,),
             lambda s: c.apply_heartbeat(s, token, lease_seconds, now),
+            durable=False,
         )
         return step is not None
 
