@@ -31,6 +31,20 @@ def mark(data: str) -> str:
     return data
 
 
+@pikku_func(name="sq.hang")
+async def hang(data: str) -> str:
+    """Log the start; hang while the marker file ``SQ_LOG.hang`` exists (to be killed)."""
+    mark(f"start:{data}")
+    while os.path.exists(os.environ["SQ_LOG"] + ".hang"):
+        await asyncio.sleep(0.05)
+    mark(f"end:{data}")
+    return data
+
+
+async def hanger(workflow: Workflow, data: None) -> str:
+    return str(await workflow.do("hang", "sq.hang", workflow.run_id))
+
+
 async def chain(workflow: Workflow, n: int) -> int:
     for i in range(n):
         await workflow.do("mark", "sq.mark", f"{workflow.run_id}:{i}")
@@ -59,6 +73,7 @@ async def sleeper(workflow: Workflow, data: None) -> None:
 wire_event(name="sq.ping", payload=Ping)
 wire_workflow(name="sq_sleeper", func=sleeper, execution_mode="inline")
 wire_workflow(name="sq_fragile", func=fragile, execution_mode="inline")
+wire_workflow(name="sq_hanger", func=hanger, execution_mode="remote")
 wire_workflow(name="sq_chain", func=chain, execution_mode="remote")
 wire_workflow(name="sq_waiter", func=waiter, execution_mode="inline")
 
@@ -76,6 +91,8 @@ async def _web(argv: list[str]) -> Any:
             return [(await client.start(steps)).run_id for _ in range(count)]
         if action == "wait":
             return (await runtime.client("sq_waiter").start(None)).run_id
+        if action == "hang":
+            return (await runtime.client("sq_hanger").start(None)).run_id
         if action == "fragile":
             return (await runtime.client("sq_fragile").start(None)).run_id
         if action == "sleep":

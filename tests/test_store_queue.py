@@ -390,3 +390,34 @@ def test_a_run_resumed_by_pikku_runs_is_picked_up(
     assert resume.returncode == 0, resume.stderr
     _wait_for(url, [run_id], "completed", [worker])
     _stop(worker)
+
+
+def test_a_killed_worker_s_step_is_taken_over_by_another_worker(
+    tmp_path: Path, workers: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """SIGKILL a worker in the middle of a step: the other worker, already serving, puts the
+    dead worker's job back (its process is gone), abandons the dead attempt and runs the step
+    again; nobody is restarted."""
+    url = f"sqlite:{tmp_path / 'state.db'}"
+    log = tmp_path / "log"
+    env = _env(url, log)
+    hang = tmp_path / "log.hang"
+    hang.write_text("")
+    first = workers(env)
+    run_id = _web(env, "hang")
+    deadline = time.monotonic() + DEADLINE
+    while f"start:{run_id}" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the step never started"
+        assert first.poll() is None
+        time.sleep(0.02)
+    second = workers(env)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    hang.unlink()
+    _wait_for(url, [run_id], "completed", [second])
+    _stop(second)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    starts = [pid for what, pid in lines if what == f"start:{run_id}"]
+    ends = [pid for what, pid in lines if what == f"end:{run_id}"]
+    assert len(starts) == 2 and starts[0] == str(first.pid) and starts[1] == str(second.pid)
+    assert ends == [str(second.pid)]
