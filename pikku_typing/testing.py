@@ -52,7 +52,7 @@ from pikku_typing.errors import (
 )
 from pikku_typing.interaction import _rpc_registry
 from pikku_typing.models import RunStatus, StepState, WorkflowRun
-from pikku_typing.wiring import Registry, RPCDefinition, WorkflowDefinition
+from pikku_typing.wiring import EventDefinition, Registry, RPCDefinition, WorkflowDefinition
 from pikku_typing.wiring import registry as _global_registry
 
 if TYPE_CHECKING:
@@ -131,6 +131,9 @@ class _EnvRegistry(Registry):
 
     def get_workflow(self, name: str) -> WorkflowDefinition:
         return self.base.get_workflow(name)
+
+    def get_event(self, name: str) -> EventDefinition:
+        return self.base.get_event(name)
 
 
 class WorkflowTestEnv:

@@ -484,3 +484,78 @@ async def test_events_children_and_values_mismatches() -> None:
     result = await replay(history, registry=registry, check=False)
     # the recorded "now" is not reached: "random" is new (the history ends there for it)
     assert result.ok and result.unreached == ["now", "bill", "audit"]
+
+
+async def test_real_event_child_and_value_runs_replay_without_side_effects() -> None:
+    """Runs recorded by the real runtime (WorkflowTestEnv): an event wait that times out after
+    a day (instantly, on the environment's clock), one that gets its event, a child run, a
+    started child and recorded values; all replay on the same code, nothing runs again, and a
+    changed event name is flagged."""
+    from typing import TypedDict
+
+    from pikku_typing.wiring import EventDefinition
+
+    class Payment(TypedDict):
+        amount: int
+
+    effects = Calls()
+
+    async def bill(data: dict[str, Any]) -> int:
+        effects.hit("bill")
+        return int(data["amount"]) * 2
+
+    async def billing(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
+        return {"total": await workflow.do("bill", "billing.bill", data)}
+
+    def order_flow(event_name: str) -> Any:
+        async def order(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
+            paid = await workflow.wait_for_event("paid", event_name, timeout="1d")
+            amount = paid["amount"] if paid is not None else 0
+            when = await workflow.now()
+            token = await workflow.uuid4()
+            child = await workflow.run_child("invoice", "billing", {"amount": amount})
+            audit = await workflow.start_child("audit", "billing", {"amount": 1})
+            return {"total": child["total"], "when": when.isoformat(), "token": str(token), "audit": audit}
+
+        return order
+
+    def reg(event_name: str) -> Registry:
+        return Registry(
+            workflows={
+                "order": WorkflowDefinition(name="order", func=order_flow(event_name), input_type=dict[str, Any]),
+                "billing": WorkflowDefinition(name="billing", func=billing, input_type=dict[str, Any]),
+            },
+            rpcs={
+                "billing.bill": RPCDefinition(
+                    name="billing.bill", func=bill, is_async=True, input_type=dict[str, Any], output_type=int
+                )
+            },
+            events={
+                name: EventDefinition(name=name, payload_type=Payment)
+                for name in ("payment.received", "payment.settled")
+            },
+        )
+
+    async with WorkflowTestEnv(registry=reg("payment.received")) as env:
+        timed_out = await env.run("order", {})  # nobody sends: the 1-day timeout passes at once
+        assert timed_out["total"] == 0
+        timed_out_id = env.last_run_id or ""
+        with env.hold_clock():  # else the 1-day timeout passes before the event is sent
+            waiting = await env.start("order", {})
+            assert await env.send_event(waiting.run_id, "payment.received", {"amount": 21})
+        paid = await env.result(waiting.run_id)
+        assert paid["total"] == 42
+        histories = [await env.history(timed_out_id), await env.history(waiting.run_id)]
+        children = [r for r in await env.state.list_runs(workflow="billing") if r.parent_run_id]
+        assert len(children) == 4 and all(r.status is RunStatus.COMPLETED for r in children)
+    before = dict(effects.counts)
+    assert before == {"bill": 4}
+    for history in histories:
+        result = await replay(history, registry=reg("payment.received"))
+        assert result.outcome == "completed"
+        assert {"paid", "now", "uuid4", "invoice", "audit"} <= set(result.replayed_steps)
+    assert effects.counts == before  # no step ran again
+    flagged = await replay(histories[1], registry=reg("payment.settled"), check=False)
+    assert [(p.step_key, p.recorded, p.new) for p in flagged.problems] == [
+        ("paid", "event 'payment.received'", "event 'payment.settled'")
+    ]
