@@ -18,7 +18,7 @@ from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
 pytest.importorskip("starlette", reason="the console extra (pikku-workflows[console])")
 from starlette.testclient import TestClient
 
-from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_workflow
+from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_event, wire_workflow
 from pikku_typing.console import missing_extra, views
 from pikku_typing.console.app import ConsoleSettings, create_app, display_store
 from pikku_typing.console.security import host_allowed, is_loopback, session_value
@@ -531,7 +531,7 @@ async def _billing(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def billing_workflow() -> Iterator[str]:
-    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
+    saved_w, saved_r, saved_e = dict(registry.workflows), dict(registry.rpcs), dict(registry.events)
     pikku_func(name="console.load")(_load_customer)
     pikku_func(name="console.charge")(_charge)
     wire_workflow(name="console-billing", func=_billing)
@@ -540,6 +540,7 @@ def billing_workflow() -> Iterator[str]:
     registry.clear()
     registry.workflows.update(saved_w)
     registry.rpcs.update(saved_r)
+    registry.events.update(saved_e)
 
 
 def test_runs_made_by_the_runtime(tmp_path: Path, billing_workflow: str) -> None:
@@ -578,3 +579,50 @@ def test_runs_made_by_the_runtime(tmp_path: Path, billing_workflow: str) -> None
         assert 'id="output"' in html and "charged" in html
         assert html.count('<span class="badge s-failed">failed</span>') == 2  # two attempts
         assert 'id="actions"' not in html
+
+
+async def _order(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
+    paid = await workflow.wait_for_event("awaitPayment", "console.paid")
+    billed = await workflow.run_child("bill", "console-billing", {"customer": "c9"})
+    return {"paid": paid, "billed": billed}
+
+
+def test_parent_child_and_events_made_by_the_runtime(
+    tmp_path: Path, billing_workflow: str
+) -> None:
+    """A parent waiting for an event, then running a child: the console shows the event,
+    links parent and child both ways and the child step's run."""
+    wire_event(name="console.paid", payload=dict)
+    wire_workflow(name="console-order", func=_order)
+    CHARGE_FAILS["on"] = False
+    url = f"sqlite:{tmp_path / 'runs.db'}"
+
+    async def start() -> str:
+        async with WorkflowRuntime(state=open_store(url)) as runtime:
+            handle = await runtime.client("console-order").start({"order": 1})
+            await runtime.drain()
+            return handle.run_id
+
+    async def pay(run_id: str) -> None:
+        async with WorkflowRuntime(state=open_store(url)) as runtime:
+            assert await runtime.send_event(run_id, "console.paid", {"amount": 3})
+            await runtime.recover()
+            await runtime.drain()
+
+    run_id = asyncio.run(start())
+    with client_for(url) as client:
+        waiting = client.get(f"/runs/{run_id}").text
+        assert 'id="run-status">suspended' in waiting and 'id="events"' not in waiting
+        asyncio.run(pay(run_id))
+        parent = client.get(f"/runs/{run_id}").text
+        assert 'id="run-status">completed' in parent, parent[parent.find("<h1>"):][:300]
+        events = parent[parent.index('<table id="events">') :]
+        assert "console.paid" in events and "awaitPayment" in events
+        children = parent[parent.index('<table id="children">') :]
+        child_id = re.search(r'href="/runs/([0-9a-f]{32})"', children)
+        assert child_id is not None and "console-billing" in children
+        child = client.get(f"/runs/{child_id.group(1)}").text
+        assert 'id="parent"' in child and f'href="/runs/{run_id}"' in child
+        assert 'id="run-status">completed' in child
+        listing = client.get("/", params={"workflow": "console-billing"}).text
+        assert f"child of <a href=\"/runs/{run_id}\">" in listing
