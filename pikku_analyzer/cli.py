@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-generate", action="store_true", help="do not generate the package")
     parser.add_argument(
-        "--fix", action="store_true", help="apply safe fixes (UNKNOWN_RPC with exactly one close match; time.time(), datetime.now(), uuid.uuid4(), random.random() in a workflow body to await workflow.now()/uuid4()/random())"
+        "--fix", action="store_true", help="apply safe fixes (UNKNOWN_RPC, UNKNOWN_EVENT, UNKNOWN_WORKFLOW with exactly one close match; time.time(), datetime.now(), uuid.uuid4(), random.random() in a workflow body to await workflow.now()/uuid4()/random())"
     )
     parser.add_argument("--diff", action="store_true", help="with --fix/--add-ignore: print a diff, change nothing")
     parser.add_argument(

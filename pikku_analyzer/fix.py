@@ -1,7 +1,8 @@
 """``--fix`` and ``--add-ignore``: format-preserving rewrites with libcst.
 
 * ``UNKNOWN_RPC`` with exactly one close match among the defined RPC names: the string
-  literal is rewritten to that name (same quotes and prefix).
+  literal is rewritten to that name (same quotes and prefix). The same for ``UNKNOWN_EVENT``
+  (a declared event name) and ``UNKNOWN_WORKFLOW`` (a wired workflow name).
 * ``NON_DETERMINISTIC_CALL`` of ``time.time()``, ``datetime.now(...)``, ``uuid.uuid4()`` or
   ``random.random()`` in an ``async`` workflow body (or helper): rewritten to the recorded
   helpers of SPEC section 8, keeping what the call returned —
@@ -69,6 +70,11 @@ DETERMINISTIC: dict[str, str] = {
 _UTC = frozenset({"timezone.utc", "datetime.timezone.utc", "UTC", "datetime.UTC", "dt.timezone.utc"})
 
 
+_RENAMED: dict[str, str] = {"UNKNOWN_RPC": "rpc_name", "UNKNOWN_EVENT": "event", "UNKNOWN_WORKFLOW": "workflow"}
+"""Codes whose string literal ``--fix`` renames to the one close match: code -> data key of
+the unknown name."""
+
+
 def plan_edits(result: AnalysisResult, *, fix: bool, add_ignore: list[str]) -> list[FileEdit]:
     edits: dict[str, FileEdit] = {}
 
@@ -79,8 +85,8 @@ def plan_edits(result: AnalysisResult, *, fix: bool, add_ignore: list[str]) -> l
 
     wanted = set(add_ignore)
     for diag in result.diagnostics:
-        if fix and diag.code == "UNKNOWN_RPC":
-            old, new = diag.data.get("rpc_name"), diag.data.get("suggestion")
+        if fix and diag.code in _RENAMED:
+            old, new = diag.data.get(_RENAMED[diag.code]), diag.data.get("suggestion")
             if isinstance(old, str) and isinstance(new, str):
                 edit_for(diag.file).renames[(diag.line, diag.column - 1)] = (old, new)
         if fix and diag.code == "NON_DETERMINISTIC_CALL":

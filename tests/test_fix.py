@@ -257,3 +257,37 @@ def test_helper_rewrite_keeps_the_values_types() -> None:
     assert naive.tzinfo is None and naive == recorded.astimezone().replace(tzinfo=None)
     assert aware == recorded and aware.tzinfo is not None
     assert zoned == recorded and zoned.utcoffset() == timedelta(hours=2)
+
+
+def test_fix_renames_unknown_event_and_workflow_names(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.pikku]\n", encoding="utf-8")
+    source = textwrap.dedent('''
+        from pikku_typing import Workflow, WorkflowRuntime, wire_event, wire_workflow
+
+        wire_event(name="payment.received", payload=dict)
+        wire_event(name="order.cancelled", payload=dict)
+
+        async def order(workflow: Workflow, data: dict) -> None:
+            await workflow.wait_for_event("pay", 'payment.recieved', timeout="1d")  # kept
+            await workflow.run_child("bill", "billng", data)
+            await workflow.wait_for_event("gone", "order." + "canceled")  # not a literal: left
+
+        async def billing(workflow: Workflow, data: dict) -> None:
+            pass
+
+        wire_workflow(name="order", func=order)
+        wire_workflow(name="billing", func=billing)
+        runtime = WorkflowRuntime()
+        client = runtime.client("ordr")
+    ''').lstrip()
+    path = tmp_path / "flow.py"
+    path.write_text(source, encoding="utf-8")
+    assert main([str(tmp_path), "--fix", "--no-generate"]) == 1  # the concatenated name stays
+    after = path.read_text(encoding="utf-8")
+    assert after == (
+        source.replace("'payment.recieved'", "'payment.received'")
+        .replace('"billng"', '"billing"')
+        .replace('client("ordr")', 'client("order")')
+    )
+    result = analyze(load_config(tmp_path), use_cache=False)
+    assert [(d.code, d.line) for d in result.diagnostics] == [("UNKNOWN_EVENT", 9)]
