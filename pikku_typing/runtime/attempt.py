@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pikku_typing.errors import NestedStepError, StepSerializationError
-from pikku_typing.models import ClaimOwner, StepState
+from pikku_typing._log import runtime_log
+from pikku_typing.errors import NestedStepError, StepSerializationError, StoreUnavailableError
+from pikku_typing.models import ClaimOwner, ErrorInfo, StepState
 from pikku_typing.runtime import _observe, codec, steps
 from pikku_typing.runtime.services import Services
+from pikku_typing.runtime.signals import Interrupted
 from pikku_typing.wiring import Registry, StepCall, StepMiddleware
 
 __all__ = ["RUNNING_STEP", "Attempt", "Work", "rpc_work", "run_attempt"]
@@ -141,6 +143,9 @@ async def run_attempt(
                     todo.middleware, step_call(workflow, run_id, step), execute
                 )
                 encoded, value = codec.encode(value, todo.result_type, what=f"{what} result")
+    except (KeyboardInterrupt, SystemExit) as exc:
+        await _abandon_interrupted(services, run_id, step, owner, exc)
+        raise Interrupted(exc) from exc
     except Exception as exc:
         t = steps.now()
         retry_at = (
@@ -162,3 +167,26 @@ async def run_attempt(
         return Attempt("lost")
     observed.succeeded()
     return Attempt("succeeded", value=value, result=encoded)
+
+
+async def _abandon_interrupted(
+    services: Services, run_id: str, step: StepState, owner: ClaimOwner, exc: BaseException
+) -> None:
+    """End an attempt whose code raised ``KeyboardInterrupt``/``SystemExit``: due again at
+    once (another worker runs it). If the store is away, the attempt stays held by this
+    process, which is stopping: a dead holder, abandoned by the next worker that looks."""
+    try:
+        await services.state.fail_step_attempt(
+            run_id, step.key, token=owner.token,
+            error=ErrorInfo(
+                type=type(exc).__name__,
+                message="the worker was interrupted during this attempt; it runs again",
+                step=step.key,
+            ),
+            retry_at=steps.now(),
+        )
+    except (StoreUnavailableError, TimeoutError) as error:
+        runtime_log.warning(
+            "could not abandon the interrupted attempt of step %r of run %s: %s",
+            step.key, run_id, error,
+        )

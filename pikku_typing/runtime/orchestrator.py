@@ -62,7 +62,14 @@ from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, WorkflowRun
 from pikku_typing.runtime import _observe, codec, lifecycle, process, step_jobs, steps
 from pikku_typing.runtime.context import Outcome, RunContext
 from pikku_typing.runtime.services import Services, enqueue_orchestrator
-from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend, Unavailable
+from pikku_typing.runtime.signals import (
+    Cancelled,
+    Interrupted,
+    JobInterrupted,
+    StepFailedError,
+    Suspend,
+    Unavailable,
+)
 from pikku_typing.state.base import RunChanges
 from pikku_typing.wiring import WorkflowDefinition
 
@@ -217,6 +224,8 @@ class Orchestrator:
         except Unavailable as exc:
             ctx.infra = ctx.infra or exc.error
             raise ctx.infra from None
+        except Interrupted as exc:  # a step was interrupted: the worker stops
+            raise JobInterrupted(exc.original) from None
         except StoreUnavailableError:
             raise
         except StepFailedError as exc:

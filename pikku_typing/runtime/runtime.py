@@ -45,6 +45,7 @@ from pikku_typing.runtime import steps as steps_module
 from pikku_typing.runtime.orchestrator import Orchestrator
 from pikku_typing.runtime.queues.base import Job, WorkflowQueue
 from pikku_typing.runtime.services import Services, enqueue_orchestrator, typed_run
+from pikku_typing.runtime.signals import Interrupted, JobInterrupted
 from pikku_typing.runtime.workers import handle_job as dispatch_job
 from pikku_typing.state.base import WorkflowStateService
 from pikku_typing.wiring import Registry, WorkflowDefinition, registry, workflow_version
@@ -293,6 +294,8 @@ class WorkflowRuntime:
         self._settled: dict[str, list[asyncio.Event]] = {}
         self._serving = 0
         self.sweep_interval = sweep_interval
+        self._stop: asyncio.Event | None = None
+        self._interrupt: BaseException | None = None
         self.services = Services(
             state=self.state,
             queue=self.queue,
@@ -353,6 +356,21 @@ class WorkflowRuntime:
             raise
         except TRANSIENT_ERRORS:
             raise
+        except (Interrupted, JobInterrupted) as exc:
+            # A step raised KeyboardInterrupt/SystemExit: its attempt was abandoned (it runs
+            # again). Serving: stop taking jobs, let the others finish, give this job back to
+            # the queue (raised), and serve() re-raises the interrupt once stopped. Not
+            # serving (drain): the interrupt propagates like a Ctrl-C.
+            if self._stop is None:
+                raise exc.original from None
+            log.warning(
+                "%s job of run %s (%s): a step raised %s; the worker stops (the attempt "
+                "runs again)", job.kind, job.run_id, job.workflow, type(exc.original).__name__,
+            )
+            if self._interrupt is None:
+                self._interrupt = exc.original
+            self._stop.set()
+            raise JobInterrupted(exc.original) from None
         except StateCorruptedError as exc:
             # one damaged run never stops the others: nothing was written, the record is
             # left for an operator (pikku-runs show explains it)
@@ -387,6 +405,8 @@ class WorkflowRuntime:
         Every ``sweep_interval`` seconds a backstop :meth:`sweep` queues the runs whose
         wake-up may have been lost to an outage."""
         stop = stop if stop is not None else asyncio.Event()
+        self._stop = stop
+        self._interrupt = None
         sigterm = _SigtermHandler.install(stop) if handle_signals else None
         sweeper = (
             asyncio.ensure_future(self._sweep_loop(self.sweep_interval))
@@ -414,6 +434,14 @@ class WorkflowRuntime:
                     await sweeper
             if sigterm is not None:
                 sigterm.uninstall()
+            self._stop = None
+        interrupt = self._take_interrupt()
+        if interrupt is not None:  # a step raised KeyboardInterrupt / SystemExit
+            raise interrupt
+
+    def _take_interrupt(self) -> BaseException | None:
+        interrupt, self._interrupt = self._interrupt, None
+        return interrupt
 
     async def sweep(self) -> int:
         """Queue a pass for every suspended run that nothing may wake any more: its wake-up

@@ -7,7 +7,14 @@ from __future__ import annotations
 from pikku_typing.errors import StoreUnavailableError, WorkflowFailedError
 from pikku_typing.models import ErrorInfo
 
-__all__ = ["Cancelled", "StepFailedError", "Suspend", "Unavailable"]
+__all__ = [
+    "Cancelled",
+    "Interrupted",
+    "JobInterrupted",
+    "StepFailedError",
+    "Suspend",
+    "Unavailable",
+]
 
 
 class Suspend(BaseException):
@@ -27,6 +34,25 @@ class Unavailable(BaseException):
     def __init__(self, error: StoreUnavailableError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class Interrupted(BaseException):
+    """A step's code raised ``KeyboardInterrupt`` or ``SystemExit`` (``original``): its
+    attempt was abandoned (it runs again), and this unwinds the pass (no ``except`` of the
+    workflow catches it) up to the job, which stops the worker."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+
+class JobInterrupted(Exception):
+    """The form of :class:`Interrupted` that may leave an asyncio task (a ``BaseException``
+    escaping a task would stop the event loop): raised out of a pass to the job handler."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"a step raised {type(original).__name__}: the worker stops")
+        self.original = original
 
 
 class StepFailedError(WorkflowFailedError):

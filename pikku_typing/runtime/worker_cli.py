@@ -271,10 +271,18 @@ async def _serve(loaded: Any, args: argparse.Namespace) -> int:
                 runtime.state,
                 runtime.queue,
             )
-            await runtime.serve(stop=stop, concurrency=concurrency, queues=queues)
+            await runtime.serve(
+                stop=stop, concurrency=concurrency, queues=queues, handle_signals=False
+            )
         except asyncio.CancelledError:
             if signals < 2:
                 raise
+        except (KeyboardInterrupt, SystemExit) as exc:  # raised by a step: runs elsewhere
+            log.warning(
+                "pikku-worker %d stopped: a step raised %s (its attempt runs again)",
+                os.getpid(), type(exc).__name__,
+            )
+            raise
         log.info("pikku-worker %d stopped", os.getpid())
         return EXIT_OK
     except StoreUnavailableError as exc:
