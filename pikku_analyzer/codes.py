@@ -169,6 +169,15 @@ _CODES: Final = (
         "declare it with wire_event(name=..., payload=...) or fix the name",
     ),
     Code(
+        "NON_LITERAL_EVENT_NAME",
+        "error",
+        "Event name is not static",
+        "wire_event(...) has no name=, an empty one, or one that is not a string known "
+        "statically (a literal or built from constants): waits and sends cannot be checked "
+        "against it, and the generated stubs are keyed by event name (SPEC section 8).",
+        "use wire_event(name=\"order.paid\", payload=...) with a string literal or constant",
+    ),
+    Code(
         "DUPLICATE_EVENT_NAME",
         "error",
         "Event name declared twice",

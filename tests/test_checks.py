@@ -276,6 +276,18 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             ),
         ],
     ),
+    "NON_LITERAL_EVENT_NAME": (
+        [
+            wf("pass", header=EVENT),
+            wf("pass", header=EVENT + 'P = "order"\nwire_event(name=P + ".paid", payload=dict)\n'),
+        ],
+        [
+            wf("pass", header=EVENT + "wire_event(name=make_name(), payload=dict)  # <-\n"),
+            wf("pass", header=EVENT + 'wire_event(name="", payload=dict)  # <-\n'),
+            wf("pass", header=EVENT + "wire_event(payload=dict)  # <-\n"),
+            wf("pass", header=EVENT + "wire_event(**spec)  # <-\n"),
+        ],
+    ),
     "DUPLICATE_EVENT_NAME": (
         [
             wf("pass", header=EVENT),
