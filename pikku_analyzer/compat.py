@@ -319,12 +319,20 @@ def _outputs(
     return None
 
 
-def compare(baseline: AnalysisReport, current: AnalysisReport, *, root: Path | None = None) -> list[Finding]:
+def compare(
+    baseline: AnalysisReport,
+    current: AnalysisReport,
+    *,
+    root: Path | None = None,
+    unreadable: frozenset[str] = frozenset(),
+) -> list[Finding]:
     """Every incompatibility of ``current`` for runs started with ``baseline`` (both with
     their ``types`` tables; a version-1 baseline has none: its types compare by name).
     ``root``: where the current sources are, to leave out steps in ``workflow.patched(...)``
     branches (:func:`patched_ranges`)."""
     patched = _PatchedLines(root)
+    # ``unreadable``: files that do not parse now (SYNTAX_ERROR, ...): their workflows are not
+    # "removed", they are unknown until the file parses again
     types = TypeCompat(dict(baseline.types), dict(current.types))
     old_shapes = ShapeBuilder(None)
     old_shapes.types = dict(baseline.types)
@@ -339,6 +347,8 @@ def compare(baseline: AnalysisReport, current: AnalysisReport, *, root: Path | N
         if old.name == DYNAMIC:
             continue
         new = now.get(old.name)
+        if new is None and old.file in unreadable:
+            continue
         if new is None:
             findings.append(
                 Finding(
@@ -552,7 +562,11 @@ def check_baseline(result: AnalysisResult, spec: str) -> list[Diag]:
 
     baseline = read_baseline(spec, result.config, cwd=Path.cwd())
     current = with_type_shapes(result.report, result.config)
-    diags = [f.to_diag() for f in compare(baseline, current, root=result.config.root)]
+    broken = frozenset(
+        d.file for d in result.diagnostics if d.code in ("SYNTAX_ERROR", "UNREADABLE_FILE", "FILE_TOO_LARGE")
+    )
+    findings = compare(baseline, current, root=result.config.root, unreadable=broken)
+    diags = [f.to_diag() for f in findings]
     diags = apply_suppressions(diags, result.suppressions)
     merged = sorted(set(result.diagnostics) | set(diags), key=Diag.sort_key)
     result.diagnostics[:] = merged

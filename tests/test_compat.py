@@ -384,6 +384,17 @@ def test_bad_baseline_files_are_one_line_exit_2(
     assert code == 2 and "no such file" in err
 
 
+def test_a_file_that_does_not_parse_is_not_a_removed_workflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = write_project(tmp_path / "base")
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(meta_of(base), encoding="utf-8")
+    new = write_project(tmp_path / "new", [("flow", "async def checkout(", "async def checkout(:")])
+    code, out, _ = _cli(capsys, str(new), "--no-generate", "--no-cache", "--baseline", str(baseline))
+    assert code == 1 and "SYNTAX_ERROR" in out and "WORKFLOW_REMOVED" not in out
+
+
 def test_watch_and_baseline_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _cli(capsys, str(tmp_path), "--watch", "--baseline", "x.json")
     assert code == 2 and "--watch" in err
