@@ -559,3 +559,31 @@ async def test_real_event_child_and_value_runs_replay_without_side_effects() -> 
     assert [(p.step_key, p.recorded, p.new) for p in flagged.problems] == [
         ("paid", "event 'payment.received'", "event 'payment.settled'")
     ]
+
+
+def test_pikku_runs_replay_imports_the_generated_wirings_by_default(tmp_path: Path) -> None:
+    """Without --app, the generated <package>.workflow_wirings of the [tool.pikku] project around
+    the current directory is the current code (here: a copy of the example app)."""
+    import shutil
+
+    project = tmp_path / "examples"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples", project)
+    history = {
+        "pikku_history": 1,
+        "run": {
+            "id": "run-1",
+            "workflow": "onboarding",
+            "status": "suspended",
+            "input": {"email": "a@example.com", "name": "A", "plan_price": "9.50"},
+        },
+        "steps": [],
+    }
+    (project / "h.json").write_text(json.dumps(history), encoding="utf-8")
+    ok = _runs(project, "replay", "--from", "h.json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "all replay" in ok.stdout and "end of history" in ok.stdout
+    history["run"]["workflow"] = "gone"  # type: ignore[index]
+    (project / "h.json").write_text(json.dumps(history), encoding="utf-8")
+    gone = _runs(project, "replay", "--from", "h.json", "--format", "json")
+    assert gone.returncode == 1
+    assert json.loads(gone.stdout)["runs"][0]["problems"][0]["kind"] == "workflow"
