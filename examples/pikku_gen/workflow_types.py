@@ -14,4 +14,16 @@ class KnownRPCName:
     a name that is not in the RPC map is reported as not being a ``KnownRPCName``."""
 
 
-__all__ = ["KnownRPCName", "RPCInvoker", "Workflow", "rpc", "wire_workflow"]
+class KnownEventName:
+    """Never instantiated: the stubs' last ``wait_for_event`` overload takes an event name of
+    this type, so a name that no ``wire_event`` declares is reported as not being one."""
+
+
+__all__ = [
+    "KnownEventName",
+    "KnownRPCName",
+    "RPCInvoker",
+    "Workflow",
+    "rpc",
+    "wire_workflow",
+]

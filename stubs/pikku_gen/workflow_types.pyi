@@ -2,6 +2,8 @@
 # mypy: ignore-errors
 """Typed ``Workflow`` (``do`` overloaded per RPC name), ``rpc`` and ``wire_workflow``."""
 
+import datetime
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Literal, NoReturn, Protocol, TypeVar, final, overload
 
@@ -9,9 +11,16 @@ from pikku_typing.durations import Duration
 from pikku_typing.models import WorkflowRun
 from pikku_typing.wiring import StepMiddleware, WorkflowDefinition
 
+from .workflow_map import KnownWorkflowName
+
 import app.types
 
 _T = TypeVar("_T")
+
+@final
+class KnownEventName:
+    """Not a real type: an event name that no ``wire_event`` declares is reported as "not
+    assignable to KnownEventName". Run ``pikku-analyze`` after declaring an event."""
 
 @final
 class KnownRPCName:
@@ -98,6 +107,50 @@ class Workflow(Protocol):
         retries: int | None = None,
         retry_delay: Duration | None = None,
     ) -> NoReturn: ...
+    async def wait_for_event(
+        self,
+        step_name: str,
+        event_name: KnownEventName,
+        timeout: Duration | None = None,
+        *,
+        description: str | None = None,
+    ) -> NoReturn: ...
+    @overload
+    async def run_child(
+        self,
+        step_name: str,
+        workflow_name: Literal["onboarding"],
+        input: app.types.OnboardingInput,
+        *,
+        description: str | None = None,
+    ) -> app.types.OnboardingOutput: ...
+    @overload
+    async def run_child(
+        self,
+        step_name: str,
+        workflow_name: KnownWorkflowName,
+        input: object,
+        *,
+        description: str | None = None,
+    ) -> NoReturn: ...
+    @overload
+    async def start_child(
+        self,
+        step_name: str,
+        workflow_name: Literal["onboarding"],
+        input: app.types.OnboardingInput,
+        *,
+        description: str | None = None,
+    ) -> str: ...
+    @overload
+    async def start_child(
+        self,
+        step_name: str,
+        workflow_name: KnownWorkflowName,
+        input: object,
+        *,
+        description: str | None = None,
+    ) -> NoReturn: ...
     async def sleep(
         self,
         step_name: str,
@@ -105,6 +158,10 @@ class Workflow(Protocol):
         *,
         description: str | None = None,
     ) -> None: ...
+    async def now(self) -> datetime.datetime: ...
+    async def uuid4(self) -> uuid.UUID: ...
+    async def random(self) -> float: ...
+    def patched(self, change_id: str) -> Awaitable[bool]: ...
 
 def wire_workflow(
     *,
@@ -144,4 +201,11 @@ class RPCInvoker:
 
 rpc: Final[RPCInvoker]
 
-__all__ = ["KnownRPCName", "RPCInvoker", "Workflow", "rpc", "wire_workflow"]
+__all__ = [
+    "KnownEventName",
+    "KnownRPCName",
+    "RPCInvoker",
+    "Workflow",
+    "rpc",
+    "wire_workflow",
+]

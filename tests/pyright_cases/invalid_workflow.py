@@ -40,6 +40,12 @@ async def bad_steps(workflow: Workflow, data: OnboardingInput) -> OnboardingOutp
     await rpc.invoke("users.fetch", {"user_id": "u1"})
     # expect-error pyright: "user" is an undefined item in type "GetUserInput" | mypy: No overload variant of "invoke" of "RPCInvoker"
     await rpc.invoke("users.get", {"user": "u1"})
+    # a child workflow that is not wired
+    # expect-error pyright: "Literal['onbording']" is not assignable to "KnownWorkflowName" | mypy: No overload variant of "start_child" of "Workflow"
+    await workflow.start_child("k", "onbording", data)
+    # an event that no wire_event declares
+    # expect-error pyright: "Literal['paid']" is not assignable to "KnownEventName" | mypy: Argument 2 to "wait_for_event" of "Workflow" has incompatible type "str"; expected "KnownEventName"
+    await workflow.wait_for_event("l", "paid")
     return {"user_id": user.id, "tax": data["plan_price"], "emails_sent": count + len(tax)}
 
 

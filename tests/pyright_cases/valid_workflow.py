@@ -46,6 +46,10 @@ async def onboarding(workflow: Workflow, data: OnboardingInput) -> OnboardingOut
     reveal_type(fresh)
     again = await workflow.do("getUser", GET_USER, {"user_id": profile.id}, retries=0)
     reveal_type(again)  # expect-type pyright: User | mypy: app.types.User
+    # a child run of a workflow of the map: its output type
+    child = await workflow.run_child("child", "onboarding", data)
+    # expect-type pyright: OnboardingOutput | mypy: TypedDict(app.types.OnboardingOutput, {'user_id': str, 'tax': decimal.Decimal, 'emails_sent': int})
+    reveal_type(child)
     sent = 1 if accepted else 0
     for topic in ("tips", "survey"):
         await workflow.do(
