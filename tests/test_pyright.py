@@ -29,6 +29,7 @@ allowed).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -114,11 +116,41 @@ def expectations(group: str = "cases") -> list[Expectation]:
     return found
 
 
+_RUN_UID = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+RUN_DIR = Path(tempfile.gettempdir()) / f"pikku-typecheck-{_RUN_UID}" if _RUN_UID else None
+"""Under pytest-xdist, the workers of one run share the checkers' results through this
+directory (the first worker runs them, under a lock; the others read them)."""
+
+
+@contextmanager
+def _shared_lock() -> Iterator[None]:
+    if RUN_DIR is None:
+        yield
+        return
+    RUN_DIR.mkdir(exist_ok=True)
+    with (RUN_DIR / "lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @cache
 def typed_api_project() -> Path:
     """``tests/typed_api`` copied to a temporary directory, with ``pikku-analyze`` run in it
     (the real command, as a user runs it: it writes ``pikku_gen/`` and ``typings/``)."""
-    project = Path(tempfile.mkdtemp(prefix="pikku-typed-api-")) / "project"
+    with _shared_lock():
+        if RUN_DIR is not None and (RUN_DIR / "project" / ".ready").exists():
+            return RUN_DIR / "project"
+        base = RUN_DIR if RUN_DIR is not None else Path(tempfile.mkdtemp(prefix="pikku-api-"))
+        project = _make_typed_api_project(base / "project")
+        (project / ".ready").touch()
+        return project
+
+
+def _make_typed_api_project(project: Path) -> Path:
+    shutil.rmtree(project, ignore_errors=True)
     shutil.copytree(TYPED_API, project, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run(
         [sys.executable, "-m", "pikku_analyzer.cli", ".", "--format", "json"],
@@ -146,6 +178,28 @@ def _checker_env() -> dict[str, str]:
 
 @cache
 def findings(group: str = "cases") -> dict[str, list[Finding]]:
+    """The three checkers' findings over every file of ``group`` (run once per test run)."""
+    if group == "typed_api":
+        typed_api_project()  # before the lock below: it takes the lock itself
+    with _shared_lock():
+        saved = RUN_DIR / f"findings-{group}.json" if RUN_DIR is not None else None
+        if saved is not None and saved.exists():
+            data = json.loads(saved.read_text(encoding="utf-8"))
+            return {
+                checker: [Finding(Path(f[0]), f[1], f[2], f[3]) for f in items]
+                for checker, items in data.items()
+            }
+        result = _run_checkers(group)
+        if saved is not None:
+            data = {
+                checker: [[str(f.file), f.line, f.kind, f.message] for f in items]
+                for checker, items in result.items()
+            }
+            saved.write_text(json.dumps(data), encoding="utf-8")
+        return result
+
+
+def _run_checkers(group: str) -> dict[str, list[Finding]]:
     """Run the three checkers once (concurrently) over every file of ``group``."""
     if group == "typed_api":
         return typed_api_findings()
