@@ -13,9 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pikku_analyzer.codes import CODES
+
+if TYPE_CHECKING:
+    from pikku_analyzer.engine import AnalysisResult
 
 
 class _UsageError(Exception):
@@ -180,8 +183,9 @@ def _main(argv: list[str]) -> int:
             return 2
 
     from pikku_analyzer.report import render
+    from pikku_typing._term import use_colour
 
-    color = args.output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    color = args.output is None and use_colour(sys.stdout)
     text = render(result, args.format, color=color)
     if args.output:
         try:
@@ -210,38 +214,32 @@ def _main(argv: list[str]) -> int:
     return code
 
 
-def _generate(result: Any, *, check: bool) -> bool:
+def _generate(result: AnalysisResult, *, check: bool) -> bool:
     """Render the package (codegen) and write it, or with ``check`` list stale files.
     Returns True when ``check`` found stale files."""
     if result.has_syntax_errors:
         _err("not generating: fix the SYNTAX_ERROR diagnostics first (the last output is kept)")
         return False
-    try:
-        import importlib
+    from pikku_analyzer.codegen import (
+        obsolete_generated,
+        remove_obsolete,
+        render_package,
+        stale_generated,
+        write_generated,
+    )
 
-        codegen = importlib.import_module("pikku_analyzer.codegen")
-        render_package = codegen.render_package
-        write_generated = codegen.write_generated
-        stale_generated = codegen.stale_generated
-    except (ImportError, AttributeError) as exc:
-        _err(f"note: code generation is not available ({exc}); skipped")
-        return False
     config = result.config
-    obsolete_generated = getattr(codegen, "obsolete_generated", None)
-    remove_obsolete = getattr(codegen, "remove_obsolete", None)
     files = render_package(result.report, config)
     root = config.root
     if check:
-        stale = list(stale_generated(files))
-        if obsolete_generated is not None:
-            stale.extend(obsolete_generated(files, config))
+        stale = [*stale_generated(files), *obsolete_generated(files, config)]
         if stale:
             names = ", ".join(_rel(p, root) for p in stale)
             _err(f"generated files are stale: {names} (run pikku-analyze to regenerate)")
             return True
         return False
-    written = list(write_generated(files))
-    removed = list(remove_obsolete(files, config)) if remove_obsolete is not None else []
+    written = write_generated(files)
+    removed = remove_obsolete(files, config)
     if written:
         names = ", ".join(_rel(p, root) for p in written)
         _err(f"generated {len(written)} file{'s' if len(written) != 1 else ''}: {names}")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import queue
 import signal
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 import watchfiles
 from watchfiles import Change
@@ -49,6 +48,7 @@ from pikku_analyzer.config import ConfigError, PikkuConfig, defaults_warning, lo
 from pikku_analyzer.engine import AnalysisResult, Stats
 from pikku_analyzer.facts import FileFacts, Unit
 from pikku_analyzer.files import SourceFile, discover, skipped_dir
+from pikku_typing._term import Painter, use_colour
 
 DEBOUNCE_MS: Final = 400
 """Longest time changes are grouped before a batch is analysed."""
@@ -59,7 +59,6 @@ CONFIG_POLL_MS: Final = 1000
 
 DiagKey = tuple[str, str, int, int, str]
 
-_COLOURS: Final = {"error": "31", "warning": "33", "dim": "2", "bold": "1", "green": "32"}
 
 
 # ------------------------------------------------------------------ options
@@ -98,37 +97,8 @@ def options_from_args(args: argparse.Namespace, stream: TextIO) -> WatchOptions 
         use_cache=not getattr(args, "no_cache", False),
         jobs=getattr(args, "jobs", None),
         generate=not getattr(args, "no_generate", False),
-        colour=_isatty(stream) and "NO_COLOR" not in os.environ,
+        colour=use_colour(stream),
     )
-
-
-def _isatty(stream: TextIO) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
-
-
-# ------------------------------------------------------------------ codegen
-
-
-@dataclass
-class Codegen:
-    """codegen's ``render_package`` and ``write_generated`` (``None`` until it exists)."""
-
-    render_package: Callable[..., Any]
-    write_generated: Callable[..., Any]
-    remove_obsolete: Callable[..., Any] | None = None
-
-    @classmethod
-    def load(cls) -> Codegen | str:
-        try:
-            module = importlib.import_module("pikku_analyzer.codegen")
-            return cls(
-                module.render_package,
-                module.write_generated,
-                getattr(module, "remove_obsolete", None),
-            )
-        except (ImportError, AttributeError) as exc:
-            return f"code generation is not available ({exc}); analysing only"
 
 
 # ------------------------------------------------------------ incremental analysis
@@ -294,13 +264,7 @@ class WatchSession:
         self.options = options
         self.out = out
         self.config: PikkuConfig = load_config(options.root)  # ConfigError: caller reports
-        self.codegen: Codegen | None = None
-        if options.generate:
-            loaded = Codegen.load()
-            if isinstance(loaded, str):
-                self.say(self.paint(f"note: {loaded}", "dim"))
-            else:
-                self.codegen = loaded
+        self.paint = Painter(options.colour)
         self.shown: set[DiagKey] = set()
         self.analyzer = IncrementalAnalyzer(self.config, use_cache=options.use_cache)
         self.needs_full = True
@@ -308,11 +272,6 @@ class WatchSession:
         self.pyproject_stamp = _stamp(self.pyproject)
 
     # -------------------------------------------------------------- output
-    def paint(self, text: str, style: str) -> str:
-        if not self.options.colour:
-            return text
-        return f"\x1b[{_COLOURS[style]}m{text}\x1b[0m"
-
     def say(self, line: str) -> None:
         try:
             self.out.write(line + "\n")
@@ -350,13 +309,12 @@ class WatchSession:
         outcome = BatchOutcome(result)
         if result.has_syntax_errors:
             outcome.kept_last_good = True
-        elif self.codegen is not None:
-            files = self.codegen.render_package(result.report, result.config)
-            written = self.codegen.write_generated(files)
-            outcome.written = [Path(p) for p in (written or ())]
-            if self.codegen.remove_obsolete is not None:
-                removed = self.codegen.remove_obsolete(files, result.config)
-                outcome.removed = [Path(p) for p in (removed or ())]
+        elif self.options.generate:
+            from pikku_analyzer.codegen import remove_obsolete, render_package, write_generated
+
+            files = render_package(result.report, result.config)
+            outcome.written = write_generated(files)
+            outcome.removed = remove_obsolete(files, result.config)
             outcome.generated = True
         outcome.seconds = time.perf_counter() - started
         return outcome

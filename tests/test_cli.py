@@ -232,6 +232,8 @@ def fake_codegen(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
     module.render_package = render_package  # type: ignore[attr-defined]
     module.write_generated = write_generated  # type: ignore[attr-defined]
     module.stale_generated = stale_generated  # type: ignore[attr-defined]
+    module.obsolete_generated = lambda files, config: []  # type: ignore[attr-defined]
+    module.remove_obsolete = lambda files, config: []  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "pikku_analyzer.codegen", module)
 
 
@@ -266,12 +268,6 @@ def test_no_generation_on_syntax_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "not generating" in err
 
 
-def test_missing_codegen_is_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pikku_analyzer.codegen", types.ModuleType("pikku_analyzer.codegen"))
-    code, out, err = run(capsys, str(project(tmp_path)))
-    assert code == 0 and "code generation is not available" in err and out
-
-
 def test_console_script_runs(tmp_path: Path) -> None:
     """The installed entry point and ``python -m`` both work (a real subprocess)."""
     root = project(tmp_path, BAD)
@@ -296,6 +292,8 @@ def test_codegen_failure_is_one_line_after_the_report(
     module.render_package = render_package  # type: ignore[attr-defined]
     module.write_generated = lambda files: []  # type: ignore[attr-defined]
     module.stale_generated = lambda files: []  # type: ignore[attr-defined]
+    module.obsolete_generated = lambda files, config: []  # type: ignore[attr-defined]
+    module.remove_obsolete = lambda files, config: []  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "pikku_analyzer.codegen", module)
     code, out, err = run(capsys, str(project(tmp_path)))
     assert code == 2 and "Workflows (1)" in out

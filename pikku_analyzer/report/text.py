@@ -7,31 +7,12 @@ from typing import Any
 
 from pikku_analyzer.engine import AnalysisResult, source_lines
 from pikku_analyzer.facts import StepInfo
-
-_COLORS = {"error": "31", "warning": "33", "bold": "1", "dim": "2", "cyan": "36", "green": "32"}
-
-
-class _Style:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, text: str, style: str) -> str:
-        if not self.enabled:
-            return text
-        return f"\x1b[{_COLORS[style]}m{text}\x1b[0m"
+from pikku_typing._term import Painter, table
 
 
-def _table(headers: list[str], rows: list[list[str]], indent: str = "    ") -> list[str]:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for index, cell in enumerate(row):
-            widths[index] = max(widths[index], len(cell))
-    def line(cells: list[str]) -> str:
-        return indent + "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip()
-    out = [line(headers), indent + "  ".join("-" * w for w in widths)]
-    out.extend(line(row) for row in rows)
-    return out
-
+def _table(headers: list[str], rows: list[list[str]], style: Painter, indent: str = "    ") -> list[str]:
+    """Plain headers over a rule of dashes (the shared :func:`pikku_typing._term.table`)."""
+    return table(headers, rows, style, indent=indent, header_style=None, rule=True)
 
 def _fmt(value: Any) -> str:
     if value is None:
@@ -68,7 +49,7 @@ def _step_row(index: int, step: StepInfo) -> list[str]:
 
 
 def render_text(result: AnalysisResult, *, color: bool = False) -> str:
-    style = _Style(color)
+    style = Painter(color)
     data = result.data
     out: list[str] = []
     workflows = data["workflows"]
@@ -91,7 +72,7 @@ def render_text(result: AnalysisResult, *, color: bool = False) -> str:
         steps = workflow["steps"]
         if steps:
             rows = [_step_row(i, s) for i, s in enumerate(steps, start=1)]
-            out.extend(_table(["#", "step", "kind", "rpc / duration", "line", "notes"], rows))
+            out.extend(_table(["#", "step", "kind", "rpc / duration", "line", "notes"], rows, style))
         else:
             out.append("    (no steps found)")
     rpcs = data["rpcs"]
@@ -108,7 +89,7 @@ def render_text(result: AnalysisResult, *, color: bool = False) -> str:
             ]
             for r in rpcs
         ]
-        out.extend(_table(["name", "", "function", "input", "output"], rows, indent="  "))
+        out.extend(_table(["name", "", "function", "input", "output"], rows, style, "  "))
     else:
         out.append("  (none found)")
     events = data["events"]
@@ -116,7 +97,7 @@ def render_text(result: AnalysisResult, *, color: bool = False) -> str:
         out.append("")
         out.append(style(f"Events ({len(events)})", "bold"))
         rows = [[e["name"], e.get("payload_type") or "-", f"{e['file']}:{e['line']}"] for e in events]
-        out.extend(_table(["name", "payload", "declared at"], rows, indent="  "))
+        out.extend(_table(["name", "payload", "declared at"], rows, style, "  "))
     diagnostics = result.diagnostics
     if diagnostics:
         out.append("")

@@ -19,6 +19,7 @@ from typing import Final, TextIO
 
 import uvicorn
 
+from pikku_typing._term import one_line
 from pikku_typing.console import views
 from pikku_typing.console.app import ConsoleSettings, create_app, display_store
 from pikku_typing.console.security import LOOPBACK_NAMES, is_loopback
@@ -150,7 +151,7 @@ def serve(
     except CliError:
         raise
     except Exception as exc:
-        raise CliError(f"cannot open store {store_url}: {runs_cli._describe(exc)}", EXIT_STORE) from exc
+        raise CliError(f"cannot open store {store_url}: {one_line(exc)}", EXIT_STORE) from exc
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)

@@ -8,12 +8,12 @@ aligned by hand.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
+from pikku_typing import _term
 from pikku_typing.models import (
     ErrorInfo,
     RunStatus,
@@ -27,17 +27,6 @@ from pikku_typing.state.base import DamagedRun
 
 # ------------------------------------------------------------------ colour
 
-_RESET: Final = "\x1b[0m"
-_STYLES: Final[Mapping[str, str]] = {
-    "bold": "\x1b[1m",
-    "dim": "\x1b[2m",
-    "red": "\x1b[31m",
-    "green": "\x1b[32m",
-    "yellow": "\x1b[33m",
-    "blue": "\x1b[34m",
-    "magenta": "\x1b[35m",
-    "cyan": "\x1b[36m",
-}
 _STATUS_STYLE: Final[Mapping[str, str]] = {
     "completed": "green",
     "succeeded": "green",
@@ -50,27 +39,15 @@ _STATUS_STYLE: Final[Mapping[str, str]] = {
 }
 
 
-def use_colour(stream: TextIO) -> bool:
-    """Colour only on a TTY, and never when ``NO_COLOR`` is set (``FORCE_COLOR`` forces it)."""
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
-
-
-@dataclass(frozen=True)
-class Painter:
-    colour: bool
-
-    def __call__(self, text: str, style: str | None) -> str:
-        if not self.colour or not style or not text:
-            return text
-        return "".join(_STYLES[s] for s in style.split()) + text + _RESET
+class Painter(_term.Painter):
+    """The shared painter (:mod:`pikku_typing._term`), with the colour of a run/step status."""
 
     def status(self, status: str) -> str:
         return self(status, _STATUS_STYLE.get(status))
+
+
+use_colour = _term.use_colour
+table = _term.table
 
 
 # ---------------------------------------------------------------- formats
@@ -133,41 +110,6 @@ def _utc(value: datetime) -> datetime:
 
 def _truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
-
-
-# ---------------------------------------------------------------- tables
-
-
-def table(
-    headers: Sequence[str],
-    rows: Sequence[Sequence[str]],
-    paint: Painter,
-    *,
-    styles: Sequence[Sequence[str | None]] | None = None,
-    indent: str = "",
-) -> list[str]:
-    """Aligned columns separated by two spaces; the last column is not padded.
-
-    Widths are measured on the plain text, colour is applied after padding."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    lines = [indent + _join([paint(h, "bold") for h in headers], headers, widths)]
-    for r, row in enumerate(rows):
-        painted = [
-            paint(cell, styles[r][i] if styles is not None else None) for i, cell in enumerate(row)
-        ]
-        lines.append(indent + _join(painted, row, widths))
-    return lines
-
-
-def _join(painted: Sequence[str], plain: Sequence[str], widths: Sequence[int]) -> str:
-    cells = []
-    last = len(painted) - 1
-    for i, (cell, raw) in enumerate(zip(painted, plain, strict=True)):
-        cells.append(cell if i == last else cell + " " * (widths[i] - len(raw)))
-    return "  ".join(cells).rstrip()
 
 
 # ------------------------------------------------------------------ list

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from pikku_typing._term import one_line
 from pikku_typing.errors import (
     InvalidRunIdError,
     RunNotFoundError,
@@ -101,7 +102,7 @@ async def open_store(url: str) -> WorkflowStateService:
     except CliError:
         raise
     except Exception as exc:  # any backend failure is one line, not a traceback
-        raise CliError(f"cannot open store {url}: {_describe(exc)}", EXIT_STORE) from exc
+        raise CliError(f"cannot open store {url}: {one_line(exc)}", EXIT_STORE) from exc
     return store
 
 
@@ -135,11 +136,6 @@ async def _construct_store(scheme: str, rest: str, url: str) -> WorkflowStateSer
     if not isinstance(store, WorkflowStateService):
         raise CliError(f"cannot open store {url}: its backend is not implemented", EXIT_STORE)
     return store
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _get_run(store: WorkflowStateService, run_id: str) -> WorkflowRun[Any, Any]:
@@ -648,10 +644,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pikku-runs: {exc}", file=sys.stderr)
         return exc.code
     except (StoreUnavailableError, OSError, TimeoutError) as exc:
-        print(f"pikku-runs: store unavailable: {_describe(exc)}", file=sys.stderr)
+        print(f"pikku-runs: store unavailable: {one_line(exc)}", file=sys.stderr)
         return EXIT_STORE
     except StateCorruptedError as exc:
-        print(f"pikku-runs: store is corrupt: {_describe(exc)}", file=sys.stderr)
+        print(f"pikku-runs: store is corrupt: {one_line(exc)}", file=sys.stderr)
         return EXIT_STORE
     except RunNotFoundError as exc:
         print(f"pikku-runs: {exc}", file=sys.stderr)
@@ -659,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the inspector never ends in a traceback
-        print(f"pikku-runs: error: {_describe(exc)}", file=sys.stderr)
+        print(f"pikku-runs: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_STORE
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from pikku_typing import _clock
+from pikku_typing._log import describe, fields, runtime_log
 from pikku_typing.durations import parse_duration
 from pikku_typing.errors import PikkuError
 from pikku_typing.models import ClaimOwner, ErrorInfo, StepState, StepStatus
@@ -181,7 +182,12 @@ async def heartbeat(
                     run_id, key, token=token, lease_seconds=lease_seconds
                 ):
                     return  # the claim was taken away: our result will be refused
-            except Exception:  # a transient store error must not kill the step
+            except Exception as exc:  # a transient store error must not kill the step
+                runtime_log.warning(
+                    "heartbeat of step %s of run %s failed: %s (retried in %.1f s; the lease "
+                    "expires if it keeps failing)", key, run_id, describe(exc), interval,
+                    extra=fields(run_id=run_id, step_key=key),
+                )
                 continue
 
     task = asyncio.create_task(beat())

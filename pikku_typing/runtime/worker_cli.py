@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from pikku_typing._log import JsonFormatter, OneLineFormatter, fields, worker_log
+from pikku_typing._term import one_line
 from pikku_typing.errors import StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -128,13 +129,13 @@ def load_runtime(target: str) -> WorkflowRuntime | _Awaitable:
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise CliError(f"cannot import module {module_name!r}: {exc}", EXIT_USAGE) from None
-        raise CliError(f"importing {module_name!r} failed: {_one_line(exc)}", EXIT_USAGE) from None
+        raise CliError(f"importing {module_name!r} failed: {one_line(exc)}", EXIT_USAGE) from None
     except StoreUnavailableError as exc:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise CliError(f"importing {module_name!r} failed: {_one_line(exc)}", EXIT_USAGE) from None
+        raise CliError(f"importing {module_name!r} failed: {one_line(exc)}", EXIT_USAGE) from None
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -147,7 +148,7 @@ def load_runtime(target: str) -> WorkflowRuntime | _Awaitable:
         except StoreUnavailableError as exc:
             raise CliError(str(exc), EXIT_UNAVAILABLE) from None
         except Exception as exc:
-            raise CliError(f"calling {target!r} failed: {_one_line(exc)}", EXIT_USAGE) from None
+            raise CliError(f"calling {target!r} failed: {one_line(exc)}", EXIT_USAGE) from None
     if inspect.isawaitable(obj):
         obj = _Awaitable(obj)
     if not isinstance(obj, WorkflowRuntime | _Awaitable):
@@ -162,11 +163,6 @@ class _Awaitable:
         self.awaitable = awaitable
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 # ------------------------------------------------------------------ serving
 
 
@@ -179,7 +175,7 @@ async def _resolve(loaded: Any, target: str) -> WorkflowRuntime:
         except StoreUnavailableError as exc:
             raise CliError(str(exc), EXIT_UNAVAILABLE) from None
         except Exception as exc:
-            raise CliError(f"calling {target!r} failed: {_one_line(exc)}", EXIT_USAGE) from None
+            raise CliError(f"calling {target!r} failed: {one_line(exc)}", EXIT_USAGE) from None
     if not isinstance(loaded, WorkflowRuntime):
         raise CliError(f"{target!r} is a {type(loaded).__name__}, not a WorkflowRuntime", EXIT_USAGE)
     return loaded
@@ -204,7 +200,7 @@ def _log_each_job(runtime: WorkflowRuntime) -> None:
             status = "released"
             raise
         except BaseException as exc:
-            status = f"error {_one_line(exc)}"
+            status = f"error {one_line(exc)}"
             raise
         finally:
             target = f" step={job.step_key}" if job.step_key else ""
@@ -368,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("PIKKU_DEBUG"):
             raise
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
 
 
