@@ -218,7 +218,9 @@ class ReplayContext(Workflow):
         return self._history.run.id
 
     async def get_run(self) -> WorkflowRun[Any, Any]:
-        return self._history.run
+        from pikku_typing.runtime.services import typed_run
+
+        return typed_run(self._history.run, self._definition)  # as recorded, typed like the runtime's
 
     async def do(
         self,
