@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
 
 from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_workflow
 from pikku_typing.errors import StoreUnavailableError, WorkflowFailedError
 from pikku_typing.models import RunStatus, StepState
+from pikku_typing.runtime.queues.base import WorkflowQueue
 from pikku_typing.runtime.queues.memory import InProcessQueue
 from pikku_typing.runtime.services import enqueue_orchestrator
 from pikku_typing.state import InMemoryWorkflowStateService, open_store
@@ -267,34 +269,57 @@ class FlakyStore(WorkflowStateService):
         await self.inner.close()
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize(
+    "backend", ["memory", "sqlite", pytest.param("postgres", marks=POSTGRES_MARKS)]
+)
 async def test_injected_store_outages_strand_no_run(backend: str, tmp_path: Any) -> None:
-    inner = (
-        InMemoryWorkflowStateService()
-        if backend == "memory"
-        else open_store(f"sqlite:{tmp_path / 'runs.db'}?synchronous=NORMAL")
-    )
+    """5% of store calls fail (half of them after taking effect) while runs of a remote
+    workflow go through their steps: every run completes, none stays suspended. On
+    PostgreSQL the jobs go through PostgresQueue (procrastinate retries a failed job)."""
+    dsn: str | None = None
+    queue: WorkflowQueue
+    if backend == "memory":
+        inner: WorkflowStateService = InMemoryWorkflowStateService()
+    elif backend == "sqlite":
+        inner = open_store(f"sqlite:{tmp_path / 'runs.db'}?synchronous=NORMAL")
+    else:
+        dsn = create_schema_dsn("pikku_flaky_")
+        inner = open_store(f"postgres:{dsn}")
+    if dsn is None:
+        queue = InProcessQueue(retry_backoff=0.001, max_retry_backoff=0.02, max_job_retries=3)
+    else:
+        from pikku_typing.runtime.queues.postgres import PostgresQueue
+
+        queue = PostgresQueue(dsn, poll_interval=0.05, max_job_retries=3)
     store = FlakyStore(inner, rate=0.05, seed=10)
-    queue = InProcessQueue(retry_backoff=0.001, max_retry_backoff=0.02, max_job_retries=3)
-    runs = 60
-    async with WorkflowRuntime(store, queue, sweep_interval=None) as rt:
-        client = rt.client("hard_flaky")
-        ids = [(await client.start(n)).run_id for n in range(runs)]
-        stop = asyncio.Event()
-        server = asyncio.create_task(rt.serve(stop=stop, concurrency=4, handle_signals=False))
-        unsettled = ids
-        for _ in range(6000):  # a condition, not a deadline (60 s cap)
+    runs = 60 if dsn is None else 30
+    try:
+        async with WorkflowRuntime(store, queue, sweep_interval=1.0) as rt:
+            client = rt.client("hard_flaky")
             store.enabled = False
-            states = {r.id: r.status for r in await inner.list_runs()}
+            ids = [(await client.start(n)).run_id for n in range(runs)]
             store.enabled = True
-            unsettled = [i for i in ids if not states[i].is_settled]
-            if not unsettled:
-                break
-            await asyncio.sleep(0.01)
-        stop.set()
-        await server
-    assert store.failures > 10  # the outages did happen
-    assert unsettled == []
-    outputs = {r.id: r.output for r in await inner.list_runs()}
-    assert all(outputs[i] == n + 2 for n, i in enumerate(ids))
-    await inner.close()
+            stop = asyncio.Event()
+            server = asyncio.create_task(
+                rt.serve(stop=stop, concurrency=4, handle_signals=False)
+            )
+            unsettled = ids
+            for _ in range(12000):  # a condition, not a deadline (120 s cap)
+                store.enabled = False
+                states = {r.id: r.status for r in await inner.list_runs()}
+                store.enabled = True
+                unsettled = [i for i in ids if not states[i].is_settled]
+                if not unsettled:
+                    break
+                await asyncio.sleep(0.01)
+            stop.set()
+            await server
+        assert store.failures > 10  # the outages did happen
+        assert unsettled == []
+        outputs = {r.id: r.output for r in await inner.list_runs()}
+        assert all(outputs[i] == n + 2 for n, i in enumerate(ids))
+    finally:
+        await queue.close()
+        await inner.close()
+        if dsn is not None:
+            drop_schema_dsn(dsn)
