@@ -96,3 +96,58 @@ async def test_requeued(monkeypatch: pytest.MonkeyPatch) -> None:
     manager = _Manager(None)
     assert await _queue(manager, monkeypatch).rescue_stalled_jobs() == 2
     assert manager.retried == [1, 2] and manager.deleted == []
+
+
+# --------------------------------------- PostgreSQL store: reads retried, bounded
+
+from collections.abc import Iterator  # noqa: E402
+
+from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn  # noqa: E402
+
+from pikku_typing.state import open_store  # noqa: E402
+from pikku_typing.state import postgres as pg_module  # noqa: E402
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    dsn = create_schema_dsn("pikku_retry_")
+    try:
+        yield dsn
+    finally:
+        drop_schema_dsn(dsn)
+
+
+@pytest.mark.parametrize("outage", [pytest.param(n, marks=POSTGRES_MARKS) for n in (2, 9)])
+async def test_postgres_reads_are_retried_with_bounded_backoff(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch, outage: int
+) -> None:
+    """A lost connection: a read is tried again (3 retries, ~1 s in all) before
+    StoreUnavailableError; a write is never sent twice by the store. Never a raw psycopg
+    error."""
+    monkeypatch.setattr(pg_module, "READ_RETRY_DELAYS", (0.001, 0.001, 0.001))
+    store = open_store(f"postgres:{pg_dsn}")
+    run = await store.create_run("wf", 1)
+    pool = await store._ensure_open()  # type: ignore[attr-defined]
+    real = pool.connection
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= outage:
+            raise psycopg.OperationalError("connection refused (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "connection", flaky)
+    if outage <= 3:
+        assert (await store.get_run(run.id)).id == run.id
+        assert len(calls) == outage + 1
+    else:
+        with pytest.raises(StoreUnavailableError, match="connection refused"):
+            await store.get_run(run.id)
+        assert len(calls) == 4  # the first try + 3 retries
+    calls.clear()
+    with pytest.raises(StoreUnavailableError):
+        await store.create_run("wf", 2)  # a write: one try
+    assert len(calls) == 1
+    monkeypatch.setattr(pool, "connection", real)
+    await store.close()

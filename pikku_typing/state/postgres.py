@@ -212,6 +212,15 @@ def _row_to_step(row: Mapping[str, Any]) -> StepState:
     )
 
 
+READ_RETRY_DELAYS: Final = (0.05, 0.2, 0.8)
+"""Backoff (seconds) of the retries of a read whose connection failed: bounded, ~1 s."""
+
+_READS: Final = frozenset(
+    {"run_exists", "get_run", "get_step_states", "get_step", "list_events", "all_runs",
+     "all_steps", "all_events"}
+)  # fmt: skip
+"""Named statements that only read: safe to send again after a lost connection."""
+
 _DECODE_ERRORS: Final = (ValueError, TypeError, KeyError, AttributeError)
 """What decoding a damaged row raises (JSONDecodeError and pydantic's ValidationError are
 ValueErrors)."""
@@ -405,10 +414,27 @@ class PostgresWorkflowStateService(WorkflowStateService):
     async def _query(self, name: str, params: Mapping[str, Any], *, many: bool) -> Any:
         """One named statement on a pooled connection. A pooled session that the server ended
         while it was idle (a restart: ``admin_shutdown``...) failed before running anything,
-        so the statement is sent again on another connection (the pool drops the dead ones)."""
-        return await self._execute(_Q[name], params, many=many)
+        so the statement is sent again on another connection (the pool drops the dead ones).
+        A read (:data:`_READS`) that fails on a lost connection is retried with a bounded
+        backoff (:data:`READ_RETRY_DELAYS`) before :class:`StoreUnavailableError`; a write
+        is not (its outcome is unknown: the runtime's redelivery of the job decides)."""
+        return await self._execute(_Q[name], params, many=many, read=name in _READS)
 
-    async def _execute(self, query: str, params: Mapping[str, Any], *, many: bool) -> Any:
+    async def _execute(
+        self, query: str, params: Mapping[str, Any], *, many: bool, read: bool = False
+    ) -> Any:
+        retries = list(READ_RETRY_DELAYS) if read else []
+        while True:
+            try:
+                return await self._execute_once(query, params, many=many)
+            except StoreUnavailableError as exc:
+                if not retries:
+                    raise
+                delay = retries.pop(0)
+                _log.debug("read failed (%s); retried in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _execute_once(self, query: str, params: Mapping[str, Any], *, many: bool) -> Any:
         import psycopg
 
         pool = await self._ensure_open()
@@ -492,7 +518,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         if limit is not None:
             query += " LIMIT %(limit)s"
             params["limit"] = limit
-        rows: list[dict[str, Any]] = await self._execute(query, params, many=True)
+        rows: list[dict[str, Any]] = await self._execute(query, params, many=True, read=True)
         runs: list[WorkflowRun[Any, Any]] = []
         for row in rows:
             try:
