@@ -59,6 +59,7 @@ class StaleChecker:
         self._key: int | None = None
         self._files: list[tuple[Path, int]] = []
         self._texts: dict[Path, str] = {}
+        self._newer: tuple[str, ...] | None = None
 
     def _refresh(self, map_path: Path) -> int | None:
         try:
@@ -69,6 +70,7 @@ class StaleChecker:
             self._key = map_mtime
             self._files = list(self._scan())
             self._texts = {}
+            self._newer = None
         return map_mtime
 
     def newer_wiring_files(self, map_path: Path) -> tuple[str, ...]:
@@ -78,11 +80,13 @@ class StaleChecker:
         map_mtime = self._refresh(map_path)
         if map_mtime is None:
             return ()
-        return tuple(
-            self._display(path)
-            for path, mtime in self._files
-            if mtime > map_mtime and any(c in self._text(path) for c in _WIRING_CALL.values())
-        )
+        if self._newer is None:  # once per map version (asked for every module mypy checks)
+            self._newer = tuple(
+                self._display(path)
+                for path, mtime in self._files
+                if mtime > map_mtime and any(c in self._text(path) for c in _WIRING_CALL.values())
+            )
+        return self._newer
 
     def check(self, map_path: Path, kind: Kind, name: str) -> Staleness | None:
         map_mtime = self._refresh(map_path)
