@@ -155,6 +155,18 @@ wire_workflow(name="hard_ghost", func=_ghost, execution_mode="inline")
 wire_workflow(name="hard_known", func=_known, execution_mode="inline")
 
 
+def _show(url: str, run_id: str) -> str:
+    import contextlib
+    import io
+
+    from pikku_typing.runtime import runs_cli
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert runs_cli.main(["--store", url, "show", run_id]) == 0
+    return buffer.getvalue()
+
+
 async def test_a_run_of_an_unknown_workflow_records_why_and_waits(tmp_path: Any) -> None:
     store = open_store(f"sqlite:{tmp_path / 'runs.db'}")
     without = Registry(
@@ -175,6 +187,9 @@ async def test_a_run_of_an_unknown_workflow_records_why_and_waits(tmp_path: Any)
         assert run.error is not None and run.error.type == "WorkflowNotFoundError"
         assert "hard_ghost" in run.error.message
         assert [job.run_id for job in queue.pending()] == [ghost.id]  # retried later
+        await store.close()
+        shown = await asyncio.to_thread(_show, f"sqlite:{tmp_path / 'runs.db'}", ghost.id)
+        assert "WorkflowNotFoundError" in shown and "hard_ghost" in shown
     async with WorkflowRuntime(store, InProcessQueue()) as new_worker:  # has the workflow
         assert await new_worker.recover() == 1
         await new_worker.drain()

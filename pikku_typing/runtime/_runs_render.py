@@ -125,6 +125,8 @@ def render_list(runs: Sequence[WorkflowRun[Any, Any]], paint: Painter) -> str:
         if run.status is RunStatus.FAILED and run.error is not None:
             where = f"[{run.error.step}] " if run.error.step else ""
             problem = _truncate(where + fmt_error(run.error), 70)
+        elif run.error is not None and not run.status.is_settled:  # e.g. WorkflowNotFoundError
+            problem = _truncate("waiting: " + fmt_error(run.error), 70)
         elif run.status is RunStatus.SUSPENDED and run.wake_at is not None:
             problem = f"wakes {fmt_time(run.wake_at)}"
         elif run.cancel_requested and not run.status.is_settled:
@@ -306,6 +308,10 @@ def render_show(
     if failure is not None:
         out.append("")
         out.extend(_render_failure(failure, run, paint, traceback=traceback))
+    elif run.error is not None and not run.status.is_settled:
+        # a run that waits for something it recorded (a worker without its workflow...)
+        out.append("")
+        out.append(paint(f"Waiting: {fmt_error(run.error)}", "yellow"))
 
     out.append("")
     if not steps:
