@@ -418,15 +418,20 @@ class PostgresQueue(WorkflowQueue):
 
     async def pending_jobs(self) -> int:
         """How many jobs wait in the queue (due or not) or run: for tests and monitoring."""
+        import psycopg
+
         await self._ensure_open()
         assert self._pool is not None
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM procrastinate_jobs"
-                " WHERE task_name = %s AND status IN ('todo', 'doing')",
-                (TASK_NAME,),
-            )
-            row = await cur.fetchone()
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM procrastinate_jobs"
+                    " WHERE task_name = %s AND status IN ('todo', 'doing')",
+                    (TASK_NAME,),
+                )
+                row = await cur.fetchone()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._unavailable(exc) from None
         return int(row[0]) if row else 0
 
     # -------------------------------------------------------------- lifecycle
