@@ -338,3 +338,42 @@ async def test_injected_store_outages_strand_no_run(backend: str, tmp_path: Any)
         await inner.close()
         if dsn is not None:
             drop_schema_dsn(dsn)
+
+
+# ------------------------------------- 4. interrupts on the in-process queue
+
+interrupts: list[str] = []
+
+
+async def _interrupting(workflow: Workflow, data: int) -> int:
+    def body() -> int:
+        if not interrupts:
+            interrupts.append("raised")
+            raise SystemExit(4)
+        return data
+
+    try:
+        return int(await workflow.do("s", body))
+    except BaseException as exc:  # even this must not swallow the interrupt for good
+        interrupts.append(f"seen {type(exc).__name__}")
+        raise
+
+
+wire_workflow(name="hard_interrupting", func=_interrupting, execution_mode="inline")
+
+
+async def test_in_process_serve_stops_on_an_interrupt_and_the_attempt_runs_again() -> None:
+    interrupts.clear()
+    store = InMemoryWorkflowStateService()
+    queue = InProcessQueue(retry_backoff=0.001)
+    async with WorkflowRuntime(store, queue) as rt:
+        handle = await rt.client("hard_interrupting").start(6)
+        with pytest.raises(SystemExit) as info:
+            await rt.serve(concurrency=2, handle_signals=False)  # stops by itself
+        assert info.value.code == 4
+        step = (await store.get_step_states(handle.run_id))["s"]
+        assert step.attempts[0].error is not None
+        assert step.attempts[0].error.type == "SystemExit"
+        assert step.status.value == "scheduled"  # abandoned: due again at once
+        assert (await store.get_run(handle.run_id)).status is not RunStatus.FAILED
+        assert await handle.result(timeout=SETTLE_CAP) == 6  # the job was kept: it runs again
