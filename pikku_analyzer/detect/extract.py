@@ -43,9 +43,15 @@ from pikku_analyzer.facts import (
 
 _BUILTINS: Final = frozenset(dir(builtins))
 _SUPPRESS_RE: Final = re.compile(r"#\s*pikku:\s*ignore(?:\[([^\]]*)\])?", re.IGNORECASE)
-_LOOPS: Final = (ast.For, ast.AsyncFor, ast.While)
-_COMPREHENSIONS: Final = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 _FUNCS: Final = (ast.FunctionDef, ast.AsyncFunctionDef)
+_SPECIAL_NODES: Final = frozenset(
+    {
+        ast.Attribute, ast.Name, ast.Call, ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+        ast.ClassDef, ast.Assign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.While, ast.If,
+        ast.IfExp, ast.Match, ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp,
+    }
+)
+"""The node types :meth:`StepWalker._visit` handles itself (the others: their children)."""
 
 _NOW_HINT: Final = "use `await {alias}.now()`: the time (UTC), recorded once and the same on every replay"
 _UUID_HINT: Final = "use `await {alias}.uuid4()`: a UUID recorded once and the same on every replay"
@@ -752,93 +758,94 @@ class StepWalker:
     # -- generic visit
 
     def _visit(self, node: ast.AST, ctx: _Ctx) -> None:
-        kind = type(node)
-        if kind is ast.Call:
-            self._visit_call(node, ctx)  # type: ignore[arg-type]
-        elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
-            fn: ast.FunctionDef | ast.AsyncFunctionDef = node  # type: ignore[assignment]
-            for expr in (*fn.decorator_list, *fn.args.defaults, *fn.args.kw_defaults):
-                if expr is not None:
-                    self._visit(expr, ctx)
-            self._local_funcs[fn.name] = fn
-            if id(fn) not in self._walked:
-                self._pending[id(fn)] = (fn, ctx)
-        elif kind is ast.Lambda:
-            self._visit_lambda(node, ctx)  # type: ignore[arg-type]
-        elif kind is ast.ClassDef or (
-            (kind is ast.Assign or kind is ast.AnnAssign)
-            and self._bind_callable(node, ctx)  # type: ignore[arg-type]
-        ):
-            return  # classes are skipped; `fn = lambda: ...` is visited where fn is used
-        elif kind is ast.For or kind is ast.AsyncFor:
-            loop: ast.For | ast.AsyncFor = node  # type: ignore[assignment]
-            self._visit(loop.iter, ctx)
-            looped = ctx.replace(in_loop=True)
-            self._visit(loop.target, looped)
-            for stmt in loop.body:
-                self._visit(stmt, looped)
-            for stmt in loop.orelse:
-                self._visit(stmt, ctx)
-        elif kind is ast.While:
-            wloop: ast.While = node  # type: ignore[assignment]
-            looped = ctx.replace(in_loop=True)
-            self._visit(wloop.test, looped)
-            for stmt in wloop.body:
-                self._visit(stmt, looped)
-            for stmt in wloop.orelse:
-                self._visit(stmt, ctx)
-        elif kind is ast.If or kind is ast.IfExp:
-            branch: ast.If | ast.IfExp = node  # type: ignore[assignment]
-            self._visit(branch.test, ctx)
-            self._branch_ids += 1
-            bid = self._branch_ids
-            body = branch.body if isinstance(branch.body, list) else [branch.body]
-            orelse = branch.orelse if isinstance(branch.orelse, list) else [branch.orelse]
-            arm0 = ctx.replace(branches=(*ctx.branches, (bid, 0)))
-            arm1 = ctx.replace(branches=(*ctx.branches, (bid, 1)))
-            for child in body:
-                self._visit(child, arm0)
-            for child in orelse:
-                self._visit(child, arm1)
-        elif kind is ast.Match:
-            match: ast.Match = node  # type: ignore[assignment]
-            self._visit(match.subject, ctx)
-            self._branch_ids += 1
-            bid = self._branch_ids
-            for index, case in enumerate(match.cases):
-                arm = ctx.replace(branches=(*ctx.branches, (bid, index)))
-                if case.guard is not None:
-                    self._visit(case.guard, arm)
-                for stmt in case.body:
-                    self._visit(stmt, arm)
-        elif kind in _COMPREHENSIONS:
-            comp: ast.ListComp = node  # type: ignore[assignment]
-            generators = comp.generators
-            names = {n for g in generators for n in _target_names(g.target)}
-            inner = ctx.replace(
-                in_loop=True, aliases=ctx.aliases - names, shadow=ctx.shadow | names
-            )
-            if generators:
-                self._visit(generators[0].iter, ctx)
-            for index, generator in enumerate(generators):
-                if index:
-                    self._visit(generator.iter, inner)
-                for condition in generator.ifs:
-                    self._visit(condition, inner)
-            if isinstance(node, ast.DictComp):
-                self._visit(node.key, inner)
-                self._visit(node.value, inner)
-            else:
-                self._visit(comp.elt, inner)
-        elif kind is ast.Attribute or kind is ast.Name:
-            ref: ast.Attribute | ast.Name = node  # type: ignore[assignment]
-            if not ctx.in_step and isinstance(ref.ctx, ast.Load) and self._check_nondet(ref, ctx):
-                return
-            if isinstance(ref, ast.Attribute):
-                self._visit(ref.value, ctx)
-        else:
+        if type(node) not in _SPECIAL_NODES:  # most nodes: one set lookup, then the children
             for sub in ast.iter_child_nodes(node):
                 self._visit(sub, ctx)
+            return
+        match node:
+            case ast.Attribute() | ast.Name():
+                if not ctx.in_step and isinstance(node.ctx, ast.Load) and self._check_nondet(node, ctx):
+                    return
+                if isinstance(node, ast.Attribute):
+                    self._visit(node.value, ctx)
+            case ast.Call():
+                self._visit_call(node, ctx)
+            case ast.FunctionDef() | ast.AsyncFunctionDef():
+                self._visit_def(node, ctx)
+            case ast.Lambda():
+                self._visit_lambda(node, ctx)
+            case ast.ClassDef():
+                return  # classes are skipped
+            case ast.Assign() | ast.AnnAssign() if self._bind_callable(node, ctx):
+                return  # `fn = lambda: ...` is visited where fn is used
+            case ast.For() | ast.AsyncFor():
+                self._visit(node.iter, ctx)
+                looped = ctx.replace(in_loop=True)
+                self._visit(node.target, looped)
+                self._visit_all(node.body, looped)
+                self._visit_all(node.orelse, ctx)
+            case ast.While():
+                looped = ctx.replace(in_loop=True)
+                self._visit(node.test, looped)
+                self._visit_all(node.body, looped)
+                self._visit_all(node.orelse, ctx)
+            case ast.If():
+                self._visit(node.test, ctx)
+                arm0, arm1 = self._arms(ctx, 2)
+                self._visit_all(node.body, arm0)
+                self._visit_all(node.orelse, arm1)
+            case ast.IfExp():
+                self._visit(node.test, ctx)
+                arm0, arm1 = self._arms(ctx, 2)
+                self._visit(node.body, arm0)
+                self._visit(node.orelse, arm1)
+            case ast.Match():
+                self._visit(node.subject, ctx)
+                for case, arm in zip(node.cases, self._arms(ctx, len(node.cases)), strict=True):
+                    if case.guard is not None:
+                        self._visit(case.guard, arm)
+                    self._visit_all(case.body, arm)
+            case ast.ListComp() | ast.SetComp() | ast.GeneratorExp():
+                inner = self._visit_generators(node.generators, ctx)
+                self._visit(node.elt, inner)
+            case ast.DictComp():
+                inner = self._visit_generators(node.generators, ctx)
+                self._visit(node.key, inner)
+                self._visit(node.value, inner)
+            case _:  # an Assign/AnnAssign that binds no callable
+                for sub in ast.iter_child_nodes(node):
+                    self._visit(sub, ctx)
+
+    def _visit_all(self, nodes: Iterable[ast.AST], ctx: _Ctx) -> None:
+        for node in nodes:
+            self._visit(node, ctx)
+
+    def _visit_def(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, ctx: _Ctx) -> None:
+        """A nested function: its decorators and defaults run here; its body is walked at its
+        first call (or at the end)."""
+        for expr in (*fn.decorator_list, *fn.args.defaults, *fn.args.kw_defaults):
+            if expr is not None:
+                self._visit(expr, ctx)
+        self._local_funcs[fn.name] = fn
+        if id(fn) not in self._walked:
+            self._pending[id(fn)] = (fn, ctx)
+
+    def _arms(self, ctx: _Ctx, count: int) -> list[_Ctx]:
+        """The contexts of the ``count`` exclusive arms of a new ``if``/``match``."""
+        self._branch_ids += 1
+        bid = self._branch_ids
+        return [ctx.replace(branches=(*ctx.branches, (bid, arm))) for arm in range(count)]
+
+    def _visit_generators(self, generators: list[ast.comprehension], ctx: _Ctx) -> _Ctx:
+        """Visit a comprehension's ``for``/``if`` clauses; returns the context of its element
+        (in a loop, the targets shadowing outer names)."""
+        names = {n for g in generators for n in _target_names(g.target)}
+        inner = ctx.replace(in_loop=True, aliases=ctx.aliases - names, shadow=ctx.shadow | names)
+        for index, generator in enumerate(generators):
+            self._visit(generator.iter, inner if index else ctx)
+            for condition in generator.ifs:
+                self._visit(condition, inner)
+        return inner
 
     def _visit_lambda(self, lam: ast.Lambda, ctx: _Ctx) -> None:
         params = _param_names(lam)
