@@ -47,7 +47,7 @@ from typing import Any
 
 from _common import fmt
 from _common import run_child as _run_child
-from runtime_postgres import _drop_schema, _new_schema
+from runtime_postgres import _drop_schema, _new_schema, bench_client
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -130,59 +130,17 @@ def _count_statements() -> dict[str, int]:
 
 def child_trips(mode: str, steps: int, dsn: str, _directory: Path) -> dict[str, Any]:
     counts = _count_statements()
-    sys.path.insert(0, str(ROOT))
-    from pikku_typing import (
-        InProcessQueue,
-        PostgresQueue,
-        PostgresWorkflowStateService,
-        Workflow,
-        WorkflowRuntime,
-        pikku_func,
-        wire_workflow,
-    )
-
-    @pikku_func(name="bench.echo")
-    def echo(data: int) -> int:
-        return data
-
-    async def inline_flow(workflow: Workflow, n: int) -> int:
-        total = 0
-        for i in range(n):
-            total += await workflow.do("step", lambda i=i: i)  # type: ignore[misc]
-        return total
-
-    async def remote_flow(workflow: Workflow, n: int) -> int:
-        total = 0
-        for i in range(n):
-            total += await workflow.do("step", "bench.echo", i)
-        return int(total)
-
-    wire_workflow(name="bench_inline", func=inline_flow, execution_mode="inline")
-    wire_workflow(name="bench_remote", func=remote_flow, execution_mode="remote")
 
     async def main() -> dict[str, Any]:
-        state = PostgresWorkflowStateService(dsn)
-        queue = PostgresQueue(dsn) if mode == "remote" else InProcessQueue()
-        runtime = WorkflowRuntime(state, queue)
-        try:
-            client = runtime.client(f"bench_{mode}")
-            warm = await client.start(3)
-            await runtime.drain()
-            assert await client.result(warm.run_id, timeout=60) == 3
+        async with bench_client(mode, dsn) as run:
 
             async def one(n: int) -> dict[str, int]:
                 before = dict(counts)
-                handle = await client.start(n)
-                await runtime.drain()
-                assert await client.result(handle.run_id, timeout=600) == n * (n - 1) // 2
+                await run(n)
                 return {k: counts[k] - before[k] for k in counts}
 
             # the difference between a long and a short run removes the per-run cost
             small, large = await one(10), await one(10 + steps)
-        finally:
-            await runtime.close()
-            await queue.close()
-            await state.close()
         per = {k: (large[k] - small[k]) / steps for k in counts}
         return {
             "statements_per_step": per["statements"],

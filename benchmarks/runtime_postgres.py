@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +85,10 @@ def _drop_database(dsn: str, database: str) -> None:
 # ------------------------------------------------------------------ children
 
 
-def child_pikku(mode: str, steps: int, dsn: str) -> dict[str, Any]:
+def _wire_flows() -> None:
+    """Wire ``bench_inline`` and ``bench_remote``: N sequential no-op steps, inline or RPC."""
     sys.path.insert(0, str(ROOT))
-    from pikku_typing import (
-        InProcessQueue,
-        PostgresQueue,
-        PostgresWorkflowStateService,
-        Workflow,
-        WorkflowRuntime,
-        pikku_func,
-        wire_workflow,
-    )
+    from pikku_typing import Workflow, pikku_func, wire_workflow
 
     @pikku_func(name="bench.echo")
     def echo(data: int) -> int:
@@ -114,25 +109,45 @@ def child_pikku(mode: str, steps: int, dsn: str) -> dict[str, Any]:
     wire_workflow(name="bench_inline", func=inline_flow, execution_mode="inline")
     wire_workflow(name="bench_remote", func=remote_flow, execution_mode="remote")
 
+
+@contextlib.asynccontextmanager
+async def bench_client(mode: str, dsn: str) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """Wire the flows, open a runtime on ``dsn`` (``PostgresQueue`` for remote, the in-process
+    queue for inline), warm it up, and yield ``run(n)``: one run of ``n`` steps to completion."""
+    _wire_flows()
+    from pikku_typing import (
+        InProcessQueue,
+        PostgresQueue,
+        PostgresWorkflowStateService,
+        WorkflowRuntime,
+    )
+
+    state = PostgresWorkflowStateService(dsn)
+    queue = PostgresQueue(dsn) if mode == "remote" else InProcessQueue()
+    runtime = WorkflowRuntime(state, queue)
+    client = runtime.client(f"bench_{mode}")
+
+    async def run(n: int) -> None:
+        handle = await client.start(n)
+        await runtime.drain()
+        output = await client.result(handle.run_id, timeout=600)
+        assert output == n * (n - 1) // 2, output
+
+    try:
+        await run(3)  # warm-up: schema, pools, imports; not timed
+        yield run
+    finally:
+        await runtime.close()
+        await queue.close()
+        await state.close()
+
+
+def child_pikku(mode: str, steps: int, dsn: str) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        state = PostgresWorkflowStateService(dsn)
-        queue = PostgresQueue(dsn) if mode == "remote" else InProcessQueue()
-        runtime = WorkflowRuntime(state, queue)
-        try:
-            client = runtime.client(f"bench_{mode}")
-            warm = await client.start(3)  # warm-up: schema, pools, imports; not timed
-            await runtime.drain()
-            assert await client.result(warm.run_id, timeout=60) == 3
+        async with bench_client(mode, dsn) as run:
             t0 = time.perf_counter()
-            handle = await client.start(steps)
-            await runtime.drain()
-            output = await client.result(handle.run_id, timeout=600)
+            await run(steps)
             elapsed = time.perf_counter() - t0
-        finally:
-            await runtime.close()
-            await queue.close()
-            await state.close()
-        assert output == steps * (steps - 1) // 2, output
         return {"seconds": elapsed, "per_step_us": elapsed / steps * 1e6}
 
     return asyncio.run(main())
