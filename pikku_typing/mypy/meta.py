@@ -46,9 +46,6 @@ class WorkflowMap:
     events: Mapping[str, Signature] = field(default_factory=dict)
     """Events (``wire_event``): the payload type is the ``input_type``."""
 
-    def workflows_with_input(self, type_name: str) -> list[str]:
-        return sorted(w.name for w in self.workflows.values() if w.input_type == type_name)
-
 
 @dataclass(frozen=True)
 class Loaded:

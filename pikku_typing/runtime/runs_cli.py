@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import json
 import shutil
 import sys
@@ -97,44 +96,12 @@ async def open_store(url: str) -> WorkflowStateService:
         path = Path(rest).expanduser()
         if not path.is_file():
             raise CliError(f"no SQLite store at {path} (the file does not exist)", EXIT_STORE)
+    from pikku_typing.state import open_store as open_state_store
+
     try:
-        store = await _construct_store(scheme, rest, url)
-    except CliError:
-        raise
+        store = open_state_store(url)
     except Exception as exc:  # any backend failure is one line, not a traceback
         raise CliError(f"cannot open store {url}: {one_line(exc)}", EXIT_STORE) from exc
-    return store
-
-
-async def _construct_store(scheme: str, rest: str, url: str) -> WorkflowStateService:
-    from pikku_typing import state as state_pkg
-
-    opener = getattr(state_pkg, "open_store", None)
-    if opener is not None:
-        normalised = (
-            f"{scheme}:{rest}"
-            if not url.startswith(("postgres://", "postgresql://"))
-            else f"postgres:{rest}"
-        )
-        result = opener(normalised)
-        if inspect.isawaitable(result):
-            result = await result
-        if not isinstance(result, WorkflowStateService):
-            raise CliError(
-                f"cannot open store {url}: open_store returned {type(result).__name__}", EXIT_STORE
-            )
-        return result
-    store: Any
-    if scheme == "file":
-        store = state_pkg.FileWorkflowStateService(rest)
-    elif scheme == "sqlite":
-        store = state_pkg.SqliteWorkflowStateService(rest)
-    elif scheme == "postgres":
-        store = state_pkg.PostgresWorkflowStateService(rest)
-    else:
-        store = state_pkg.InMemoryWorkflowStateService()
-    if not isinstance(store, WorkflowStateService):
-        raise CliError(f"cannot open store {url}: its backend is not implemented", EXIT_STORE)
     return store
 
 

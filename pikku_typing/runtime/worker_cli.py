@@ -220,11 +220,7 @@ def _log_each_job(runtime: WorkflowRuntime) -> None:
 async def _check_backends(runtime: WorkflowRuntime) -> None:
     """Reach the store and the queue before serving, so a dead database fails at once."""
     await runtime.state.list_runs(limit=0)
-    check = getattr(runtime.queue, "check", None)
-    if callable(check):
-        result = check()
-        if inspect.isawaitable(result):
-            await result
+    await runtime.queue.check()
 
 
 async def _serve(loaded: Any, args: argparse.Namespace) -> int:

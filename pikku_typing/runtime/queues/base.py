@@ -87,6 +87,11 @@ class WorkflowQueue(ABC):
         """Run jobs as they become due until ``stop`` is set (or the task is cancelled);
         in-flight jobs finish or are released on stop."""
 
+    async def check(self) -> None:  # noqa: B027 - optional hook
+        """Reach the backend (``pikku-worker`` calls it before serving, so a dead database
+        fails at once): :class:`~pikku_typing.errors.StoreUnavailableError` when it cannot.
+        Nothing to reach for an in-process queue."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Idempotent."""
 
