@@ -341,3 +341,24 @@ def test_typed_api_project_uses_pyright_defaults() -> None:
     assert 'Literal["payment.received"]' in init
     meta = json.loads((project / "pikku_gen" / "workflow_meta.json").read_text(encoding="utf-8"))
     assert [e["name"] for e in meta["events"]] == ["payment.received"]
+
+
+def test_plugin_without_a_map_leaves_the_stubs_checking(tmp_path: Path) -> None:
+    """With the stubs on mypy_path but no map for the plugin (not found, not generated), the
+    plugin does not relax the stubs' overloads: mypy still rejects every marked line."""
+    project = tmp_path / "project"
+    shutil.copytree(typed_api_project(), project, ignore=shutil.ignore_patterns(".mypy_cache"))
+    (project / "pikku_gen" / "workflow_meta.json").unlink()
+    proc = start_mypy(
+        ["--config-file", "mypy_plugin.ini", "usage/invalid_shop.py"],
+        cwd=project,
+        cache_dir=tmp_path / "cache",
+    )
+    found = mypy_findings(proc, project)
+    got = {f.line for f in found if f.kind == "error" and f.file.name == "invalid_shop.py"}
+    expected = {
+        e.line
+        for e in expectations("typed_api")
+        if e.kind == "error" and e.file.name == "invalid_shop.py"
+    }
+    assert got == expected

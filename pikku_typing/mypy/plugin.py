@@ -60,10 +60,17 @@ class PikkuPlugin(Plugin):
         # The same checks on the generated partial stubs of pikku_typing (stubs.py).
         for stub_name, library_name in names.STUB_METHODS.items():
             self._method_hooks[stub_name] = self._method_hooks[library_name]
-            self._signature_hooks[stub_name] = relax_signature_hook
+            self._signature_hooks[stub_name] = self._relax_stub_signature
         self._method_hooks[names.STUB_CLIENT_START] = self._method_hooks[names.CLIENT_START]
         self._signature_hooks[names.STUB_CLIENT_START] = self._signature_hooks[names.CLIENT_START]
         self._own_packages = (names.PACKAGE, self.config.package)
+
+    def _relax_stub_signature(self, ctx: MethodSigContext) -> FunctionLike:
+        """The stubs' overloads give way to the plugin's checks only when it has a map to
+        check against; without one they keep checking on their own."""
+        if self.store.get().map is None:
+            return ctx.default_signature
+        return relax_signature_hook(ctx)
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
         return self._method_hooks.get(fullname)
