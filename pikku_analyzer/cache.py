@@ -16,10 +16,8 @@ is cached as facts (with its ``syntax_error``), like any other.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -215,14 +213,8 @@ def _ensure_gitignore(directory: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    import tempfile  # only when writing: keeps a warm run's imports small
+    from pikku_typing._fs import (
+        atomic_write_bytes,  # only when writing: a warm run's imports stay small
+    )
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data)

@@ -27,11 +27,8 @@ Only files with an edit are parsed with libcst; only the changed lines change.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +40,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from pikku_analyzer.checks.step_kinds import close_match
 from pikku_analyzer.engine import AnalysisResult
 from pikku_analyzer.files import read_source
+from pikku_typing._fs import atomic_write_bytes
 
 _IGNORE_RE = re.compile(r"#\s*pikku:\s*ignore\[([^\]]*)\]", re.IGNORECASE)
 
@@ -303,25 +301,8 @@ def apply_edits(edits: list[FileEdit], *, dry_run: bool) -> str:
             )
         )
         if not dry_run:
-            _atomic_write(edit.path, new.encode("utf-8"))
+            atomic_write_bytes(edit.path, new.encode("utf-8"))
     return "".join(chunks)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    mode = None
-    with contextlib.suppress(OSError):
-        mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 __all__ = ["DETERMINISTIC", "FileEdit", "apply_edits", "close_match", "plan_edits", "rewrite"]
