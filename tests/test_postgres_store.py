@@ -237,3 +237,171 @@ class TestOnServer:
             assert list(await store.get_step_states(run.id)) == ["s"]
         finally:
             await store.close()
+
+
+def _with_options(dsn: str, extra: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    options = str(conninfo_to_dict(dsn).get("options") or "")
+    return make_conninfo(dsn, options=f"{options} {extra}".strip())
+
+
+async def _statements_by_setting(
+    store: PostgresWorkflowStateService, operations: Any
+) -> dict[str, set[str]]:
+    """Run ``operations(store)`` and return ``{statement name: {synchronous_commit of the
+    sessions that ran it}}``: a hook records the session of every named statement, then
+    ``SHOW synchronous_commit`` is asked on each of those (idle) sessions (the migration's
+    own session is closed by then and left out)."""
+    import psycopg
+
+    from pikku_typing.state import postgres as pg
+
+    names = {text: name for name, text in pg._Q.items()}
+    ran: list[tuple[str, Any]] = []
+    original = psycopg.AsyncConnection.execute
+
+    async def hooked(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(query, str) and query in names:
+            ran.append((names[query], self))
+        return await original(self, query, *args, **kwargs)
+
+    psycopg.AsyncConnection.execute = hooked  # type: ignore[method-assign]
+    try:
+        await operations(store)
+    finally:
+        psycopg.AsyncConnection.execute = original  # type: ignore[method-assign]
+    settings: dict[int, str] = {}
+    ran = [(name, conn) for name, conn in ran if not conn.closed]
+    for _, conn in ran:
+        if id(conn) not in settings:
+            cur = await original(conn, "SHOW synchronous_commit")
+            row = await cur.fetchone()
+            settings[id(conn)] = str(row["synchronous_commit"])
+    result: dict[str, set[str]] = {}
+    for name, conn in ran:
+        result.setdefault(name, set()).add(settings[id(conn)])
+    return result
+
+
+async def _one_step_each_way(store: PostgresWorkflowStateService) -> None:
+    """Each statement an inline and a remote step send, with each kind of run change."""
+    from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, StepStatus
+    from pikku_typing.state.base import RunChanges
+
+    run = await store.create_run("wf", None)
+    owner = ClaimOwner(host="h", pid=1, token="t1")
+    await store.update_run(run.id, RunChanges(status=RunStatus.RUNNING, owner=owner))
+    await store.get_run(run.id)
+    started = StepState(
+        key="inline", step_name="inline", kind=StepKind.INLINE, status=StepStatus.RUNNING
+    )
+    await store.insert_step(run.id, started)
+    await store.complete_step(run.id, "inline", result=1, token=None)
+    await store.insert_step(run.id, StepState(key="rpc", step_name="rpc", kind=StepKind.RPC))
+    await store.schedule_step(run.id, "rpc", at=None)
+    assert await store.claim_step(run.id, "rpc", owner=owner, lease_seconds=30) is not None
+    assert await store.heartbeat_step(run.id, "rpc", token="t1", lease_seconds=30)
+    await store.fail_step_attempt(
+        run.id, "rpc", token="t1", error=ErrorInfo(type="E", message="m"), retry_at=None
+    )
+    await store.update_run(run.id, RunChanges(status=RunStatus.SUSPENDED, owner=None))
+    await store.update_run(run.id, RunChanges(cancel_requested=True))
+    await store.update_run(run.id, RunChanges(status=RunStatus.COMPLETED, output=2))
+
+
+BOOKKEEPING = {"claim_step", "heartbeat_step"}
+"""Statements that are always bookkeeping (insert_step and update_run depend on the change)."""
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(PG_DSN is None, reason="PIKKU_TEST_POSTGRES_DSN not set")
+class TestAsynchronousBookkeeping:
+    """Bookkeeping commits run on sessions with ``synchronous_commit = off``; results,
+    schedules, settlements, cancel requests keep the server's setting (forced to ``on`` here
+    through the DSN, since the test server itself runs with it off)."""
+
+    pytestmark = list(POSTGRES_MARKS)
+
+    async def test_bookkeeping_commits_are_asynchronous_the_rest_synchronous(
+        self, dsn: str
+    ) -> None:
+        store = PostgresWorkflowStateService(_with_options(dsn, "-c synchronous_commit=on"))
+        try:
+            seen = await _statements_by_setting(store, _one_step_each_way)
+        finally:
+            await store.close()
+        for name in BOOKKEEPING:
+            assert seen[name] == {"off"}, name
+        # insert_step: the RUNNING (attempt start) insert was off, the pending one on
+        assert seen["insert_step"] == {"off", "on"}
+        # update_run: RUNNING/SUSPENDED marks off; the cancel request and settlement on
+        assert seen["update_run"] == {"off", "on"}
+        for name in ("insert_run", "complete_step", "schedule_step", "fail_step_attempt"):
+            assert seen[name] == {"on"}, name
+
+    async def test_update_run_and_insert_step_pick_the_pool_by_the_change(
+        self, dsn: str
+    ) -> None:
+        from pikku_typing.models import RunStatus, StepStatus
+        from pikku_typing.state.base import RunChanges
+
+        store = PostgresWorkflowStateService(_with_options(dsn, "-c synchronous_commit=on"))
+
+        async def settle(s: PostgresWorkflowStateService) -> None:
+            run = await s.create_run("wf", None)
+            await s.insert_step(
+                run.id,
+                StepState(key="a", step_name="a", kind=StepKind.INLINE, status=StepStatus.SUCCEEDED,
+                          result=1),
+            )
+            await s.update_run(run.id, RunChanges(status=RunStatus.FAILED))
+
+        async def mark(s: PostgresWorkflowStateService) -> None:
+            run = await s.create_run("wf", None)
+            await s.insert_step(
+                run.id,
+                StepState(key="a", step_name="a", kind=StepKind.INLINE, status=StepStatus.RUNNING),
+            )
+            await s.update_run(run.id, RunChanges(status=RunStatus.RUNNING))
+
+        try:
+            synchronous = await _statements_by_setting(store, settle)
+            asynchronous = await _statements_by_setting(store, mark)
+        finally:
+            await store.close()
+        assert synchronous["insert_step"] == synchronous["update_run"] == {"on"}
+        assert asynchronous["insert_step"] == asynchronous["update_run"] == {"off"}
+
+    async def test_synchronous_every_commit_keeps_every_commit_synchronous(
+        self, dsn: str
+    ) -> None:
+        store = PostgresWorkflowStateService(
+            _with_options(dsn, "-c synchronous_commit=on"), synchronous_every_commit=True
+        )
+        try:
+            seen = await _statements_by_setting(store, _one_step_each_way)
+            assert store._book_pool is store._pool  # no third pool
+        finally:
+            await store.close()
+        assert set().union(*seen.values()) == {"on"}
+        assert set(seen) >= BOOKKEEPING
+
+    async def test_bookkeeping_pool_keeps_the_dsn_options(self, dsn: str) -> None:
+        """The ``SET`` runs after connecting: the DSN's search_path (the schema) still holds,
+        and the asynchronous commits are visible to the other sessions at once."""
+        from pikku_typing.models import ClaimOwner
+
+        store = PostgresWorkflowStateService(dsn)
+        try:
+            run = await store.create_run("wf", None)
+            await store.insert_step(run.id, StepState(key="r", step_name="r", kind=StepKind.RPC))
+            await store.schedule_step(run.id, "r", at=None)
+            owner = ClaimOwner(host="h", pid=1, token="t9")
+            claimed = await store.claim_step(run.id, "r", owner=owner, lease_seconds=30)
+            assert claimed is not None
+            rows = await _query(dsn, "SELECT status, lease_token FROM pikku_steps WHERE key = 'r'")
+            assert rows == [("running", "t9")]
+            assert await store.claim_step(run.id, "r", owner=owner, lease_seconds=30) is None
+        finally:
+            await store.close()

@@ -5,7 +5,7 @@ psycopg-pool are imported lazily, on first use, so ``import pikku_typing`` works
 
 Design:
 
-* Two async connection pools, both opened lazily on first use (constructing the store needs
+* Two async connection pools (plus the bookkeeping pool below), opened lazily on first use (constructing the store needs
   no event loop): one for data operations (autocommit, one statement per operation), and one
   whose connections only ever hold **run locks**. A lock is a session-level advisory lock,
   ``pg_advisory_lock(hashtextextended(run_id, seed))`` (``seed`` derives from the schema the
@@ -15,6 +15,22 @@ Design:
   is closed instead (the server drops a session's advisory locks with the session), so a
   pooled connection never goes back while it holds a lock. Data operations never wait for a
   lock connection, so a lock holder can always make progress.
+* Bookkeeping statements run on a third pool, whose sessions ``SET synchronous_commit = off``
+  once when they connect (no extra round trip per statement): an attempt's start
+  (``insert_step`` of a running step), claim and heartbeat, and a pass marking its run
+  running or suspended (``update_run`` changing only status RUNNING/SUSPENDED, wake time,
+  owner). Everything else (a new run, a step's result or final failure, a scheduled step or
+  sleep, a run's settlement or cancel request, an event, the migration) commits with the
+  server's own ``synchronous_commit`` (``on`` by default): the server returns once the
+  commit is flushed. An asynchronous commit is visible to every session at once and survives
+  a *client* crash (a crash mid-attempt is still counted); it reaches the disk within
+  ``wal_writer_delay`` (200 ms by default) or with the next synchronous commit, which flushes
+  the WAL in order up to itself, so whatever depends on a bookkeeping commit and is durable
+  makes it durable too. A *server* crash (or power loss) may lose the last few bookkeeping
+  commits and nothing else: an attempt then runs again uncounted, a run marked running is
+  recovered as before. That saves one WAL flush per step (an inline step: one flush instead
+  of two; ``benchmarks/floor.py``). ``synchronous_every_commit=True`` sends every statement
+  through the data pool (the old behaviour, one flush per commit).
 * Every step transition is ONE conditional ``UPDATE ... WHERE <state guard> RETURNING``:
   claims are atomic across processes (of N concurrent claimers exactly one matches the
   ``status IN ('pending', 'scheduled')`` guard), and a completion or failure only applies when
@@ -159,6 +175,22 @@ def _iso(value: datetime) -> str:
     return c.aware(value).astimezone(UTC).isoformat()
 
 
+def _bookkeeping(changes: RunChanges) -> bool:
+    """A pass marking its run running or suspended (owner, wake-up time): no output, error
+    or cancel request, no settled status."""
+    return (
+        changes.status in (RunStatus.RUNNING, RunStatus.SUSPENDED, UNSET)
+        and changes.output is UNSET
+        and changes.error is UNSET
+        and changes.cancel_requested is UNSET
+    )
+
+
+async def _asynchronous_commits(conn: AsyncConnection[Any]) -> None:
+    """``configure`` of the bookkeeping pool: once per session, when it connects."""
+    await conn.execute("SET synchronous_commit = off")
+
+
 def _row_to_run(row: Mapping[str, Any]) -> WorkflowRun[Any, Any]:
     return WorkflowRun(
         id=row["id"],
@@ -243,7 +275,10 @@ class PostgresWorkflowStateService(WorkflowStateService):
     ``dsn`` is a libpq connection string or URL (``postgresql://user@host:5432/db``).
     ``pool_size`` bounds the data pool, ``lock_pool_size`` the number of run locks this
     process can hold at once; ``connect_timeout`` (seconds) bounds how long a connection
-    attempt may take before :class:`StoreUnavailableError`.
+    attempt may take before :class:`StoreUnavailableError`. Bookkeeping commits (an
+    attempt's start, claim, heartbeat; a pass marking its run running/suspended) are
+    asynchronous (``synchronous_commit = off``, see the module's docstring);
+    ``synchronous_every_commit=True`` commits them like everything else.
     """
 
     def __init__(
@@ -253,6 +288,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         pool_size: int = 10,
         lock_pool_size: int = 64,
         connect_timeout: float = 10.0,
+        synchronous_every_commit: bool = False,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.strip():
             raise ValueError("PostgresWorkflowStateService needs a DSN, e.g. postgresql://host/db")
@@ -261,7 +297,9 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._pool_size = max(1, pool_size)
         self._lock_pool_size = max(1, lock_pool_size)
         self._connect_timeout = connect_timeout
+        self.synchronous_every_commit = synchronous_every_commit
         self._pool: AsyncConnectionPool[Any] | None = None
+        self._book_pool: AsyncConnectionPool[Any] | None = None
         self._lock_pool: AsyncConnectionPool[Any] | None = None
         self._guards: list[PoolGuard] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -372,7 +410,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         if self._open_lock is None or self._loop is not loop:
             # First use, or a new event loop (the old pools belong to a loop that is gone).
             self._open_lock = asyncio.Lock()
-            self._pool = self._lock_pool = None
+            self._pool = self._lock_pool = self._book_pool = None
             self._loop = loop
         async with self._open_lock:
             if self._pool is not None:
@@ -403,30 +441,58 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 timeout=self._connect_timeout + 20,
                 name="pikku-locks",
             )
-            await data_pool.open(wait=False)
-            await lock_pool.open(wait=False)
+            pools = [data_pool, lock_pool]
+            book_pool = data_pool
+            if not self.synchronous_every_commit:
+                book_pool = AsyncConnectionPool(
+                    self._dsn,
+                    min_size=0,
+                    max_size=self._pool_size,
+                    kwargs=kwargs,
+                    configure=_asynchronous_commits,
+                    open=False,
+                    timeout=self._connect_timeout + 20,
+                    name="pikku-bookkeeping",
+                )
+                pools.append(book_pool)
+            for pool in pools:
+                await pool.open(wait=False)
             # a store that is never closed must still let asyncio.run() return
-            self._guards = [close_on_loop_shutdown(data_pool), close_on_loop_shutdown(lock_pool)]
+            self._guards = [close_on_loop_shutdown(pool) for pool in pools]
             self._lock_pool = lock_pool
+            self._book_pool = book_pool
             self._pool = data_pool
             return data_pool
 
-    async def _query(self, name: str, params: Mapping[str, Any], *, many: bool) -> Any:
-        """One named statement on a pooled connection. A pooled session that the server ended
+    async def _query(
+        self, name: str, params: Mapping[str, Any], *, many: bool, bookkeeping: bool = False
+    ) -> Any:
+        """One named statement on a pooled connection (of the bookkeeping pool when
+        ``bookkeeping``: an asynchronous commit). A pooled session that the server ended
         while it was idle (a restart: ``admin_shutdown``...) failed before running anything,
         so the statement is sent again on another connection (the pool drops the dead ones).
         A read (:data:`_READS`) that fails on a lost connection is retried with a bounded
         backoff (:data:`READ_RETRY_DELAYS`) before :class:`StoreUnavailableError`; a write
         is not (its outcome is unknown: the runtime's redelivery of the job decides)."""
-        return await self._execute(_Q[name], params, many=many, read=name in _READS)
+        return await self._execute(
+            _Q[name], params, many=many, read=name in _READS, bookkeeping=bookkeeping
+        )
 
     async def _execute(
-        self, query: str, params: Mapping[str, Any], *, many: bool, read: bool = False
+        self,
+        query: str,
+        params: Mapping[str, Any],
+        *,
+        many: bool,
+        read: bool = False,
+        bookkeeping: bool = False,
     ) -> Any:
         retries = list(READ_RETRY_DELAYS) if read else []
         while True:
             try:
-                return await self._execute_once(query, params, many=many)
+                return await self._execute_once(
+                    query, params, many=many, bookkeeping=bookkeeping
+                )
             except StoreUnavailableError as exc:
                 if not retries:
                     raise
@@ -434,10 +500,14 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 _log.debug("read failed (%s); retried in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _execute_once(self, query: str, params: Mapping[str, Any], *, many: bool) -> Any:
+    async def _execute_once(
+        self, query: str, params: Mapping[str, Any], *, many: bool, bookkeeping: bool = False
+    ) -> Any:
         import psycopg
 
         pool = await self._ensure_open()
+        if bookkeeping and self._book_pool is not None:
+            pool = self._book_pool
         for attempt in range(self._pool_size + 1):
             with self._unavailable_on_error():
                 try:
@@ -450,8 +520,12 @@ class PostgresWorkflowStateService(WorkflowStateService):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _fetchone(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = await self._query(name, params, many=False)
+    async def _fetchone(
+        self, name: str, params: Mapping[str, Any], *, bookkeeping: bool = False
+    ) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = await self._query(
+            name, params, many=False, bookkeeping=bookkeeping
+        )
         return row
 
     async def _fetchall(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -588,7 +662,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
             "set_cancel_requested": cancel is not UNSET,
             "cancel_requested": bool(cancel) if cancel is not UNSET else None,
         }
-        row = await self._fetchone("update_run", params)
+        row = await self._fetchone("update_run", params, bookkeeping=_bookkeeping(changes))
         if row is None:
             await self._require_run(run_id)
             return None
@@ -644,7 +718,10 @@ class PostgresWorkflowStateService(WorkflowStateService):
             "extra": json.dumps(extra) if extra else None,
         }
         try:
-            row = await self._fetchone("insert_step", params)
+            # an attempt's start is bookkeeping; a recorded result or schedule is not
+            row = await self._fetchone(
+                "insert_step", params, bookkeeping=step.status is StepStatus.RUNNING
+            )
         except psycopg.errors.ForeignKeyViolation:
             raise RunNotFoundError(f"no run with id {run_id!r}") from None
         if row is not None:
@@ -655,12 +732,20 @@ class PostgresWorkflowStateService(WorkflowStateService):
         return existing
 
     async def _step_update(
-        self, name: str, run_id: str, key: str, params: dict[str, Any]
+        self,
+        name: str,
+        run_id: str,
+        key: str,
+        params: dict[str, Any],
+        *,
+        bookkeeping: bool = False,
     ) -> StepState | None:
         """Run the guarded ``UPDATE pikku_steps ... RETURNING`` named ``name``; ``None`` when
         the guard did not match (RunNotFoundError when the run does not exist at all)."""
         validate_run_id(run_id)
-        row = await self._fetchone(name, {**params, "run_id": run_id, "key": key})
+        row = await self._fetchone(
+            name, {**params, "run_id": run_id, "key": key}, bookkeeping=bookkeeping
+        )
         if row is None:
             await self._require_run(run_id)
             return None
@@ -693,7 +778,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
             }
         )
         params = {"attempt": attempt, "token": owner.token, "lease": lease, "now": when}
-        return await self._step_update("claim_step", run_id, key, params)
+        return await self._step_update("claim_step", run_id, key, params, bookkeeping=True)
 
     async def heartbeat_step(
         self, run_id: str, key: str, *, token: str, lease_seconds: float
@@ -701,7 +786,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
         now = c.now_utc()
         lease = now + timedelta(seconds=lease_seconds)
         params = {"lease_iso": _iso(lease), "lease": lease, "now": now, "token": token}
-        return await self._step_update("heartbeat_step", run_id, key, params) is not None
+        step = await self._step_update("heartbeat_step", run_id, key, params, bookkeeping=True)
+        return step is not None
 
     async def complete_step(
         self, run_id: str, key: str, *, result: Any, token: str | None
@@ -897,7 +983,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
     async def close(self) -> None:
         await self._listener.close()
         guards, self._guards = self._guards, []
-        self._pool = self._lock_pool = None
+        self._pool = self._lock_pool = self._book_pool = None
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - close() is async
