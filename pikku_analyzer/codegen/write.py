@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +12,7 @@ from pikku_analyzer.codegen.render import (
     PARTIAL_MARKER,
     TYPED_API_PACKAGE,
 )
+from pikku_typing._fs import atomic_write_text
 
 if TYPE_CHECKING:
     from pikku_analyzer.codegen import GeneratedFile
@@ -30,23 +28,7 @@ def _current(path: Path) -> str | None:
 
 
 def _atomic_write(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(OSError):
-            if path.exists():
-                os.chmod(tmp, path.stat().st_mode & 0o777)
-            else:
-                os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, content, fsync=True, make_parents=True)
 
 
 def stale_files(files: Sequence[GeneratedFile]) -> list[Path]:
