@@ -454,3 +454,31 @@ def test_colour_only_on_request_or_tty(capsys: pytest.CaptureFixture[str], store
     monkeypatch.setenv("NO_COLOR", "1")
     code, out, _ = cli(capsys, "--store", store_url, "show", "run-failed")
     assert code == 0 and "\x1b[" not in out
+
+
+def test_store_urls_are_read_like_the_runtime_reads_them(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """One URL parser: the forms open_store accepts (``sqlite:///abs``, ``?options``) name the
+    same existing store for pikku-runs (a second parser once took ``?synchronous=NORMAL`` as
+    part of the file name and said the store did not exist)."""
+    import asyncio
+
+    from pikku_typing.state import open_store as open_state_store
+
+    db = tmp_path / "runs.db"
+
+    async def seed() -> str:
+        store = open_state_store(f"sqlite:{db}")
+        run = await store.create_run("wf", {"n": 1})
+        await store.close()
+        return run.id
+
+    run_id = asyncio.run(seed())
+    for url in (f"sqlite:{db}", f"sqlite://{db}", f"sqlite:{db}?synchronous=NORMAL",
+                f"sqlite:{db}?busy_timeout=5"):
+        code, out, err = cli(capsys, "--store", url, "list")
+        assert code == 0, (url, err)
+        assert run_id in out, url
+    code, _, err = cli(capsys, "--store", f"sqlite:{db}?bogus=1", "list")
+    assert code == 2 and "unknown option" in err and err.count("\n") == 1

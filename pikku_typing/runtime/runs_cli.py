@@ -29,7 +29,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final, TextIO
 
 from pikku_typing._term import one_line
@@ -63,45 +62,26 @@ class CliError(Exception):
 # ------------------------------------------------------------------ store
 
 
-def parse_store_url(url: str) -> tuple[str, str]:
-    """``(scheme, rest)`` for ``file:DIR``, ``sqlite:PATH``, ``postgres:DSN``, ``memory:``."""
-    if url.startswith(("postgres://", "postgresql://")):
-        return "postgres", url
-    scheme, sep, rest = url.partition(":")
-    scheme = scheme.lower()
-    if not sep or scheme not in {"file", "sqlite", "postgres", "postgresql", "memory"}:
-        raise CliError(
-            f"unknown store {url!r}: use file:DIR, sqlite:PATH or postgres:DSN", EXIT_USAGE
-        )
-    if scheme == "postgresql":
-        scheme = "postgres"
-    if scheme != "memory" and not rest:
-        raise CliError(
-            f"store {url!r} names no {'DSN' if scheme == 'postgres' else 'path'}", EXIT_USAGE
-        )
-    return scheme, rest
-
-
 async def open_store(url: str) -> WorkflowStateService:
-    """Open an EXISTING store for inspection: a missing directory or database file is an
-    error (never created by a read)."""
-    scheme, rest = parse_store_url(url)
-    if scheme == "file":
-        directory = Path(rest).expanduser()
-        if not directory.is_dir():
-            raise CliError(
-                f"no file store at {directory} (the directory does not exist)", EXIT_STORE
-            )
-    elif scheme == "sqlite":
-        path = Path(rest).expanduser()
-        if not path.is_file():
-            raise CliError(f"no SQLite store at {path} (the file does not exist)", EXIT_STORE)
+    """Open an EXISTING store for inspection: the URL is read by
+    :func:`pikku_typing.state.open_store` (one parser: ``file:``, ``sqlite:`` with their
+    ``///`` and ``?option`` forms, ``postgres:``, ``memory:``), and a missing directory or
+    database file is an error (never created by a read)."""
+    from pikku_typing.state import FileWorkflowStateService, SqliteWorkflowStateService
     from pikku_typing.state import open_store as open_state_store
 
     try:
         store = open_state_store(url)
+    except ValueError as exc:  # not a store URL: a usage error
+        raise CliError(f"unknown store {url!r}: {exc}", EXIT_USAGE) from exc
     except Exception as exc:  # any backend failure is one line, not a traceback
         raise CliError(f"cannot open store {url}: {one_line(exc)}", EXIT_STORE) from exc
+    if isinstance(store, FileWorkflowStateService) and not store.directory.is_dir():
+        raise CliError(
+            f"no file store at {store.directory} (the directory does not exist)", EXIT_STORE
+        )
+    if isinstance(store, SqliteWorkflowStateService) and not store.path.is_file():
+        raise CliError(f"no SQLite store at {store.path} (the file does not exist)", EXIT_STORE)
     return store
 
 
