@@ -14,8 +14,11 @@ on a fresh database or schema.
     (target <= 2x the SQLite floor; and the alternative that fsyncs the attempt start too,
     ``fsync_every_commit=True``), SQLite remote (<= 4x; on the default queue of the store,
     ``StoreQueue``, whose job commits are not fsynced),
-    PostgreSQL inline (<= 2.5x the PostgreSQL floor), PostgreSQL remote on ``PostgresQueue``
-    in one process (<= 6x).
+    PostgreSQL inline (<= 2.5x the PostgreSQL floor; and the alternative that commits the
+    attempt start synchronously too, ``synchronous_every_commit=True``), PostgreSQL remote on
+    ``PostgresQueue`` in one process (<= 6x). The test server of ``scripts/postgres.sh`` runs
+    with ``fsync=off``, which hides commit costs: for the real floor pass ``--dsn`` of a
+    second server started with ``PIKKU_PG_DURABLE=1`` (see that script).
 [2] **trips**: statements sent to PostgreSQL per step (a psycopg hook counts every
     ``cursor.execute``/``executemany`` and every transaction block, the store's and
     procrastinate's), inline and remote.
@@ -63,6 +66,21 @@ def run_script(script: str, *args: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ children: the floor
+
+
+def child_pg_sync_all(steps: int, dsn: str) -> dict[str, Any]:
+    """pg inline with ``synchronous_every_commit=True`` (the alternative): the same flow and
+    set-up as ``runtime_postgres.py``, with every store of this process built that way."""
+    from functools import partialmethod
+
+    from runtime_postgres import child_pikku
+
+    from pikku_typing.state.postgres import PostgresWorkflowStateService as Store
+
+    Store.__init__ = partialmethod(  # type: ignore[method-assign]
+        Store.__init__, synchronous_every_commit=True
+    )
+    return child_pikku("inline", steps, dsn)
 
 
 def child_floor_sqlite(directory: Path) -> dict[str, Any]:
@@ -321,7 +339,7 @@ def _verdict(ratio: float, target: float, higher_is_better: bool = False) -> str
 
 def section_floor(dsn: str, reps: int, steps: int) -> None:
     names = ["sqlite floor", "sqlite inline", "sqlite remote", "pg floor", "pg inline", "pg remote",
-             "sqlite inline*"]
+             "sqlite inline*", "pg inline*"]
     samples: dict[str, list[float]] = {name: [] for name in names}
     remote_steps = max(steps // 2, 50)
     for _ in range(reps):  # interleaved: every figure sees the same machine load
@@ -337,6 +355,8 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
         samples["pg inline"].append(float(_with_schema(
             dsn, lambda d: run_script("runtime_postgres.py", "pikku", "inline", str(steps), d)
         )["per_step_us"]))
+        samples["pg inline*"].append(float(_with_schema(
+            dsn, lambda d: run_child("pg-sync-all", str(steps), d))["per_step_us"]))
         samples["pg remote"].append(float(_with_schema(
             dsn, lambda d: run_script("runtime_postgres.py", "pikku", "remote", str(remote_steps), d)
         )["per_step_us"]))
@@ -344,14 +364,17 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
     print(f"[1] per step against one durable commit ({steps} inline / {remote_steps} remote steps)")
     for floor, rows in (("sqlite floor", (("sqlite inline", 2.0), ("sqlite inline*", 2.0),
                                           ("sqlite remote", 4.0))),
-                        ("pg floor", (("pg inline", 2.5), ("pg remote", 6.0)))):
+                        ("pg floor", (("pg inline", 2.5), ("pg inline*", 2.5),
+                                      ("pg remote", 6.0)))):
         print(f"    {floor:14s} {med[floor]:8.0f} us/commit  ({fmt(samples[floor])})")
         for name, target in rows:
             ratio = med[name] / med[floor]
             print(f"    {name:14s} {med[name]:8.0f} us/step    = {ratio:5.1f}x floor  "
                   f"({_verdict(ratio, target)})  ({fmt(samples[name])})")
     print("    * the alternative: fsync_every_commit=True also fsyncs the attempt start (2 fsyncs "
-          "per inline step instead of 1)")
+          "per inline step instead of 1);\n      synchronous_every_commit=True commits the "
+          "PostgreSQL attempt start synchronously too (2 WAL flushes per inline step instead "
+          "of 1)")
 
 
 def section_trips(dsn: str, steps: int) -> None:
@@ -409,6 +432,8 @@ def main() -> int:
             out = child_floor_sqlite(directory)
         elif kind == "floor-postgres":
             out = child_floor_postgres(rest[0], directory)
+        elif kind == "pg-sync-all":
+            out = child_pg_sync_all(int(rest[0]), rest[1])
         elif kind == "trips":
             out = child_trips(rest[0], int(rest[1]), rest[2], directory)
         elif kind == "procrastinate":

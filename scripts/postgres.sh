@@ -19,6 +19,10 @@
 #     PIKKU_PG_DIR   base directory (default /tmp/pikku-postgres); data in $PIKKU_PG_DIR/data
 #     PIKKU_PG_DB    database name (default pikku_test)
 #     PIKKU_PG_PORT  port (default: a free port chosen on first start, then remembered)
+#     PIKKU_PG_DURABLE=1  keep fsync, synchronous_commit and full_page_writes on (the server
+#                    defaults), e.g. for benchmarks/floor.py's commit floor on a second server:
+#                    PIKKU_PG_DIR=/tmp/pikku-pg-fsync PIKKU_PG_DURABLE=1 bash scripts/postgres.sh
+#                    (read at start; a running server keeps the settings it was started with)
 set -euo pipefail
 
 BASE="${PIKKU_PG_DIR:-/tmp/pikku-postgres}"
@@ -138,8 +142,10 @@ else
   rm -f "$DATA/postmaster.pid" 2>/dev/null || true  # stale after a crash/reboot
   say "starting PostgreSQL on 127.0.0.1:$PORT (log: $LOG)"
   touch "$LOG" && chown "$RUN_USER" "$LOG" 2>/dev/null || true
+  FAST="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${PIKKU_PG_DURABLE:-0}" = 1 ] && FAST=""
   as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start -o \
-    "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCK -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >&2
+    "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCK -c max_connections=300 $FAST" >&2
 fi
 
 if ! as_pg "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -tAc \
