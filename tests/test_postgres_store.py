@@ -405,3 +405,38 @@ class TestAsynchronousBookkeeping:
             assert await store.claim_step(run.id, "r", owner=owner, lease_seconds=30) is None
         finally:
             await store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(PG_DSN is None, reason="PIKKU_TEST_POSTGRES_DSN not set")
+class TestStepAndRunInOneRead:
+    pytestmark = list(POSTGRES_MARKS)
+
+    async def test_get_step_and_run_is_one_statement_equal_to_the_two_reads(
+        self, store: PostgresWorkflowStateService
+    ) -> None:
+        from pikku_typing.errors import RunNotFoundError
+        from pikku_typing.models import ClaimOwner, RunStatus
+        from pikku_typing.state.base import RunChanges, WorkflowStateService
+
+        run = await store.create_run("wf", {"x": [1, 2.5, "é"]}, version="v1")
+        owner = ClaimOwner(host="h", pid=1, token="t")
+        await store.update_run(run.id, RunChanges(status=RunStatus.SUSPENDED, owner=owner))
+        await store.insert_step(run.id, StepState(key="r", step_name="r", kind=StepKind.RPC,
+                                                  rpc_name="x", data={"a": 1}))
+
+        async def both(s: PostgresWorkflowStateService) -> None:
+            nonlocal got
+            got = await s.get_step_and_run(run.id, "r")
+
+        got: Any = None
+        seen = await _statements_by_setting(store, both)
+        assert list(seen) == ["get_step_and_run"]  # one statement
+        default = await WorkflowStateService.get_step_and_run(store, run.id, "r")  # two reads
+        assert got is not None and default is not None
+        assert got[0].model_dump() == default[0].model_dump()
+        assert got[1].model_dump() == default[1].model_dump()
+        assert got[1].owner == owner and got[1].version == "v1"
+        assert await store.get_step_and_run(run.id, "missing") is None
+        with pytest.raises(RunNotFoundError):
+            await store.get_step_and_run("no-such-run", "r")

@@ -30,10 +30,10 @@ async def run_step(services: Services, workflow: str, run_id: str, key: str) -> 
     nothing: the attempt is claimed atomically."""
     state = services.state
     while True:
-        step = await state.get_step(run_id, key)
-        if step is None:
+        found = await state.get_step_and_run(run_id, key)  # one read on PostgreSQL
+        if found is None:
             return
-        run = await state.get_run(run_id)
+        step, run = found
         if run.status.is_settled:
             return
         if step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):

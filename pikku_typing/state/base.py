@@ -195,6 +195,16 @@ class WorkflowStateService(ABC):
     async def get_step(self, run_id: str, key: str) -> StepState | None:
         """One step, or ``None``."""
 
+    async def get_step_and_run(
+        self, run_id: str, key: str
+    ) -> tuple[StepState, WorkflowRun[Any, Any]] | None:
+        """A step and its run (what a step job reads first), or ``None`` without the step.
+        Two reads by default; a store may answer in one (PostgreSQL: one statement)."""
+        step = await self.get_step(run_id, key)
+        if step is None:
+            return None
+        return step, await self.get_run(run_id)
+
     @abstractmethod
     async def insert_step(self, run_id: str, step: StepState) -> StepState:
         """Insert ``step`` if no step has its key; return the stored step either way (an

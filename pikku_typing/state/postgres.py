@@ -248,8 +248,8 @@ READ_RETRY_DELAYS: Final = (0.05, 0.2, 0.8)
 """Backoff (seconds) of the retries of a read whose connection failed: bounded, ~1 s."""
 
 _READS: Final = frozenset(
-    {"run_exists", "get_run", "get_step_states", "get_step", "list_events", "all_runs",
-     "all_steps", "all_events"}
+    {"run_exists", "get_run", "get_step_states", "get_step", "get_step_and_run", "list_events",
+     "all_runs", "all_steps", "all_events"}
 )  # fmt: skip
 """Named statements that only read: safe to send again after a lost connection."""
 
@@ -682,6 +682,19 @@ class PostgresWorkflowStateService(WorkflowStateService):
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
         return None if row["key"] is None else self._step(run_id, row)
+
+    async def get_step_and_run(
+        self, run_id: str, key: str
+    ) -> tuple[StepState, WorkflowRun[Any, Any]] | None:
+        """One statement (the step joined with its run)."""
+        validate_run_id(run_id)
+        row = await self._fetchone("get_step_and_run", {"run_id": run_id, "key": key})
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        if row["key"] is None:
+            return None
+        run = self._run({name[2:]: value for name, value in row.items() if name.startswith("r_")})
+        return self._step(run_id, row), run
 
     async def insert_step(self, run_id: str, step: StepState) -> StepState:
         import psycopg

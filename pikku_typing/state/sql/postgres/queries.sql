@@ -211,3 +211,14 @@ SELECT * FROM pikku_steps ORDER BY run_id, key
 
 -- name: all_events
 SELECT * FROM pikku_events ORDER BY seq
+
+-- name: get_step_and_run
+-- A step job's one read: the step's columns and the run's (prefixed r_). No row: no such run;
+-- a NULL key: no such step.
+SELECT s.*, r.id AS r_id, r.workflow AS r_workflow, r.status AS r_status, r.input AS r_input,
+    r.output AS r_output, r.error AS r_error, r.created_at AS r_created_at,
+    r.updated_at AS r_updated_at, r.wake_at AS r_wake_at, r.owner AS r_owner,
+    r.cancel_requested AS r_cancel_requested, r.parent_run_id AS r_parent_run_id,
+    r.version AS r_version
+FROM pikku_runs r LEFT JOIN pikku_steps s ON s.run_id = r.id AND s.key = %(key)s
+WHERE r.id = %(run_id)s
