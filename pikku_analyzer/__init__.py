@@ -19,10 +19,12 @@ locates, positions and resolves everything; suppression comments are read with
 concrete syntax matters, to rewrite files format-preserving (``--fix``, ``--add-ignore``).
 Per-file facts are cached by content hash under ``<root>/.pikku/cache/`` and parsed in
 worker processes when many files miss the cache. Modules that do not pass the pre-filter
-are only syntax-checked (a file that does not parse is reported, SPEC section 4), in the
-same worker processes; the content digests of those known to parse are kept in one index
-file, ``<root>/.pikku/cache/syntax-ok.bin``, so a warm run checks nothing again. They are
-parsed for facts on demand when a ``func=`` or a constant is imported from them.
+cannot hold a workflow, an RPC or an event: by default they are not parsed at all (SPEC
+section 4 allows skipping them), only for facts on demand when a ``func=`` or a constant is
+imported from them. ``check_syntax=True`` (``--check-syntax``) syntax-checks them too (a
+file that does not parse is reported), in the same worker processes; the content digests of
+those known to parse are kept in one index file, ``<root>/.pikku/cache/syntax-ok.bin``, so a
+warm run checks nothing again. A candidate that does not parse is always ``SYNTAX_ERROR``.
 ``--all-files`` (``prefilter=False``) runs the full detection on every file instead.
 """
 

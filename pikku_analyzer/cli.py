@@ -68,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=(
             "run the full detection on every file, not only on those that mention pikku "
-            "(the others are always syntax-checked: SYNTAX_ERROR is reported either way; slower)"
+            "(their syntax errors are then reported too; slower)"
+        ),
+    )
+    parser.add_argument(
+        "--check-syntax",
+        action="store_true",
+        help=(
+            "also syntax-check the files that do not mention pikku and report SYNTAX_ERROR for "
+            "them (off by default: they cannot hold a workflow, an RPC or an event; a file that "
+            "mentions pikku and does not parse is always reported)"
         ),
     )
     parser.add_argument(
@@ -155,6 +164,7 @@ def _main(argv: list[str]) -> int:
         progress=progress,
         read_only_cache=args.check,
         prefilter=not args.all_files,
+        check_syntax=args.check_syntax,
     )
 
     if args.fix or args.add_ignore:
@@ -170,7 +180,11 @@ def _main(argv: list[str]) -> int:
             count = sum(1 for line in changed.splitlines() if line.startswith("--- a/"))
             print(f"pikku-analyze: fixed {count} file{'s' if count != 1 else ''}", file=sys.stderr)
             result = analyze(
-                config, use_cache=use_cache, jobs=args.jobs, prefilter=not args.all_files
+                config,
+                use_cache=use_cache,
+                jobs=args.jobs,
+                prefilter=not args.all_files,
+                check_syntax=args.check_syntax,
             )
 
     if args.baseline:

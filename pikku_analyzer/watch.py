@@ -74,6 +74,8 @@ class WatchOptions:
     debounce_ms: int = DEBOUNCE_MS
     step_ms: int = STEP_MS
     force_polling: bool | None = None
+    check_syntax: bool = False
+    """Also syntax-check the files that do not mention pikku (``--check-syntax``)."""
 
 
 INCOMPATIBLE: Final = (
@@ -98,6 +100,7 @@ def options_from_args(args: argparse.Namespace, stream: TextIO) -> WatchOptions 
         jobs=getattr(args, "jobs", None),
         generate=not getattr(args, "no_generate", False),
         colour=use_colour(stream),
+        check_syntax=bool(getattr(args, "check_syntax", False)),
     )
 
 
@@ -130,8 +133,9 @@ class IncrementalAnalyzer:
     as a fresh ``analyze`` (``tests/test_watch.py`` checks it).
     """
 
-    def __init__(self, config: PikkuConfig, *, use_cache: bool = True) -> None:
+    def __init__(self, config: PikkuConfig, *, use_cache: bool = True, check_syntax: bool = False) -> None:
         self.config = config
+        self.check_syntax = check_syntax
         self.store = engine.FactsStore(config, use_cache=use_cache)
         self.candidate = engine.Prefilter(config.package)
         self.entries: dict[str, _Entry] = {}
@@ -162,9 +166,13 @@ class IncrementalAnalyzer:
         if isinstance(data, Diag):
             entry.problem = data
         elif not self.candidate(data):
-            # Like a full run: a file that does not mention pikku is still syntax-checked,
-            # so a half-written unrelated module is reported too.
-            if len(data) <= engine.PARSE_LIMIT_BYTES and not engine.parses(data, source.rel):
+            # Like a full run: with check_syntax, a file that does not mention pikku is
+            # syntax-checked too, so a half-written unrelated module is reported.
+            if (
+                self.check_syntax
+                and len(data) <= engine.PARSE_LIMIT_BYTES
+                and not engine.parses(data, source.rel)
+            ):
                 facts = self._facts(source, data)
                 if facts["syntax_error"]:
                     entry.unit = Unit(source.rel, source.module, facts)
@@ -266,7 +274,9 @@ class WatchSession:
         self.config: PikkuConfig = load_config(options.root)  # ConfigError: caller reports
         self.paint = Painter(options.colour)
         self.shown: set[DiagKey] = set()
-        self.analyzer = IncrementalAnalyzer(self.config, use_cache=options.use_cache)
+        self.analyzer = IncrementalAnalyzer(
+            self.config, use_cache=options.use_cache, check_syntax=options.check_syntax
+        )
         self.needs_full = True
         self.pyproject = self.config.root / "pyproject.toml"
         self.pyproject_stamp = _stamp(self.pyproject)
@@ -395,7 +405,9 @@ class WatchSession:
         if config == self.config:
             return False
         self.config = config
-        self.analyzer = IncrementalAnalyzer(config, use_cache=self.options.use_cache)
+        self.analyzer = IncrementalAnalyzer(
+            config, use_cache=self.options.use_cache, check_syntax=self.options.check_syntax
+        )
         self.say(self.paint("pyproject.toml changed: configuration reloaded", "dim"))
         return True
 
@@ -556,7 +568,11 @@ def _safe_batch(
             )
         )
         # start from scratch next time: the in-memory state may be half updated
-        session.analyzer = IncrementalAnalyzer(session.config, use_cache=session.options.use_cache)
+        session.analyzer = IncrementalAnalyzer(
+            session.config,
+            use_cache=session.options.use_cache,
+            check_syntax=session.options.check_syntax,
+        )
         session.needs_full = True
         return
     session.needs_full = False

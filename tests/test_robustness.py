@@ -45,8 +45,8 @@ def project(tmp_path: Path, files: dict[str, bytes]) -> Path:
     return tmp_path
 
 
-def run(root: Path) -> AnalysisResult:
-    result = analyze(load_config(root), use_cache=False)
+def run(root: Path, *, check_syntax: bool = False) -> AnalysisResult:
+    result = analyze(load_config(root), use_cache=False, check_syntax=check_syntax)
     assert [w["name"] for w in result.data["workflows"]] == ["flow"]  # the good file still counts
     return result
 
@@ -68,7 +68,7 @@ def test_syntax_error_and_others_still_analysed(tmp_path: Path) -> None:
 
 def test_syntax_errors_everywhere_with_or_without_all_files(tmp_path: Path) -> None:
     root = project(tmp_path, {"unrelated.py": b"def broken(:\n"})
-    default = run(root)  # the pre-filter skips detection, not the syntax check
+    default = run(root, check_syntax=True)  # the pre-filter skips detection, not the check
     everything = analyze(load_config(root), use_cache=False, prefilter=False)
     assert [d.code for d in everything.diagnostics] == ["SYNTAX_ERROR"]
     assert default.diagnostics == everything.diagnostics
@@ -119,7 +119,7 @@ def test_unrelated_file_with_a_syntax_error_is_reported_cold_and_warm(
     root = _unrelated_project(tmp_path)
     reports = []
     for _ in range(2):  # cold, then warm
-        code, report = _json_run(root, capsys)
+        code, report = _json_run(root, capsys, "--check-syntax")
         assert code == 1
         assert [w["name"] for w in report["workflows"]] == ["flow"]
         assert [r["name"] for r in report["rpcs"]] == ["svc.run"]
@@ -132,18 +132,18 @@ def test_unrelated_file_with_a_syntax_error_is_reported_cold_and_warm(
     assert (root / ".pikku" / "cache" / "syntax-ok.bin").is_file()
     # the warm run parses nothing: the good files are in the syntax index, the broken one's
     # facts (its syntax error) are in the facts cache
-    warm = analyze(load_config(root))
+    warm = analyze(load_config(root), check_syntax=True)
     assert (warm.stats.parsed, warm.stats.syntax_checked, warm.stats.syntax_known) == (0, 0, 2)
     assert [d.code for d in warm.diagnostics] == ["SYNTAX_ERROR"]
     # --all-files (full detection of every file) and --no-cache report the same
-    assert _json_run(root, capsys, "--all-files")[1] == reports[0]
-    assert _json_run(root, capsys, "--no-cache")[1] == reports[0]
+    assert _json_run(root, capsys, "--all-files", "--check-syntax")[1] == reports[0]
+    assert _json_run(root, capsys, "--no-cache", "--check-syntax")[1] == reports[0]
     # fixed: no longer reported; broken again: reported again
     (root / "broken.py").write_bytes(b"def f():\n    pass\n")
-    code, report = _json_run(root, capsys)
+    code, report = _json_run(root, capsys, "--check-syntax")
     assert (code, report["diagnostics"]) == (0, [])
     (root / "broken.py").write_bytes(b"x = 1\ndef f(:\n")
-    code, report = _json_run(root, capsys)
+    code, report = _json_run(root, capsys, "--check-syntax")
     assert code == 1 and [(d["file"], d["line"]) for d in report["diagnostics"]] == [("broken.py", 2)]
 
 
@@ -169,7 +169,7 @@ def test_unrelated_files_are_reported_as_with_all_files(tmp_path: Path, data: by
     root = _unrelated_project(tmp_path, data)
     everything = analyze(load_config(root), use_cache=False, prefilter=False)
     for _ in range(2):  # cold, then warm
-        default = analyze(load_config(root))
+        default = analyze(load_config(root), check_syntax=True)
         assert default.diagnostics == everything.diagnostics
         assert default.data == everything.data
         assert [w["name"] for w in default.data["workflows"]] == ["flow"]
@@ -180,8 +180,8 @@ def test_syntax_checks_in_worker_processes(tmp_path: Path) -> None:
     for i in range(300):
         (root / "app" / f"filler{i:03d}.py").write_bytes(b"def f(x: int) -> int:\n    return x\n" * 20)
     (root / "app" / "filler150.py").write_bytes(b"def f(x: int) -> int:\n    return x +\n")
-    serial = analyze(load_config(root), use_cache=False, jobs=1)
-    parallel = analyze(load_config(root), use_cache=False, jobs=2)
+    serial = analyze(load_config(root), use_cache=False, jobs=1, check_syntax=True)
+    parallel = analyze(load_config(root), use_cache=False, jobs=2, check_syntax=True)
     assert (serial.stats.processes, parallel.stats.processes) == (1, 2)
     assert parallel.stats.syntax_checked == 303  # 300 + __init__, util, broken
     assert serial.data == parallel.data and serial.diagnostics == parallel.diagnostics
@@ -193,22 +193,22 @@ def test_syntax_checks_in_worker_processes(tmp_path: Path) -> None:
 )
 def test_corrupt_or_foreign_syntax_index_is_ignored_and_rewritten(tmp_path: Path, garbage: bytes) -> None:
     root = _unrelated_project(tmp_path)
-    expected = analyze(load_config(root), use_cache=False)
+    expected = analyze(load_config(root), use_cache=False, check_syntax=True)
     index = root / ".pikku" / "cache" / "syntax-ok.bin"
     index.parent.mkdir(parents=True)
     index.write_bytes(garbage)
-    cold = analyze(load_config(root))
+    cold = analyze(load_config(root), check_syntax=True)
     assert cold.stats.syntax_checked == 3 and cold.diagnostics == expected.diagnostics
     assert index.read_bytes() != garbage
-    warm = analyze(load_config(root))
+    warm = analyze(load_config(root), check_syntax=True)
     assert warm.stats.syntax_checked == 0 and warm.diagnostics == expected.diagnostics
     assert not list((root / ".pikku").rglob("*.tmp"))
 
 
 def test_syntax_index_is_not_written_by_check_or_without_cache(tmp_path: Path) -> None:
     root = _unrelated_project(tmp_path)
-    analyze(load_config(root), read_only_cache=True)
-    analyze(load_config(root), use_cache=False)
+    analyze(load_config(root), read_only_cache=True, check_syntax=True)
+    analyze(load_config(root), use_cache=False, check_syntax=True)
     assert not (root / ".pikku").exists()
 
 
@@ -468,3 +468,40 @@ def test_followed_module_with_syntax_error_is_reported(tmp_path: Path) -> None:
     codes = by_file(result)
     assert codes["impl.py"] == ["SYNTAX_ERROR"]
     assert codes["wiring.py"] == ["UNRESOLVED_WORKFLOW_FUNC"]
+
+
+@pytest.mark.parametrize("check_syntax", [False, True])
+def test_check_syntax_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str], check_syntax: bool) -> None:
+    """issue 16: a broken file that never mentions pikku is reported only with --check-syntax
+    (SPEC 4 allows skipping it); a broken candidate is SYNTAX_ERROR either way; cold and warm."""
+    root = _unrelated_project(tmp_path)  # broken.py: "def f(:", never mentions pikku
+    flags = ["--check-syntax"] if check_syntax else []
+    for _ in range(2):  # cold, then warm
+        code, report = _json_run(root, capsys, *flags)
+        assert [w["name"] for w in report["workflows"]] == ["flow"]
+        found = [(d["code"], d["file"]) for d in report["diagnostics"]]
+        assert found == ([("SYNTAX_ERROR", "broken.py")] if check_syntax else [])
+        assert code == (1 if check_syntax else 0)
+    default = analyze(load_config(root), check_syntax=check_syntax)
+    # warm: with the check, __init__ and util are known to parse (syntax index); without, untouched
+    assert (default.stats.syntax_checked, default.stats.syntax_known) == ((0, 2) if check_syntax else (0, 0))
+    (root / "app" / "rpcs.py").write_bytes(RPC_FILE + b"\ndef broken(:\n")  # a candidate
+    for _ in range(2):
+        code, report = _json_run(root, capsys, *flags)
+        found = [(d["code"], d["file"]) for d in report["diagnostics"]]
+        assert ("SYNTAX_ERROR", "app/rpcs.py") in found and code == 1
+        assert (("SYNTAX_ERROR", "broken.py") in found) is check_syntax
+
+
+def test_broken_module_imported_by_a_workflow_is_reported_without_check_syntax(tmp_path: Path) -> None:
+    """The default skips the syntax check of files that do not mention pikku, but one the
+    linker must read (a workflow imports its func from it) is parsed and reported."""
+    root = _unrelated_project(tmp_path)
+    (root / "broken.py").write_bytes(b"def f() -> int:\n    return 1\n")
+    (root / "app" / "impl.py").write_bytes(b"async def body(workflow, data):\n    return (\n")
+    (root / "app" / "flows2.py").write_bytes(
+        b"from pikku_typing import wire_workflow\nfrom app.impl import body\n\n"
+        b"wire_workflow(name='other', func=body)\n"
+    )
+    result = analyze(load_config(root), use_cache=False)
+    assert ("SYNTAX_ERROR", "app/impl.py") in {(d.code, d.file) for d in result.diagnostics}

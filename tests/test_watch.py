@@ -259,17 +259,19 @@ def _needs_codegen(request: pytest.FixtureRequest) -> None:
 # ------------------------------------------------- the incremental analysis, in process
 
 
-def test_incremental_analysis_matches_a_fresh_analyze(app: Path) -> None:
+@pytest.mark.parametrize("check_syntax", [False, True])
+def test_incremental_analysis_matches_a_fresh_analyze(app: Path, check_syntax: bool) -> None:
     """After every kind of change, the watcher's in-memory analysis gives exactly the report
-    and diagnostics of a fresh ``analyze`` (which re-reads every file)."""
+    and diagnostics of a fresh ``analyze`` (which re-reads every file), with or without
+    ``--check-syntax``."""
     from pikku_analyzer import analyze, load_config
     from pikku_analyzer.watch import IncrementalAnalyzer
 
     config = load_config(app)
-    incremental = IncrementalAnalyzer(config)
+    incremental = IncrementalAnalyzer(config, check_syntax=check_syntax)
 
     def same(result: object) -> None:
-        fresh = analyze(config)
+        fresh = analyze(config, check_syntax=check_syntax)
         assert result.data == fresh.data  # type: ignore[attr-defined]
         assert result.diagnostics == fresh.diagnostics  # type: ignore[attr-defined]
 
@@ -298,7 +300,8 @@ def test_incremental_analysis_matches_a_fresh_analyze(app: Path) -> None:
     unrelated = app / "app" / "util.py"  # a broken module that never mentions pikku
     unrelated.write_text("def helper(:\n")
     result = incremental.update([unrelated])
-    assert [d.file for d in result.diagnostics if d.code == "SYNTAX_ERROR"] == ["app/util.py"]
+    expected = ["app/util.py"] if check_syntax else []  # off by default: it cannot hold a workflow
+    assert [d.file for d in result.diagnostics if d.code == "SYNTAX_ERROR"] == expected
     same(result)
     unrelated.write_text("def helper() -> int:\n    return 1\n")
     result = incremental.update([unrelated])
@@ -420,3 +423,15 @@ def test_watch_without_watchfiles_is_a_clear_usage_error(
     monkeypatch.delitem(sys.modules, "pikku_analyzer.watch", raising=False)
     assert main(["--watch", str(tmp_path)]) == 2
     assert "--watch needs the watchfiles package" in capsys.readouterr().err
+
+
+def test_watch_options_pass_check_syntax() -> None:
+    """``pikku-analyze --watch --check-syntax`` runs the incremental analysis with the check."""
+    import io
+
+    from pikku_analyzer.cli import build_parser
+    from pikku_analyzer.watch import WatchOptions, options_from_args
+
+    for argv, expected in (([], False), (["--check-syntax"], True)):
+        options = options_from_args(build_parser().parse_args(argv), io.StringIO())
+        assert isinstance(options, WatchOptions) and options.check_syntax is expected
