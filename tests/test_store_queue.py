@@ -286,22 +286,6 @@ def test_web_process_and_worker_complete_runs_without_restart(
     assert "InProcessQueue object" not in err and "StoreQueue(" in err
 
 
-def _skip_without_events(url: str, run_id: str) -> None:
-    """``wait_for_event`` lands with the events runtime (SPEC 8); skip until then."""
-    import asyncio
-
-    async def error() -> str:
-        store = open_store(url)
-        try:
-            run = await store.get_run(run_id)
-        finally:
-            await store.close()
-        return "" if run.error is None else run.error.message
-
-    if "does not support wait_for_event" in asyncio.run(error()):
-        pytest.skip("wait_for_event is not implemented yet")
-
-
 @pytest.mark.parametrize("make_url", STORES)
 def test_an_event_sent_by_another_process_wakes_the_run(
     tmp_path: Path, make_url: Callable[[Path], str], workers: Callable[..., subprocess.Popen[str]]
@@ -313,7 +297,6 @@ def test_an_event_sent_by_another_process_wakes_the_run(
     deadline = time.monotonic() + DEADLINE
     while _status(url, waiting) == "running" and time.monotonic() < deadline:
         time.sleep(0.02)
-    _skip_without_events(url, waiting)
     _wait_for(url, [waiting], "suspended", [worker])
     assert _web(env, "send", waiting, "7") is True
     _wait_for(url, [waiting], "completed", [worker])
@@ -355,7 +338,6 @@ def test_a_run_made_due_in_the_store_is_swept(
     deadline = time.monotonic() + DEADLINE
     while _status(url, waiting) == "running" and time.monotonic() < deadline:
         time.sleep(0.02)
-    _skip_without_events(url, waiting)
     _wait_for(url, [waiting], "suspended", [worker])
 
     async def send() -> None:

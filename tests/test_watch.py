@@ -5,7 +5,6 @@ waits only bound how long a broken watcher can hang the suite."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import queue
@@ -241,19 +240,6 @@ def test_watch_rejects_incompatible_flags(app: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--watch cannot be combined with --check" in proc.stderr
-
-
-@pytest.fixture(autouse=True)
-def _needs_codegen(request: pytest.FixtureRequest) -> None:
-    if request.node.name.startswith(
-        ("test_watch_updates_stubs", "test_pyright_sees", "test_watch_follows_pyproject")
-    ):
-        try:
-            codegen = importlib.import_module("pikku_analyzer.codegen")
-        except ImportError:
-            codegen = None
-        if not hasattr(codegen, "write_generated"):
-            pytest.skip("code generation (pikku_analyzer.codegen) is not available yet")
 
 
 # ------------------------------------------------- the incremental analysis, in process
