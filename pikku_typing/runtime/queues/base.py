@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,30 @@ class Job(BaseModel):
 
 
 JobHandler = Callable[[Job], Awaitable[None]]
+
+
+async def wait_for_work(
+    running: set[asyncio.Task[None]],
+    wake: asyncio.Event,
+    stop: asyncio.Event | None,
+    timeout: float | None,
+) -> set[asyncio.Task[None]]:
+    """What a serving queue does between two looks for due jobs: wait until one of the
+    ``running`` jobs ends, ``wake`` or ``stop`` is set, or ``timeout`` seconds pass (``None``:
+    no limit; ``<= 0``: no wait). Return the jobs still running."""
+    if timeout is None or timeout > 0:
+        signal = asyncio.ensure_future(wake.wait())
+        stopper = None if stop is None else asyncio.ensure_future(stop.wait())
+        waiters: set[asyncio.Future[Any]] = {*running, signal}
+        if stopper is not None:
+            waiters.add(stopper)
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signal.cancel()
+            if stopper is not None:
+                stopper.cancel()
+    return {task for task in running if not task.done()}
 
 
 def orchestrator_queue(workflow: str) -> str:

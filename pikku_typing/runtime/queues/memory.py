@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from pikku_typing._log import fields, worker_log
-from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
+from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue, wait_for_work
 
 log = worker_log
 
@@ -199,23 +199,8 @@ class InProcessQueue(WorkflowQueue):
                 while len(running) < concurrency and (entry := self._pop_due(queues)) is not None:
                     running.add(asyncio.create_task(self._run(handler, entry)))
                 event.clear()
-                waiters: set[asyncio.Future[object]] = set(running)  # type: ignore[arg-type]
-                signal = asyncio.ensure_future(event.wait())
-                waiters.add(signal)  # type: ignore[arg-type]
-                stopper = None
-                if stop is not None:
-                    stopper = asyncio.ensure_future(stop.wait())
-                    waiters.add(stopper)  # type: ignore[arg-type]
                 timeout = self._next_wait(queues) if len(running) < concurrency else None
-                try:
-                    await asyncio.wait(
-                        waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    signal.cancel()
-                    if stopper is not None:
-                        stopper.cancel()
-                running = {t for t in running if not t.done()}
+                running = await wait_for_work(running, event, stop, timeout)
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)

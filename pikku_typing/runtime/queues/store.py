@@ -56,7 +56,7 @@ from pydantic import ValidationError
 from pikku_typing._log import fields, worker_log
 from pikku_typing.errors import StateCorruptedError, StoreUnavailableError
 from pikku_typing.runtime import process
-from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue
+from pikku_typing.runtime.queues.base import Job, JobHandler, WorkflowQueue, wait_for_work
 
 if TYPE_CHECKING:
     from pikku_typing.state.base import WorkflowStateService
@@ -579,23 +579,7 @@ class StoreQueue(WorkflowQueue):
                     due = self._next_due(queues)
                     if due is not None:
                         timeout = min(timeout, max(due - self._clock(), 0.0))
-                waiters: set[asyncio.Future[object]] = set(running)  # type: ignore[arg-type]
-                signal = asyncio.ensure_future(event.wait())
-                waiters.add(signal)  # type: ignore[arg-type]
-                stopper = None
-                if stop is not None:
-                    stopper = asyncio.ensure_future(stop.wait())
-                    waiters.add(stopper)  # type: ignore[arg-type]
-                try:
-                    if timeout > 0:
-                        await asyncio.wait(
-                            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                        )
-                finally:
-                    signal.cancel()
-                    if stopper is not None:
-                        stopper.cancel()
-                running = {t for t in running if not t.done()}
+                running = await wait_for_work(running, event, stop, timeout)
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
