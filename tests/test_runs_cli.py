@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
 
-from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_workflow
+from pikku_typing import Workflow, WorkflowRuntime, _clock, pikku_func, wire_workflow
 from pikku_typing.models import (
     ClaimOwner,
     ErrorInfo,
@@ -123,9 +123,20 @@ async def _make_runs(url: str) -> dict[str, str]:
     return ids
 
 
+def _ticking_clock(step: float = 0.5) -> Any:
+    """A clock that moves ``step`` seconds at every reading: the attempts written by
+    :func:`_make_runs` are apart in time however fast the machine writes them (on a loaded
+    machine, attempts a few ms apart once shared one mark of the timeline)."""
+    start = datetime.now(UTC)
+    readings = iter(range(1_000_000))
+    return lambda: start + timedelta(seconds=step * next(readings))
+
+
 @pytest.fixture
 def runs(store_url: str) -> Iterator[dict[str, str]]:
-    yield asyncio.run(_make_runs(store_url))
+    with _clock.using(_ticking_clock()):
+        made = asyncio.run(_make_runs(store_url))
+    yield made
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
