@@ -26,9 +26,8 @@ from pikku_typing.mypy import errorcodes, names
 from pikku_typing.mypy.common import (
     PikkuContext,
     arg_expr,
+    check_value,
     literal_str,
-    mismatch,
-    report_incompatible,
 )
 
 NAME_INDEX = 0
@@ -93,16 +92,13 @@ def start_hook(pctx: PikkuContext, ctx: MethodContext) -> Type:
     input_expr = arg_expr(ctx, INPUT_INDEX)
     if expected is None or input_expr is None:
         return ctx.default_return_type
-    found = mismatch(ctx.api, input_expr, expected)
-    if found is not None:
-        report_incompatible(
-            ctx.api,
-            subject=_subject(pctx, expected),
-            expected=expected,
-            found=found,
-            context=input_expr,
-            code=errorcodes.WORKFLOW_INPUT,
-        )
+    check_value(
+        ctx.api,
+        input_expr,
+        expected,
+        subject=_subject(pctx, expected),
+        code=errorcodes.WORKFLOW_INPUT,
+    )
     return ctx.default_return_type
 
 

@@ -140,6 +140,25 @@ def report_incompatible(
         api.msg.note(reason, context, code=code)
 
 
+def check_value(
+    api: CheckerPluginInterface,
+    expr: Expression | None,
+    expected: Type | None,
+    *,
+    subject: str,
+    code: ErrorCode,
+) -> None:
+    """Report ``expr`` (an argument) when it is not assignable to ``expected`` (nothing when
+    either is unknown): ``{subject} has incompatible type ...`` plus mypy's reasons as notes."""
+    if expr is None or expected is None:
+        return
+    found = mismatch(api, expr, expected)
+    if found is not None:
+        report_incompatible(
+            api, subject=subject, expected=expected, found=found, context=expr, code=code
+        )
+
+
 def with_awaited_result(default: Type, result: Type) -> Type:
     """``Coroutine[Any, Any, Any]`` (the default return type of an async method) -> ``...[result]``."""
     proper = get_proper_type(default)

@@ -23,9 +23,8 @@ from pikku_typing.mypy import errorcodes
 from pikku_typing.mypy.common import (
     PikkuContext,
     arg_expr,
+    check_value,
     literal_str,
-    mismatch,
-    report_incompatible,
     with_awaited_result,
 )
 
@@ -78,19 +77,13 @@ def send_event_hook(pctx: PikkuContext, ctx: MethodContext) -> Type:
     if event is None:
         ctx.api.fail(pctx.unknown(wmap, "event", name), name_expr, code=errorcodes.UNKNOWN_EVENT)
         return result
-    payload_expr = arg_expr(ctx, SEND_PAYLOAD_INDEX)
-    expected = pctx.resolve(event.input_type)
-    if payload_expr is not None and expected is not None:
-        found = mismatch(ctx.api, payload_expr, expected)
-        if found is not None:
-            report_incompatible(
-                ctx.api,
-                subject=f"Payload of event {name!r}",
-                expected=expected,
-                found=found,
-                context=payload_expr,
-                code=errorcodes.EVENT_PAYLOAD,
-            )
+    check_value(
+        ctx.api,
+        arg_expr(ctx, SEND_PAYLOAD_INDEX),
+        pctx.resolve(event.input_type),
+        subject=f"Payload of event {name!r}",
+        code=errorcodes.EVENT_PAYLOAD,
+    )
     return result
 
 
@@ -115,19 +108,13 @@ def _child(pctx: PikkuContext, ctx: MethodContext, *, wait: bool) -> Type:
         message = pctx.unknown(wmap, "workflow", name)
         ctx.api.fail(message, name_expr, code=errorcodes.UNKNOWN_WORKFLOW)
         return ctx.default_return_type
-    input_expr = arg_expr(ctx, CHILD_INPUT_INDEX)
-    expected = pctx.resolve(workflow.input_type)
-    if input_expr is not None and expected is not None:
-        found = mismatch(ctx.api, input_expr, expected)
-        if found is not None:
-            report_incompatible(
-                ctx.api,
-                subject=f"Input for workflow {name!r}",
-                expected=expected,
-                found=found,
-                context=input_expr,
-                code=errorcodes.WORKFLOW_INPUT,
-            )
+    check_value(
+        ctx.api,
+        arg_expr(ctx, CHILD_INPUT_INDEX),
+        pctx.resolve(workflow.input_type),
+        subject=f"Input for workflow {name!r}",
+        code=errorcodes.WORKFLOW_INPUT,
+    )
     if not wait:  # the child's run id
         return with_awaited_result(
             ctx.default_return_type, ctx.api.named_generic_type("builtins.str", [])

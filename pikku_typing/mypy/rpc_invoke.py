@@ -9,9 +9,8 @@ from pikku_typing.mypy import errorcodes
 from pikku_typing.mypy.common import (
     PikkuContext,
     arg_expr,
+    check_value,
     literal_str,
-    mismatch,
-    report_incompatible,
     with_awaited_result,
 )
 
@@ -44,19 +43,13 @@ def check_rpc_call(
         ctx.api.fail(message, name_expr, code=errorcodes.UNKNOWN_RPC)
         return ctx.default_return_type
 
-    data_expr = arg_expr(ctx, data_index)
-    expected = pctx.resolve(rpc.input_type)
-    if data_expr is not None and expected is not None:
-        found = mismatch(ctx.api, data_expr, expected)
-        if found is not None:
-            report_incompatible(
-                ctx.api,
-                subject=f"Data for RPC {rpc_name!r}",
-                expected=expected,
-                found=found,
-                context=data_expr,
-                code=errorcodes.RPC_DATA,
-            )
+    check_value(
+        ctx.api,
+        arg_expr(ctx, data_index),
+        pctx.resolve(rpc.input_type),
+        subject=f"Data for RPC {rpc_name!r}",
+        code=errorcodes.RPC_DATA,
+    )
     output = pctx.resolve(rpc.output_type)
     if output is None:
         return ctx.default_return_type
