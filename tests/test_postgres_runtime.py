@@ -143,7 +143,7 @@ async def test_a_store_outage_is_retried_by_procrastinate(
     wire_workflow(name="pg_blip", func=wf, execution_mode=mode)  # type: ignore[arg-type]
     rt = test_runtime.new_runtime(runtimes, store)
     handle = await rt.client("pg_blip").start(None)
-    calls = test_runtime._fail_once(monkeypatch, store, "insert_step")
+    calls = test_runtime._fail_once(monkeypatch, store, "insert_step_at_boundary")
     await rt.drain()
     assert calls and (await store.get_run(handle.run_id)).status is RunStatus.RUNNING
     loop = asyncio.get_running_loop()

@@ -43,6 +43,7 @@ from pikku_typing.errors import (
 from pikku_typing.models import (
     ErrorInfo,
     RunStatus,
+    StepAttempt,
     StepKind,
     StepState,
     StepStatus,
@@ -312,6 +313,54 @@ async def test_insert_step_is_idempotent(store: WorkflowStateService) -> None:
     await store.claim_step(run.id, "createUser", owner=owner, lease_seconds=30)
     third = await store.insert_step(run.id, step("createUser"))
     assert third.status is StepStatus.RUNNING and third.attempt_count == 1
+
+
+async def test_insert_step_at_boundary_inserts_while_the_run_goes_on(
+    store: WorkflowStateService,
+) -> None:
+    """A running or suspended run without a cancel request: exactly ``insert_step`` (the
+    step is inserted once, an existing step is returned as stored, never overwritten)."""
+    run = await store.create_run("wf", None)
+    first = await store.insert_step_at_boundary(run.id, step("a", data={"n": 1}, data_digest="d1"))
+    assert first is not None and first.key == "a" and first.data == {"n": 1}
+    again = await store.insert_step_at_boundary(run.id, step("a", data={"n": 2}, data_digest="d2"))
+    assert again is not None and again.data == {"n": 1} and again.data_digest == "d1"
+    await store.transition_run(run.id, [RunStatus.RUNNING], RunChanges(status=RunStatus.SUSPENDED))
+    owner = make_owner()
+    claimed = step("b", kind=StepKind.INLINE, status=StepStatus.RUNNING, attempt_count=1)
+    claimed.attempts = [StepAttempt(number=1, status=StepStatus.RUNNING, owner=owner)]
+    second = await store.insert_step_at_boundary(run.id, claimed)
+    assert second is not None and second.status is StepStatus.RUNNING
+    assert second.current_attempt is not None and second.current_attempt.owner == owner
+    stored = await store.get_step_states(run.id)
+    assert list(stored) == ["a", "b"] and stored["a"].data == {"n": 1}
+    assert stored["b"].model_dump() == second.model_dump()
+    with pytest.raises(RunNotFoundError):
+        await store.insert_step_at_boundary("no-such-run", step("a"))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        RunChanges(cancel_requested=True),
+        RunChanges(status=RunStatus.SUSPENDED, cancel_requested=True),
+        RunChanges(status=RunStatus.COMPLETED, output=1),
+        RunChanges(status=RunStatus.FAILED, error=ErrorInfo(type="E", message="m")),
+        RunChanges(status=RunStatus.CANCELLED),
+    ],
+    ids=["cancel-requested", "suspended-cancel-requested", "completed", "failed", "cancelled"],
+)
+async def test_insert_step_at_boundary_stops_a_cancelled_or_settled_run(
+    store: WorkflowStateService, changes: RunChanges
+) -> None:
+    """``None`` and nothing inserted when the run has a cancel request or is settled, also
+    when the step exists already (the boundary comes first)."""
+    run = await store.create_run("wf", None)
+    await store.insert_step(run.id, step("old"))
+    await store.update_run(run.id, changes)
+    assert await store.insert_step_at_boundary(run.id, step("new")) is None
+    assert await store.insert_step_at_boundary(run.id, step("old")) is None
+    assert list(await store.get_step_states(run.id)) == ["old"]
 
 
 async def test_step_states_in_creation_order(store: WorkflowStateService) -> None:

@@ -128,6 +128,26 @@ async def test_each_step_transition_is_one_transaction(store: SqliteWorkflowStat
     assert all("status" in u.split("WHERE", 1)[1] for u in updates)
 
 
+async def test_a_new_step_at_its_boundary_is_one_statement(
+    store: SqliteWorkflowStateService, db_path: Path
+) -> None:
+    """``insert_step_at_boundary``: the run's cancel/settled check is in the INSERT itself
+    (no read of the run first); only a miss reads (to tell a stop from an existing step)."""
+    run = await store.create_run("wf", None)
+    statements: list[str] = []
+    assert store._conn is not None
+    store._conn.set_trace_callback(statements.append)
+    assert await store.insert_step_at_boundary(run.id, inline("s")) is not None
+    store._conn.set_trace_callback(None)
+    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "COMMIT"], statements
+    # a run document that is not JSON is that run's corruption, not a store outage
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    raw.execute("UPDATE runs SET doc = '{not json' WHERE id = ?", (run.id,))
+    raw.close()
+    with pytest.raises(StateCorruptedError, match=run.id):
+        await store.insert_step_at_boundary(run.id, inline("t"))
+
+
 async def test_waits_for_another_writer(store: SqliteWorkflowStateService, db_path: Path) -> None:
     run = await store.create_run("wf", None)
     await store.insert_step(run.id, inline("s"))

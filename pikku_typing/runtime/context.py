@@ -6,7 +6,8 @@
   passes (read once per pass), checked against what the replay reaches
   (:meth:`RunContext.recorded`: same kind and target, else
   :class:`~pikku_typing.errors.WorkflowNonDeterminismError`);
-* step boundaries (:meth:`RunContext.boundary`: a cancel request stops the run there);
+* step boundaries (:meth:`RunContext.boundary`: a cancel request stops the run there;
+  :meth:`RunContext.insert_at_boundary`: the same check folded into a new step's insert);
 * parking (:meth:`RunContext.park`): a step that waits for something outside the pass (a
   remote attempt, a sleep, a retry delay, an event, a child run) parks; when the function is
   blocked only on parked steps, the pass ends (:meth:`RunContext.settle`) and the run is
@@ -235,6 +236,15 @@ class RunContext(Workflow):
         run = await self.services.state.get_run(self._run_id)
         if run.cancel_requested or run.status.is_settled:
             raise Cancelled()
+
+    async def insert_at_boundary(self, step: StepState) -> StepState:
+        """A step boundary and the insert of the new ``step``, in one store call
+        (:meth:`~pikku_typing.state.base.WorkflowStateService.insert_step_at_boundary`): stop
+        here when the run was cancelled, else return the stored step."""
+        stored = await self.services.state.insert_step_at_boundary(self._run_id, step)
+        if stored is None:
+            raise Cancelled()
+        return stored
 
     async def park(
         self,

@@ -210,6 +210,27 @@ class WorkflowStateService(ABC):
         """Insert ``step`` if no step has its key; return the stored step either way (an
         existing step is never overwritten). Raise RunNotFoundError for an unknown run."""
 
+    async def insert_step_at_boundary(self, run_id: str, step: StepState) -> StepState | None:
+        """A step boundary and the insert of a new step, in one call: what a pass does when
+        the replay reaches a step it has no record of.
+
+        ``None`` (nothing inserted) when the run has a cancel request or is settled
+        (completed, failed, cancelled): the pass stops at this boundary. Else exactly
+        :meth:`insert_step`: insert ``step`` if no step has its key and return the stored
+        step either way (an existing step is never overwritten; a store may return the given
+        ``step`` object itself when it inserted it). Raise :class:`RunNotFoundError` for an
+        unknown run.
+
+        The check and the insert are atomic where the store allows (SQLite, memory: one
+        statement or one critical section; PostgreSQL: one statement), so a cancel request
+        committed before the insert is never missed. The default reads the run, then inserts
+        (two calls, what the runtime did before this method existed): a cancel request
+        committed between them is seen at the next boundary, as before."""
+        run = await self.get_run(run_id)
+        if run.cancel_requested or run.status.is_settled:
+            return None
+        return await self.insert_step(run_id, step)
+
     @abstractmethod
     async def schedule_step(self, run_id: str, key: str, *, at: datetime | None) -> StepState:
         """Mark a pending step ``scheduled`` (a remote step was enqueued, or a sleep's wake-up

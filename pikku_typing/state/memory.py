@@ -34,12 +34,14 @@ from pikku_typing.state.base import RunChanges, WorkflowStateService, validate_r
 
 
 class _Record:
-    __slots__ = ("created_us", "events", "run", "status", "steps", "workflow")
+    __slots__ = ("created_us", "events", "run", "status", "steps", "stopped", "workflow")
 
     def __init__(self, run: WorkflowRun[Any, Any]) -> None:
         self.workflow = run.workflow
         self.created_us = c.to_micros(run.created_at)
         self.status = RunStatus(run.status)
+        self.stopped = run.cancel_requested or self.status.is_settled
+        """A step boundary stops here: the run has a cancel request or is settled."""
         self.run = run.model_dump_json()
         """The run as JSON."""
         self.steps: dict[str, str] = {}
@@ -49,6 +51,7 @@ class _Record:
 
     def set_run(self, run: WorkflowRun[Any, Any]) -> str:
         self.status = RunStatus(run.status)
+        self.stopped = run.cancel_requested or self.status.is_settled
         self.run = run.model_dump_json()
         return self.run
 
@@ -156,6 +159,15 @@ class InMemoryWorkflowStateService(WorkflowStateService):
             steps = self._record(run_id).steps
             doc = steps.setdefault(step.key, new)
         return _step(doc)
+
+    async def insert_step_at_boundary(self, run_id: str, step: StepState) -> StepState | None:
+        new = step.model_dump_json()
+        with self._mutex:
+            record = self._record(run_id)
+            if record.stopped:
+                return None
+            doc = record.steps.setdefault(step.key, new)
+        return step if doc is new else _step(doc)
 
     def _transition(
         self, run_id: str, key: str, change: Callable[[StepState], bool]

@@ -119,6 +119,12 @@ _CLAIMABLE_SQL: Final = (
     "status IN ('pending', 'scheduled') AND (next_attempt_us IS NULL OR next_attempt_us <= ?)"
 )
 
+_GOES_ON_SQL: Final = (
+    "status NOT IN ('completed', 'failed', 'cancelled') "
+    "AND coalesce(json_extract(doc, '$.cancel_requested'), 0) = 0"
+)
+"""A run row past which a step boundary goes on: not settled, no cancel request."""
+
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
 
@@ -320,6 +326,17 @@ class SqliteWorkflowStateService(WorkflowStateService):
             what = "a step document" if run_id is None else f"a step row of run {run_id!r}"
             raise self._corrupt(what, exc) from exc
 
+    @contextmanager
+    def _json_of_run(self, run_id: str) -> Iterator[None]:
+        """SQL reading the run's document with ``json_extract``: a document that is not JSON
+        is :class:`StateCorruptedError` of that run (as ``get_run`` says), not a store error."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "JSON" not in str(exc):
+                raise
+            raise self._corrupt(f"the row of run {run_id!r}", exc) from exc
+
     @staticmethod
     def _run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
         return conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
@@ -505,6 +522,43 @@ class SqliteWorkflowStateService(WorkflowStateService):
                     raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
                 doc = row[0]
         return self._load_step(doc)
+
+    async def insert_step_at_boundary(self, run_id: str, step: StepState) -> StepState | None:
+        # one statement: the run's check (status column, cancel request in its document)
+        # and the step's insert; only a miss (a stop, an existing step) reads more
+        validate_run_id(run_id)
+        doc = step.model_dump_json()
+        next_us = None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at)
+        with self._tx(durable=step.status is not StepStatus.RUNNING) as conn, \
+                self._json_of_run(run_id):
+            inserted = conn.execute(
+                "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
+                "SELECT ?, ?, ?, ?, ?, ? FROM runs WHERE id = ? "
+                f"AND {_GOES_ON_SQL} ON CONFLICT (run_id, key) DO NOTHING",
+                (
+                    run_id,
+                    step.key,
+                    StepStatus(step.status).value,
+                    next_us,
+                    c.running_token(step),
+                    doc,
+                    run_id,
+                ),
+            ).rowcount
+            if inserted == 1:
+                return step
+            row = conn.execute(
+                f"SELECT {_GOES_ON_SQL}, (SELECT doc FROM steps WHERE run_id = ? AND key = ?) "
+                "FROM runs WHERE id = ?",
+                (run_id, step.key, run_id),
+            ).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
+        goes_on, existing = row
+        if not goes_on:
+            return None
+        assert existing is not None  # the run goes on: the conflict was an existing step
+        return self._load_step(existing, run_id)
 
     def _transition(
         self,

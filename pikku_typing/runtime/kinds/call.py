@@ -162,14 +162,11 @@ async def _wait_for_holder(ctx: RunContext, spec: Spec, step: StepState) -> tupl
 
 
 async def _run_remote(ctx: RunContext, spec: Spec, step: StepState | None) -> Any:
-    state, queue = ctx.services.state, ctx.services.queue
+    queue = ctx.services.queue
     while True:
         if step is None:
-            await ctx.boundary()
             # scheduled: the loop below queues its step job and parks
-            step = await state.insert_step(
-                ctx.run_id, spec.new_state(steps.now(), status=StepStatus.SCHEDULED)
-            )
+            step = await ctx.insert_at_boundary(spec.new_state(steps.now(), status=StepStatus.SCHEDULED))
             continue
         value = _settled(ctx, spec, step)
         if value is not _NOTHING:
@@ -187,8 +184,7 @@ async def _run_remote(ctx: RunContext, spec: Spec, step: StepState | None) -> An
 async def _run_local(ctx: RunContext, spec: Spec, step: StepState | None) -> Any:
     state = ctx.services.state
     while True:
-        if step is None:
-            await ctx.boundary()
+        if step is None:  # the boundary is checked by the insert (_insert_claimed)
             step, value = await _attempt(ctx, spec, None)
             if value is not _NOTHING:
                 return value
@@ -274,12 +270,11 @@ async def _insert_claimed(ctx: RunContext, spec: Spec) -> StepState:
         number=1, status=StepStatus.RUNNING, owner=ctx.owner, started_at=started,
         lease_expires_at=started + timedelta(seconds=ctx.services.lease_seconds),
     )
-    return await ctx.services.state.insert_step(
-        ctx.run_id,
+    return await ctx.insert_at_boundary(
         spec.new_state(
             started, status=StepStatus.RUNNING, attempt_count=1, attempts=[claim],
             started_at=started,
-        ),
+        )
     )
 
 
