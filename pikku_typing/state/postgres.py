@@ -244,6 +244,61 @@ def _row_to_step(row: Mapping[str, Any]) -> StepState:
     )
 
 
+_STEP_TIMES: Final = ("next_attempt_at", "created_at", "updated_at", "started_at", "finished_at")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A timestamp as PostgreSQL gives it back: aware, in UTC (a naive one is taken as UTC,
+    as everywhere in pikku)."""
+    if value is None or value.tzinfo is UTC:
+        return value
+    return c.aware(value).astimezone(UTC)
+
+
+def _insert_step_params(run_id: str, step: StepState) -> dict[str, Any]:
+    running = c.running_attempt(step, None)
+    extra_fields = set(StepState.model_fields) - _STEP_COLUMNS
+    extra = step.model_dump(mode="json", include=extra_fields) if extra_fields else {}
+    return {
+        "run_id": run_id,
+        "key": step.key,
+        "step_name": step.step_name,
+        "kind": StepKind(step.kind).value,
+        "status": StepStatus(step.status).value,
+        "rpc_name": step.rpc_name,
+        "data": None if step.data is None else _dumps(step.data, f"the data of step {step.key!r}"),
+        "data_digest": step.data_digest,
+        "result": None
+        if step.result is None
+        else _dumps(step.result, f"the result of step {step.key!r}"),
+        "error": None if step.error is None else step.error.model_dump_json(),
+        "attempt_count": step.attempt_count,
+        "max_attempts": step.max_attempts,
+        "attempts": json.dumps([a.model_dump(mode="json") for a in step.attempts]),
+        "next_attempt_at": _utc(step.next_attempt_at),
+        "lease_token": running.owner.token if running is not None and running.owner else None,
+        "lease_expires_at": running.lease_expires_at if running is not None else None,
+        "created_at": _utc(step.created_at),
+        "updated_at": _utc(step.updated_at),
+        "started_at": _utc(step.started_at),
+        "finished_at": _utc(step.finished_at),
+        "extra": json.dumps(extra) if extra else None,
+    }
+
+
+def _as_stored(step: StepState, params: Mapping[str, Any]) -> StepState:
+    """The step a successful ``insert_step`` stored, as reading its row back would give it,
+    without reading it back: the JSON values decoded from the text that was stored (so they
+    are copies, and round trip as stored: tuples become lists...), timestamps in UTC; the
+    attempts, error and extra fields are the given ones (stored as their JSON dump, they
+    decode to equal values)."""
+    update: dict[str, Any] = {"data": _loads(params["data"]), "result": _loads(params["result"])}
+    for name in _STEP_TIMES:
+        if params[name] is not getattr(step, name):
+            update[name] = params[name]
+    return step.model_copy(update=update)
+
+
 READ_RETRY_DELAYS: Final = (0.05, 0.2, 0.8)
 """Backoff (seconds) of the retries of a read whose connection failed: bounded, ~1 s."""
 
@@ -511,9 +566,15 @@ class PostgresWorkflowStateService(WorkflowStateService):
         for attempt in range(self._pool_size + 1):
             with self._unavailable_on_error():
                 try:
-                    async with pool.connection() as conn:
+                    # getconn/putconn, not pool.connection(): every session is autocommit, so
+                    # the connection's own context (commit or rollback on exit) has nothing to
+                    # do; putconn drops a broken connection all the same
+                    conn = await pool.getconn()
+                    try:
                         cur = await conn.execute(query, params)
                         return await cur.fetchall() if many else await cur.fetchone()
+                    finally:
+                        await pool.putconn(conn)
                 except psycopg.OperationalError as exc:
                     if _ended_while_idle(exc) and attempt < self._pool_size:
                         continue
@@ -700,36 +761,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         import psycopg
 
         validate_run_id(run_id)
-        running = c.running_attempt(step, None)
-        extra_fields = set(StepState.model_fields) - _STEP_COLUMNS
-        extra = step.model_dump(mode="json", include=extra_fields) if extra_fields else {}
-        params = {
-            "run_id": run_id,
-            "key": step.key,
-            "step_name": step.step_name,
-            "kind": StepKind(step.kind).value,
-            "status": StepStatus(step.status).value,
-            "rpc_name": step.rpc_name,
-            "data": None
-            if step.data is None
-            else _dumps(step.data, f"the data of step {step.key!r}"),
-            "data_digest": step.data_digest,
-            "result": None
-            if step.result is None
-            else _dumps(step.result, f"the result of step {step.key!r}"),
-            "error": None if step.error is None else step.error.model_dump_json(),
-            "attempt_count": step.attempt_count,
-            "max_attempts": step.max_attempts,
-            "attempts": json.dumps([a.model_dump(mode="json") for a in step.attempts]),
-            "next_attempt_at": step.next_attempt_at,
-            "lease_token": running.owner.token if running is not None and running.owner else None,
-            "lease_expires_at": running.lease_expires_at if running is not None else None,
-            "created_at": step.created_at,
-            "updated_at": step.updated_at,
-            "started_at": step.started_at,
-            "finished_at": step.finished_at,
-            "extra": json.dumps(extra) if extra else None,
-        }
+        params = _insert_step_params(run_id, step)
         try:
             # an attempt's start is bookkeeping; a recorded result or schedule is not
             row = await self._fetchone(
@@ -738,7 +770,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         except psycopg.errors.ForeignKeyViolation:
             raise RunNotFoundError(f"no run with id {run_id!r}") from None
         if row is not None:
-            return self._step(run_id, row)
+            return _as_stored(step, params)
         existing = await self.get_step(run_id, step.key)
         if existing is None:  # deleted meanwhile (never by this store)
             raise RunNotFoundError(f"no run with id {run_id!r}")
@@ -812,7 +844,12 @@ class PostgresWorkflowStateService(WorkflowStateService):
             "now_iso": _iso(now),
             "token": token,
         }
-        return await self._step_update("complete_step", run_id, key, params) is not None
+        validate_run_id(run_id)
+        # RETURNING a flag only: the caller needs whether it applied, not the row
+        if await self._fetchone("complete_step", {**params, "run_id": run_id, "key": key}):
+            return True
+        await self._require_run(run_id)
+        return False
 
     async def fail_step_attempt(
         self,

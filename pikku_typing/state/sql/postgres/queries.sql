@@ -61,6 +61,8 @@ SELECT s.* FROM pikku_runs r LEFT JOIN pikku_steps s ON s.run_id = r.id AND s.ke
 WHERE r.id = %(run_id)s
 
 -- name: insert_step
+-- A row (inserted = true) when the step was inserted: the caller has its values already, so
+-- nothing else is sent back; none when a step with that key exists (or the run does not).
 INSERT INTO pikku_steps (
     run_id, key, step_name, kind, status, rpc_name, data, data_digest, result, error,
     attempt_count, max_attempts, attempts, next_attempt_at, lease_token, lease_expires_at,
@@ -72,7 +74,7 @@ INSERT INTO pikku_steps (
     %(created_at)s, %(updated_at)s, %(started_at)s, %(finished_at)s, %(extra)s::jsonb
 )
 ON CONFLICT (run_id, key) DO NOTHING
-RETURNING *
+RETURNING true AS inserted
 
 -- name: schedule_step
 UPDATE pikku_steps SET status = 'scheduled', next_attempt_at = %(at)s, updated_at = %(now)s
@@ -106,6 +108,7 @@ WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'running'
 RETURNING *
 
 -- name: complete_step
+-- The caller only needs whether it applied (a row) or not: nothing else is sent back.
 -- With a token: only while that token holds the running attempt. Without (sleeps): unless the
 -- step already succeeded; a running attempt, if any, is marked succeeded.
 UPDATE pikku_steps SET
@@ -125,7 +128,7 @@ WHERE run_id = %(run_id)s AND key = %(key)s
     AND CASE WHEN %(token)s::text IS NULL THEN status <> 'succeeded'
         ELSE status = 'running' AND lease_token = %(token)s::text
             AND attempts->-1->>'status' = 'running' END
-RETURNING *
+RETURNING true AS done
 
 -- name: fail_step_attempt
 -- With a retry time the step is scheduled for it; without, the step fails. Without a token,
