@@ -440,3 +440,151 @@ class TestStepAndRunInOneRead:
         assert await store.get_step_and_run(run.id, "missing") is None
         with pytest.raises(RunNotFoundError):
             await store.get_step_and_run("no-such-run", "r")
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(PG_DSN is None, reason="PIKKU_TEST_POSTGRES_DSN not set")
+class TestInlineStepStatements:
+    """Issue 16: an inline step is two statements on PostgreSQL, the step boundary folded
+    into the attempt's insert (asynchronous commit) and the result (synchronous commit); an
+    insert sends back a flag, and the step it returns is the one a read gives back."""
+
+    pytestmark = list(POSTGRES_MARKS)
+
+    async def test_insert_step_at_boundary_is_one_statement(self, dsn: str) -> None:
+        from pikku_typing.models import ClaimOwner, RunStatus, StepAttempt, StepStatus
+        from pikku_typing.state.base import RunChanges
+
+        store = PostgresWorkflowStateService(_with_options(dsn, "-c synchronous_commit=on"))
+        owner = ClaimOwner(host="h", pid=1, token="t1")
+        running = StepState(
+            key="a", step_name="a", kind=StepKind.INLINE, status=StepStatus.RUNNING,
+            attempt_count=1, attempts=[StepAttempt(number=1, status=StepStatus.RUNNING, owner=owner)],
+        )  # fmt: skip
+        got: list[StepState | None] = []
+        try:
+            run = await store.create_run("wf", None)
+
+            async def attempt_start(s: PostgresWorkflowStateService) -> None:
+                got.append(await s.insert_step_at_boundary(run.id, running))
+
+            async def remote_step(s: PostgresWorkflowStateService) -> None:
+                got.append(await s.insert_step_at_boundary(
+                    run.id, StepState(key="r", step_name="r", kind=StepKind.RPC, rpc_name="x",
+                                      status=StepStatus.SCHEDULED)))  # fmt: skip
+
+            async def cancelled(s: PostgresWorkflowStateService) -> None:
+                got.append(await s.insert_step_at_boundary(run.id, running.model_copy(update={"key": "b"})))
+
+            # one statement each: no get_run before the insert
+            assert await _statements_by_setting(store, attempt_start) == {
+                "insert_step_at_boundary": {"off"}  # an attempt's start: asynchronous commit
+            }
+            assert await _statements_by_setting(store, remote_step) == {
+                "insert_step_at_boundary": {"on"}
+            }
+            await store.update_run(run.id, RunChanges(cancel_requested=True))
+            assert list(await _statements_by_setting(store, cancelled)) == [
+                "insert_step_at_boundary"  # stopped at the boundary: nothing inserted
+            ]
+            first, second, stopped = got
+            assert first is not None and first.current_attempt is not None
+            assert first.current_attempt.owner == owner and first.status is StepStatus.RUNNING
+            assert second is not None and second.status is StepStatus.SCHEDULED
+            assert stopped is None
+            assert sorted(await store.get_step_states(run.id)) == ["a", "r"]
+            assert (await store.get_run(run.id)).status is RunStatus.RUNNING
+        finally:
+            await store.close()
+
+    async def test_the_returned_step_is_the_step_read_back(
+        self, store: PostgresWorkflowStateService
+    ) -> None:
+        """insert_step(_at_boundary) no longer reads the row back (RETURNING a flag): what it
+        returns must still equal what get_step reads, for values that do not survive JSON
+        as they are (a tuple, integer keys) and timestamps that are naive or not in UTC."""
+        from datetime import UTC, datetime, timedelta, timezone
+
+        from pikku_typing.models import StepStatus
+
+        run = await store.create_run("wf", None)
+        later = timezone(timedelta(hours=5, minutes=30))
+        data: dict[Any, Any] = {1: ("a", [2]), "k": {"n": None}}
+        fields: dict[str, Any] = {
+            "kind": StepKind.INLINE, "status": StepStatus.SUCCEEDED, "data": data,
+            "result": (1, 2), "created_at": datetime(2030, 1, 2, 3, 4, 5, 678901),
+            "updated_at": datetime(2030, 1, 2, 8, 34, 5, 678901, tzinfo=later),
+            "finished_at": datetime(2030, 1, 2, 3, 4, 6, tzinfo=UTC),
+        }  # fmt: skip
+        if "retry_delay" in StepState.model_fields:
+            fields["retry_delay"] = 2.5
+        for key, insert in (("i", store.insert_step), ("b", store.insert_step_at_boundary)):
+            returned = await insert(run.id, StepState(key=key, step_name=key, **fields))
+            read = await store.get_step(run.id, key)
+            assert returned is not None and read is not None
+            assert returned.model_dump() == read.model_dump()
+            assert returned.data == {"1": ["a", [2]], "k": {"n": None}} and returned.result == [1, 2]
+            assert returned.created_at == datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+            assert returned.created_at.tzinfo is UTC and returned.updated_at.tzinfo is UTC
+            assert returned.updated_at == read.updated_at == fields["created_at"].replace(tzinfo=UTC)
+        data["k"]["n"] = 1  # the caller's value: the returned step holds a copy
+        assert returned.data["k"] == {"n": None}
+
+    async def test_an_inline_step_is_two_statements(
+        self, store: PostgresWorkflowStateService
+    ) -> None:
+        from pikku_typing import InProcessQueue, Workflow, WorkflowRuntime, wire_workflow
+        from pikku_typing.wiring import registry
+
+        async def flow(workflow: Workflow, n: int) -> int:
+            total = 0
+            for i in range(n):
+                total += await workflow.do("step", lambda i=i: i)  # type: ignore[misc]
+            return total
+
+        saved = dict(registry.workflows)
+        wire_workflow(name="pg_inline_statements", func=flow, execution_mode="inline")
+        runtime = WorkflowRuntime(store, InProcessQueue())
+        client = runtime.client("pg_inline_statements")
+        per_run: list[dict[str, int]] = []
+
+        async def one(n: int) -> None:
+            counts: dict[str, int] = {}
+
+            async def run(s: PostgresWorkflowStateService) -> None:
+                handle = await client.start(n)
+                await runtime.drain()
+                assert await client.result(handle.run_id, timeout=60) == n * (n - 1) // 2
+
+            import psycopg
+
+            from pikku_typing.state import postgres as pg
+
+            names = {text: name for name, text in pg._Q.items()}
+            original = psycopg.AsyncConnection.execute
+
+            async def hooked(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                name = names.get(query, "other") if isinstance(query, str) else "other"
+                counts[name] = counts.get(name, 0) + 1
+                return await original(self, query, *args, **kwargs)
+
+            psycopg.AsyncConnection.execute = hooked  # type: ignore[method-assign]
+            try:
+                await run(store)
+            finally:
+                psycopg.AsyncConnection.execute = original  # type: ignore[method-assign]
+            per_run.append(counts)
+
+        try:
+            await one(2)
+            await one(2)  # warm: the first run pays for the pools and the migration
+            await one(7)
+        finally:
+            await runtime.close()
+            registry.workflows.clear()
+            registry.workflows.update(saved)
+        short, long = per_run[1], per_run[2]
+        extra = {k: long.get(k, 0) - short.get(k, 0) for k in set(short) | set(long)}
+        extra = {k: v for k, v in extra.items() if v}
+        # five more steps: five boundary+attempt-start inserts and five results, nothing else
+        assert extra == {"insert_step_at_boundary": 5, "complete_step": 5}

@@ -776,6 +776,26 @@ class PostgresWorkflowStateService(WorkflowStateService):
             raise RunNotFoundError(f"no run with id {run_id!r}")
         return existing
 
+    async def insert_step_at_boundary(self, run_id: str, step: StepState) -> StepState | None:
+        """One statement (``INSERT ... SELECT ... FROM pikku_runs WHERE`` the run goes on):
+        the run's check and the step's insert, on the bookkeeping pool for an attempt's
+        start like :meth:`insert_step`; only a miss on an existing step reads more."""
+        validate_run_id(run_id)
+        params = _insert_step_params(run_id, step)
+        row = await self._fetchone(
+            "insert_step_at_boundary", params, bookkeeping=step.status is StepStatus.RUNNING
+        )
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        if not row["goes_on"]:
+            return None
+        if row["inserted"]:
+            return _as_stored(step, params)
+        existing = await self.get_step(run_id, step.key)
+        if existing is None:  # deleted meanwhile (never by this store)
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        return existing
+
     async def _step_update(
         self,
         name: str,

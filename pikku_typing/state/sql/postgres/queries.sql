@@ -76,6 +76,31 @@ INSERT INTO pikku_steps (
 ON CONFLICT (run_id, key) DO NOTHING
 RETURNING true AS inserted
 
+-- name: insert_step_at_boundary
+-- A step boundary and a new step's insert in ONE statement: the step is inserted only when the
+-- run has no cancel request and is not settled. One row (goes_on, inserted) when the run
+-- exists, none when it does not; goes_on false: the pass stops (nothing inserted); inserted
+-- false while goes_on: a step with that key exists (never overwritten).
+WITH run AS (
+    SELECT NOT cancel_requested AND status NOT IN ('completed', 'failed', 'cancelled') AS goes_on
+    FROM pikku_runs WHERE id = %(run_id)s
+), inserted AS (
+    INSERT INTO pikku_steps (
+        run_id, key, step_name, kind, status, rpc_name, data, data_digest, result, error,
+        attempt_count, max_attempts, attempts, next_attempt_at, lease_token, lease_expires_at,
+        created_at, updated_at, started_at, finished_at, extra
+    )
+    SELECT
+        %(run_id)s, %(key)s, %(step_name)s, %(kind)s, %(status)s, %(rpc_name)s, %(data)s,
+        %(data_digest)s, %(result)s, %(error)s::jsonb, %(attempt_count)s, %(max_attempts)s,
+        %(attempts)s::jsonb, %(next_attempt_at)s, %(lease_token)s, %(lease_expires_at)s,
+        %(created_at)s, %(updated_at)s, %(started_at)s, %(finished_at)s, %(extra)s::jsonb
+    FROM run WHERE goes_on
+    ON CONFLICT (run_id, key) DO NOTHING
+    RETURNING true
+)
+SELECT goes_on, EXISTS (SELECT 1 FROM inserted) AS inserted FROM run
+
 -- name: schedule_step
 UPDATE pikku_steps SET status = 'scheduled', next_attempt_at = %(at)s, updated_at = %(now)s
 WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'pending'
