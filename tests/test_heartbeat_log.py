@@ -33,8 +33,11 @@ async def test_a_failed_heartbeat_is_logged(
     async def no_wait(_seconds: float) -> None:  # no wall-clock wait between beats
         await real_sleep(0)
 
+    loop = asyncio.get_running_loop()
+    soon = SimpleNamespace(call_later=lambda _delay, callback: loop.call_soon(callback))
     fake = SimpleNamespace(
-        sleep=no_wait, create_task=asyncio.create_task, CancelledError=asyncio.CancelledError
+        sleep=no_wait, create_task=asyncio.create_task, CancelledError=asyncio.CancelledError,
+        get_running_loop=lambda: soon,  # the first beat is due at once
     )
     monkeypatch.setattr(steps, "asyncio", fake)
     store: Any = FlakyStore()
@@ -50,3 +53,13 @@ async def test_a_failed_heartbeat_is_logged(
         "heartbeat of step charge of run run-1 failed: ConnectionError: the database went away" in m
         for m in messages
     ), messages
+
+
+async def test_an_attempt_shorter_than_its_first_beat_starts_no_task() -> None:
+    """The beat starts when it is first due (a timer, no task per attempt): a short
+    attempt creates no task and makes no store call (issue 16)."""
+    store: Any = FlakyStore()
+    before = asyncio.all_tasks()
+    async with steps.heartbeat(store, "run-1", "quick", "token", 30.0):
+        assert asyncio.all_tasks() == before
+    assert asyncio.all_tasks() == before and store.calls == 0

@@ -116,16 +116,20 @@ async def test_each_step_transition_is_one_transaction(store: SqliteWorkflowStat
     await store.claim_step(run.id, "s", owner=owner, lease_seconds=5)
     await store.complete_step(run.id, "s", result=[1], token=owner.token)
     store._conn.set_trace_callback(None)
-    begins = [s for s in statements if s.startswith("BEGIN")]
-    commits = [s for s in statements if s == "COMMIT"]
-    assert begins == ["BEGIN IMMEDIATE"] * 2 and len(commits) == 2
-    # per transition: BEGIN, SELECT, UPDATE ... WHERE, COMMIT; the claim (bookkeeping) between
-    # two PRAGMAs that switch off its fsync (see test_bookkeeping_commits_and_fsync_every_commit)
+    # the claim: BEGIN, SELECT, UPDATE ... WHERE, COMMIT, between two PRAGMAs that switch off
+    # its fsync (see test_bookkeeping_commits_and_fsync_every_commit); the completion of the
+    # held attempt: ONE guarded UPDATE (its own transaction, the document changed in SQL)
+    words = [s.split()[0] for s in statements]
+    assert words == ["PRAGMA", "BEGIN", "SELECT", "UPDATE", "COMMIT", "PRAGMA", "UPDATE"], statements
     pragmas = [s for s in statements if s.startswith("PRAGMA")]
     assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
-    assert len(statements) == 8 + len(pragmas)
     updates = [s for s in statements if s.startswith("UPDATE")]
     assert all("status" in u.split("WHERE", 1)[1] for u in updates)
+    done = await store.get_step(run.id, "s")
+    assert done is not None and done.status is StepStatus.SUCCEEDED and done.result == [1]
+    assert done.current_attempt is not None
+    assert done.current_attempt.status is StepStatus.SUCCEEDED
+    assert done.finished_at == done.updated_at == done.current_attempt.finished_at
 
 
 async def test_a_new_step_at_its_boundary_is_one_statement(
@@ -219,17 +223,26 @@ async def test_many_steps_keep_creation_order(store: SqliteWorkflowStateService)
 
 
 def _commits(store: SqliteWorkflowStateService) -> list[str]:
-    """Trace the store's connection: one entry per COMMIT, 'fsync' or 'no fsync' by the
-    synchronous level in force when it ran."""
+    """Trace the store's connection: one entry per commit (a COMMIT, or a write statement
+    outside BEGIN...COMMIT: its own transaction), 'fsync' or 'no fsync' by the synchronous
+    level in force when it ran."""
     conn = store._connection()
     level = {"sync": store.synchronous}
+    in_tx = [False]
     commits: list[str] = []
 
     def trace(statement: str) -> None:
         text = " ".join(statement.split()).upper()
         if text.startswith("PRAGMA SYNCHRONOUS ="):
             level["sync"] = text.rsplit("=", 1)[1].strip()
-        elif text == "COMMIT":
+        elif text.startswith("BEGIN"):
+            in_tx[0] = True
+        elif text == "ROLLBACK":
+            in_tx[0] = False
+        elif text == "COMMIT" or (
+            not in_tx[0] and text.startswith(("INSERT", "UPDATE", "DELETE"))
+        ):
+            in_tx[0] = False
             commits.append("no fsync" if level["sync"] == "NORMAL" else "fsync")
 
     conn.set_trace_callback(trace)

@@ -171,12 +171,16 @@ async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> 
 async def heartbeat(
     state: WorkflowStateService, run_id: str, key: str, token: str, lease_seconds: float
 ) -> AsyncIterator[None]:
-    """Extend the lease of a running attempt every third of the lease while the body runs."""
+    """Extend the lease of a running attempt every third of the lease while the body runs.
+
+    Nothing runs for an attempt shorter than the first beat (most are): a timer of the event
+    loop (``call_later``, no task) starts the beating task when the first beat is due, and
+    is cancelled when the body ends first. A task per attempt, created and cancelled around
+    every short step, cost more than the step's own bookkeeping (issue 16)."""
+    interval = max(lease_seconds / 3, 0.05)
 
     async def beat() -> None:
-        interval = max(lease_seconds / 3, 0.05)
         while True:
-            await asyncio.sleep(interval)
             try:
                 if not await state.heartbeat_step(
                     run_id, key, token=token, lease_seconds=lease_seconds
@@ -188,15 +192,23 @@ async def heartbeat(
                     "expires if it keeps failing)", key, run_id, describe(exc), interval,
                     extra=fields(run_id=run_id, step_key=key),
                 )
-                continue
+            await asyncio.sleep(interval)
 
-    task = asyncio.create_task(beat())
+    task: asyncio.Task[None] | None = None
+
+    def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(beat())
+
+    timer = asyncio.get_running_loop().call_later(interval, start)
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        timer.cancel()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def call_with_middleware(

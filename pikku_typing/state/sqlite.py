@@ -267,6 +267,10 @@ class SqliteWorkflowStateService(WorkflowStateService):
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
+    # a write of ONE statement needs no BEGIN/COMMIT: it is its own (autocommit) transaction,
+    # taken with the same busy timeout; its errors are reported as those of a read
+    _statement = _read
+
     @contextmanager
     def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``). A bookkeeping one
@@ -327,15 +331,16 @@ class SqliteWorkflowStateService(WorkflowStateService):
             raise self._corrupt(what, exc) from exc
 
     @contextmanager
-    def _json_of_run(self, run_id: str) -> Iterator[None]:
-        """SQL reading the run's document with ``json_extract``: a document that is not JSON
-        is :class:`StateCorruptedError` of that run (as ``get_run`` says), not a store error."""
+    def _json_errors(self, what: str) -> Iterator[None]:
+        """SQL reading a document with SQLite's JSON functions: a document that is not JSON
+        is :class:`StateCorruptedError` of ``what`` (as parsing it would say), not a store
+        error."""
         try:
             yield
         except sqlite3.OperationalError as exc:
             if "JSON" not in str(exc):
                 raise
-            raise self._corrupt(f"the row of run {run_id!r}", exc) from exc
+            raise self._corrupt(what, exc) from exc
 
     @staticmethod
     def _run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
@@ -530,7 +535,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         doc = step.model_dump_json()
         next_us = None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at)
         with self._tx(durable=step.status is not StepStatus.RUNNING) as conn, \
-                self._json_of_run(run_id):
+                self._json_errors(f"the row of run {run_id!r}"):
             inserted = conn.execute(
                 "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
                 "SELECT ?, ?, ?, ?, ?, ? FROM runs WHERE id = ? "
@@ -647,6 +652,13 @@ class SqliteWorkflowStateService(WorkflowStateService):
         self, run_id: str, key: str, *, result: Any, token: str | None
     ) -> bool:
         now = c.now_utc()
+        if token is not None:
+            try:
+                text = json.dumps(result, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError):
+                pass  # not plain JSON: the general path below says what is wrong
+            else:
+                return self._complete_held(run_id, key, text, token, now)
         params: tuple[Any, ...] = ()
         if token is None:
             condition = "status != 'succeeded'"
@@ -656,6 +668,26 @@ class SqliteWorkflowStateService(WorkflowStateService):
             run_id, key, condition, params, lambda s: c.apply_complete(s, result, token, now)
         )
         return step is not None
+
+    def _complete_held(self, run_id: str, key: str, result: str, token: str, now: datetime) -> bool:
+        """``complete_step`` of the running attempt held by ``token`` as ONE statement (its own
+        transaction, fsynced): the document is changed in SQL (``json_set``, the same fields
+        as ``apply_complete``), never read and parsed here; the row count is the answer."""
+        validate_run_id(run_id)
+        at = _iso(now)
+        with self._statement() as conn, self._json_errors(f"a step row of run {run_id!r}"):
+            updated = conn.execute(
+                "UPDATE steps SET status = 'succeeded', next_attempt_us = NULL, token = NULL, "
+                "doc = json_set(doc, '$.attempts[#-1].status', 'succeeded', "
+                "'$.attempts[#-1].finished_at', ?4, '$.status', 'succeeded', "
+                "'$.result', json(?3), '$.error', NULL, '$.next_attempt_at', NULL, "
+                "'$.finished_at', ?4, '$.updated_at', ?4) "
+                "WHERE run_id = ?1 AND key = ?2 AND status = 'running' AND token = ?5",
+                (run_id, key, result, at, token),
+            ).rowcount
+            if updated != 1:
+                self._require_run(conn, run_id)
+        return updated == 1
 
     async def fail_step_attempt(
         self,
@@ -779,6 +811,12 @@ class SqliteWorkflowStateService(WorkflowStateService):
         return c.flock_context(
             self._lock_dir / f"{run_id}.lock", timeout, f"the lock of run {run_id!r}"
         )
+
+
+def _iso(value: datetime) -> str:
+    """A datetime as pydantic writes it in a document (``Z`` for UTC)."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _from_micros(value: int) -> datetime:

@@ -212,11 +212,13 @@ async def _run_local(ctx: RunContext, spec: Spec, step: StepState | None) -> Any
             return value
 
 
-async def _attempt(ctx: RunContext, spec: Spec, step: StepState | None) -> tuple[StepState, Any]:
+async def _attempt(
+    ctx: RunContext, spec: Spec, step: StepState | None
+) -> tuple[StepState | None, Any]:
     """Claim and run one local attempt: attempt 1 when ``step`` is ``None`` (claimed by the
     insert of the step, held by the pass's owner), else the step's next attempt (claimed
-    with ``claim_step`` by a new owner). Return the step as it is after the attempt, and the
-    value when this attempt stored it (else ``_NOTHING``)."""
+    with ``claim_step`` by a new owner). Return ``(None, value)`` when this attempt stored
+    the value, else ``(step as it is after the attempt, _NOTHING)``."""
     state = ctx.services.state
     if step is None:
         owner = ctx.owner
@@ -251,14 +253,7 @@ async def _attempt(ctx: RunContext, spec: Spec, step: StepState | None) -> tuple
         if owner is not ctx.owner:
             process.mark_inactive(owner.token)
     if outcome.status == "succeeded":
-        t = steps.now()
-        done = claimed.model_copy(
-            update={
-                "status": StepStatus.SUCCEEDED, "result": outcome.result, "finished_at": t,
-                "updated_at": t,
-            }
-        )
-        return done, outcome.value
+        return None, outcome.value
     if outcome.status == "failed" and outcome.step is not None:
         return outcome.step, _NOTHING
     return await _reread(ctx, spec), _NOTHING  # our claim was abandoned meanwhile
