@@ -140,7 +140,10 @@ async def test_a_resumed_continuation_parents_its_steps_to_the_resuming_pass(
         return int(await workflow.do("local", lambda: tripled + 1))  # runs in the next pass
 
     wire_workflow(name="otel_resume", func=flow, execution_mode="remote")
-    async with WorkflowRuntime(InMemoryWorkflowStateService(), InProcessQueue()) as rt:
+    # eager off: the remote step parks the pass (eager, it would run in the first pass)
+    async with WorkflowRuntime(
+        InMemoryWorkflowStateService(), InProcessQueue(), eager_steps=False
+    ) as rt:
         handle = await rt.client("otel_resume").start(2)
         assert await handle.result(timeout=30) == 7
     passes = sorted(_named(spans, "pikku.run_pass"), key=lambda p: p.start_time or 0)

@@ -1207,7 +1207,8 @@ async def test_each_remote_step_job_is_enqueued_once(
 
     wire_workflow(name="once", func=wf, execution_mode="remote")
     queue = _RecordingQueue()
-    rt = WorkflowRuntime(store, queue, live_runs=live_runs)
+    # eager off: every step goes through the queue (eager, they run in the pass)
+    rt = WorkflowRuntime(store, queue, live_runs=live_runs, eager_steps=False)
     runtimes.append(rt)
     handle = await rt.client("once").start(None)
     await settle(rt, handle.run_id)
@@ -1300,7 +1301,8 @@ async def test_without_live_continuations_every_pass_replays_from_the_store(
         return await original(run_id)
 
     monkeypatch.setattr(store, "get_step_states", counting)
-    rt = new_runtime(runtimes, store, live_runs=0)
+    # eager off: each remote step suspends the run (eager, it runs in the pass)
+    rt = new_runtime(runtimes, store, live_runs=0, eager_steps=False)
     handle = await rt.client("replay").start({"n": 4})
     await rt.drain()
     assert (await store.get_run(handle.run_id)).status is RunStatus.SUSPENDED  # the nap

@@ -152,6 +152,7 @@ def test_kill_between_storing_a_result_and_waking_the_orchestrator(
     tmp_path: Path, store_kind: str
 ) -> None:
     app = App(tmp_path, store_kind, "remote")
+    app.env["PIKKU_EAGER"] = "0"  # the wake-up of a step job (an eager step wakes nobody)
     [run_id] = app.start(1)
     app.run("drain", crash="after-store:b", expect=-signal.SIGKILL)
     [(_run, steps)] = app.runs()

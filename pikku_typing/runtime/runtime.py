@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -42,9 +42,10 @@ from pikku_typing.errors import (
 from pikku_typing.models import RunStatus, StepState, StepStatus, WorkflowRun
 from pikku_typing.runtime import _observe, codec, lifecycle, process
 from pikku_typing.runtime import steps as steps_module
+from pikku_typing.runtime import workers as workers_module
 from pikku_typing.runtime.orchestrator import Orchestrator
-from pikku_typing.runtime.queues.base import Job, WorkflowQueue
-from pikku_typing.runtime.services import Services, enqueue_orchestrator, typed_run
+from pikku_typing.runtime.queues.base import Job, WorkflowQueue, orchestrator_queue
+from pikku_typing.runtime.services import EagerSlots, Services, enqueue_orchestrator, typed_run
 from pikku_typing.runtime.signals import Interrupted, JobInterrupted
 from pikku_typing.runtime.workers import handle_job as dispatch_job
 from pikku_typing.state.base import WorkflowStateService
@@ -275,6 +276,7 @@ class WorkflowRuntime:
         workers: Mapping[str, WorkerFunc] | None = None,
         registry: Registry = registry,
         sweep_interval: float | None = 30.0,
+        eager_steps: bool = True,
     ) -> None:
         self._owns_state = state is None
         self._owns_queue = queue is None
@@ -296,6 +298,11 @@ class WorkflowRuntime:
         self.sweep_interval = sweep_interval
         self._stop: asyncio.Event | None = None
         self._interrupt: BaseException | None = None
+        self.eager_steps = eager_steps
+        self._scopes: list[tuple[frozenset[str] | None, int]] = []
+        """The queues (``None``: all) and concurrency of every ``serve()``/``drain()`` running
+        now."""
+        self._eager = EagerSlots(self._serves_step_queue, max(concurrency, 1))
         self.services = Services(
             state=self.state,
             queue=self.queue,
@@ -304,6 +311,8 @@ class WorkflowRuntime:
             max_inline_wait=max_inline_wait,
             live_runs=live_runs,
             on_settled=self._notify_settled,
+            eager=self._eager,
+            serves_orchestrator=self._serves_orchestrator,
         )
         self.orchestrator = Orchestrator(self.services)
 
@@ -384,7 +393,8 @@ class WorkflowRuntime:
     async def drain(self, *, queues: Sequence[str] | None = None) -> int:
         """Run every job that is due (including jobs queued meanwhile) until none is due;
         return how many ran. A run whose sleep has not ended stays suspended."""
-        return await self.queue.drain(self.handle_job, queues=queues)
+        with self._serving_scope(queues, self.concurrency):
+            return await self.queue.drain(self.handle_job, queues=queues)
 
     async def serve(
         self,
@@ -415,12 +425,13 @@ class WorkflowRuntime:
         )
         self._serving += 1
         try:
-            await self.queue.serve(
-                self.handle_job,
-                queues=queues,
-                concurrency=concurrency or self.concurrency,
-                stop=stop,
-            )
+            with self._serving_scope(queues, concurrency or self.concurrency):
+                await self.queue.serve(
+                    self.handle_job,
+                    queues=queues,
+                    concurrency=concurrency or self.concurrency,
+                    stop=stop,
+                )
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if sigterm is None or sigterm.received < 2 or current is None:
@@ -438,6 +449,37 @@ class WorkflowRuntime:
         interrupt = self._take_interrupt()
         if interrupt is not None:  # a step raised KeyboardInterrupt / SystemExit
             raise interrupt
+
+    @contextlib.contextmanager
+    def _serving_scope(self, queues: Sequence[str] | None, concurrency: int) -> Iterator[None]:
+        """While ``serve()``/``drain()`` runs: its queues are served here (eager dispatch of
+        remote steps, see :meth:`_serves_step_queue`); at most ``concurrency`` eager attempts
+        at a time (the largest of the scopes running)."""
+        entry = (None if queues is None else frozenset(queues), max(concurrency, 1))
+        self._scopes.append(entry)
+        self._eager.limit = max(c for _, c in self._scopes)
+        try:
+            yield
+        finally:
+            self._scopes.remove(entry)
+            self._eager.limit = max((c for _, c in self._scopes), default=self.concurrency)
+
+    def _serves(self, queue: str) -> bool:
+        """Is ``queue`` served here now with the default handler (no ``workers`` entry, or a
+        generated one that only dispatches)?"""
+        if not any(scope is None or queue in scope for scope, _ in self._scopes):
+            return False
+        worker = self.workers.get(queue)
+        return worker is None or _dispatch_only(worker)
+
+    def _serves_step_queue(self, queue: str) -> bool:
+        """Eager dispatch: does a new remote step of ``queue`` run in the pass that reaches
+        it? When ``eager_steps`` is on and this process serves that queue (see
+        :meth:`_serves`)."""
+        return self.eager_steps and self._serves(queue)
+
+    def _serves_orchestrator(self, workflow: str) -> bool:
+        return self._serves(orchestrator_queue(workflow))
 
     def _take_interrupt(self) -> BaseException | None:
         interrupt, self._interrupt = self._interrupt, None
@@ -566,6 +608,28 @@ class WorkflowRuntime:
 
 
 _SETTLED_STEPS = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED})
+
+_DISPATCHERS = {
+    "run_step_job": workers_module.run_step_job,
+    "run_orchestrator_job": workers_module.run_orchestrator_job,
+    "handle_job": workers_module.handle_job,
+}
+
+
+def _dispatch_only(worker: WorkerFunc) -> bool:
+    """Is ``worker`` a job handler that only dispatches to the runtime (a ``workers`` entry
+    generated by ``pikku-analyze``: ``await run_step_job(runtime, job)``), so running its
+    jobs' work elsewhere in this process changes nothing? A handler may also say so with
+    ``worker.pikku_dispatch_only = True``."""
+    if getattr(worker, "pikku_dispatch_only", False) is True:
+        return True
+    code = getattr(worker, "__code__", None)
+    scope = getattr(worker, "__globals__", None)
+    if code is None or scope is None or not code.co_names:
+        return False
+    return all(
+        name in _DISPATCHERS and scope.get(name) is _DISPATCHERS[name] for name in code.co_names
+    )
 
 
 class _SigtermHandler:

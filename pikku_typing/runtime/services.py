@@ -8,7 +8,7 @@ knows which store or queue it runs on: it gets a :class:`Services`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,36 @@ from pikku_typing.runtime.queues.base import Job, WorkflowQueue, orchestrator_qu
 from pikku_typing.state.base import WorkflowStateService
 from pikku_typing.wiring import Registry, WorkflowDefinition
 
-__all__ = ["Services", "enqueue_orchestrator", "enqueue_step", "typed_run"]
+__all__ = ["EagerSlots", "Services", "enqueue_orchestrator", "enqueue_step", "typed_run"]
+
+
+class EagerSlots:
+    """Eager dispatch of remote steps: which step queues this process serves with the
+    default job handler (``serves``, set by ``WorkflowRuntime`` while it serves or drains),
+    and how many eager attempts run now (at most ``limit``).
+
+    A pass that reaches a new remote RPC step takes a slot (:meth:`take`); with one, the step
+    is claimed by its insert and run in the pass (like a local first attempt) instead of
+    being queued; without one (eager off, the queue not served here, every slot in use) it
+    goes through the queue. The default (``Services()`` without it) never takes a slot."""
+
+    __slots__ = ("limit", "running", "serves")
+
+    def __init__(self, serves: Callable[[str], bool] | None = None, limit: int = 0) -> None:
+        self.serves: Callable[[str], bool] = serves or (lambda queue: False)
+        self.limit = limit
+        self.running = 0
+
+    def take(self, queue: str) -> bool:
+        """Take a slot for an eager attempt of a step of ``queue`` (``False``: queue it)."""
+        if self.running >= self.limit or not self.serves(queue):
+            return False
+        self.running += 1
+        return True
+
+    def release(self) -> None:
+        self.running -= 1
+
 
 @dataclass
 class Services:
@@ -33,6 +62,11 @@ class Services:
     on_settled: Callable[[str], None] = lambda run_id: None
     unknown_workflow_retry: float = 30.0
     """Seconds before a run whose workflow this process does not have is tried again."""
+    eager: EagerSlots = field(default_factory=EagerSlots)
+    """Eager dispatch of remote steps (off unless a serving ``WorkflowRuntime`` sets it)."""
+    serves_orchestrator: Callable[[str], bool] = lambda workflow: False
+    """Does this process serve the workflow's orchestrator queue with the default handler
+    right now (a step job that ends here may then continue the run's live pass itself)?"""
 
 async def enqueue_orchestrator(
     queue: WorkflowQueue, workflow: str, run_id: str, at: datetime | None = None

@@ -7,10 +7,12 @@
                                                                run is settled
 
 Every step appends ``<run_id> <step>`` to COUNTS_FILE (O_APPEND + fsync) *before* it returns,
-so the test can count side effects. ``PIKKU_CRASH`` makes the process die on purpose, once
+so the test can count side effects. ``PIKKU_EAGER=0`` turns eager remote steps off (every
+remote step is a step job). ``PIKKU_CRASH`` makes the process die on purpose, once
 (a marker file next to COUNTS_FILE remembers that it happened):
 
 * ``in-step:<name>``      ``os._exit`` inside step <name>, after its side effect
+* ``kill-in-step:<name>`` SIGKILL inside RPC step <name>, after its side effect
 * ``after-store:<name>``  SIGKILL after step <name>'s result is stored, before the
                           orchestrator is woken (remote mode: the step worker's wake-up)
 """
@@ -86,6 +88,7 @@ def _rpc(step: str) -> Any:
     async def rpc(data: StepIn) -> int:
         record(data["run_id"], step)
         maybe_crash("in-step", step)
+        maybe_crash("kill-in-step", step)
         return data["n"] * 10
 
     rpc.__name__ = f"step_{step}"
@@ -137,7 +140,10 @@ async def all_settled(runtime: WorkflowRuntime) -> bool:
 
 async def main() -> None:
     state = open_store(STORE_URL)
-    runtime = WorkflowRuntime(state, CrashQueue(state), lease_seconds=120.0)
+    runtime = WorkflowRuntime(
+        state, CrashQueue(state), lease_seconds=120.0,
+        eager_steps=os.environ.get("PIKKU_EAGER", "1") == "1",
+    )
     try:
         if COMMAND == "start":
             client = runtime.client("crashflow")

@@ -5,7 +5,9 @@ A recorded step returns its stored result rebuilt with its type (an RPC step rea
 other data than recorded is a non-determinism error). A new step runs *locally* (an inline
 step, or any step of an ``inline`` workflow) or *remotely* (an RPC step of a ``remote``
 workflow: recorded ``scheduled``, its step job queued, the pass parks until the job stored
-the result, see :mod:`~pikku_typing.runtime.step_jobs`).
+the result, see :mod:`~pikku_typing.runtime.step_jobs`), unless it is *eager*: its queue is
+served by this very process, so its first attempt is claimed and run in the pass like a local
+one, see :func:`_run_remote`).
 
 A local attempt is claimed before it runs: attempt 1 by the insert of the step itself
 (``running``, held by the pass's owner), later ones (retries, abandoned attempts) by
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pikku_typing import durations
 from pikku_typing.models import ErrorInfo, StepAttempt, StepKind, StepState, StepStatus
 from pikku_typing.runtime import attempt, codec, process, steps
+from pikku_typing.runtime.queues.base import step_queue
 from pikku_typing.runtime.services import enqueue_step
 from pikku_typing.runtime.signals import StepFailedError
 
@@ -162,9 +165,23 @@ async def _wait_for_holder(ctx: RunContext, spec: Spec, step: StepState) -> tupl
 
 
 async def _run_remote(ctx: RunContext, spec: Spec, step: StepState | None) -> Any:
-    queue = ctx.services.queue
+    """A remote RPC step. A new step is *eager* when this process serves the step's queue
+    (with the default handler) and has a free slot (``Services.eager``): attempt 1 is
+    claimed by the insert (at the step boundary) and run here like a local first attempt,
+    and the pass goes on with its result. Otherwise, and for every later attempt, it is
+    recorded ``scheduled``, its step job is queued and the pass parks."""
+    queue, eager = ctx.services.queue, ctx.services.eager
     while True:
         if step is None:
+            assert spec.rpc_name is not None
+            if eager.take(step_queue(ctx.name, spec.rpc_name)):
+                try:
+                    step, value = await _attempt(ctx, spec, None)
+                finally:
+                    eager.release()
+                if value is not _NOTHING:
+                    return value
+                continue  # failed (a retry goes through the queue), or recorded elsewhere
             # scheduled: the loop below queues its step job and parks
             step = await ctx.insert_at_boundary(spec.new_state(steps.now(), status=StepStatus.SCHEDULED))
             continue
