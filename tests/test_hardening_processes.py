@@ -76,7 +76,11 @@ APP = textwrap.dedent(
                                   shutdown_timeout=10,
                                   stalled_after=float(os.environ.get("HARD_STALLED", "30")))
         lease = float(os.environ.get("HARD_LEASE", "30"))
-        return WorkflowRuntime(open_store(STORE), queue, lease_seconds=lease)
+        return WorkflowRuntime(
+            open_store(STORE), queue, lease_seconds=lease,
+            eager_steps=os.environ.get("HARD_EAGER", "1") == "1",
+            sweep_interval=float(os.environ.get("HARD_SWEEP", "30")),
+        )
 
     if __name__ == "__main__":  # embedded: runtime.serve() in one's own script
         async def main() -> None:
@@ -246,13 +250,17 @@ def test_a_sigkilled_holder_is_taken_over_long_before_its_lease_ends(
     ``stalled_after`` (600 s here) and the step's lease is 600 s: only the waiting pass,
     which looks at a live same-host holder every second, can notice the death early."""
     lease = "600"  # the lease alone would make the other worker wait 10 minutes
-    holder = _worker(app, store, HARD_MODE="hang", HARD_LEASE=lease, HARD_STALLED=lease)
+    # eager off: the step is a step job and the run's pass waits on it
+    holder = _worker(
+        app, store, HARD_MODE="hang", HARD_LEASE=lease, HARD_STALLED=lease, HARD_EAGER="0"
+    )
     other: subprocess.Popen[str] | None = None
     try:
         run_id = _start(store, app, 8)
         _wait(lambda: (app / "mark").exists(), holder)  # the holder runs the step
         other = _worker(
             app, store, "--recover", HARD_MODE="hang", HARD_LEASE=lease, HARD_STALLED=lease,
+            HARD_EAGER="0",
             **({"HARD_NO_RECHECK": "1"} if os.environ.get("HARD_NO_RECHECK") else {}),
         )
         # a pass (of either worker) looked at the run and parked on the held step
@@ -271,3 +279,40 @@ def test_a_sigkilled_holder_is_taken_over_long_before_its_lease_ends(
             other.communicate(timeout=CAP)
     assert _run_status(store, run_id) == (RunStatus.COMPLETED, 16)
     assert taken_over_in < 300  # generous: far below the 600 s lease
+
+
+def test_a_sigkilled_eager_step_is_taken_over_long_before_its_lease_ends(
+    app: Path, store: str
+) -> None:
+    """An eager step runs in its run's pass: nobody waits on it, the run stays ``running``
+    held by the killed worker and (on PostgreSQL) its job comes back only after
+    ``stalled_after`` (600 s). The other worker's sweep (every second here) sees the dead
+    holder of the running run and queues a pass, which abandons the attempt (counted) and
+    runs the step again."""
+    lease = "600"
+    holder = _worker(app, store, HARD_MODE="hang", HARD_LEASE=lease, HARD_STALLED=lease)
+    other: subprocess.Popen[str] | None = None
+    try:
+        run_id = _start(store, app, 8)
+        _wait(lambda: (app / "mark").exists(), holder)  # the holder runs the step, eagerly
+        assert _run_status(store, run_id)[0] is RunStatus.RUNNING
+        other = _worker(
+            app, store, HARD_MODE="hang", HARD_LEASE=lease, HARD_STALLED=lease, HARD_SWEEP="1"
+        )
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.communicate(timeout=CAP)
+        killed_at = time.monotonic()
+        _wait(lambda: _run_status(store, run_id)[0] is RunStatus.COMPLETED, other)
+        taken_over_in = time.monotonic() - killed_at
+        print(f"taken over {taken_over_in:.2f}s after the SIGKILL (lease {lease}s)")
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        if other is not None:
+            other.send_signal(signal.SIGTERM)
+            other.communicate(timeout=CAP)
+    assert _run_status(store, run_id) == (RunStatus.COMPLETED, 16)
+    assert taken_over_in < 300
+    step = _step(store, run_id)
+    assert step.attempt_count == 2  # type: ignore[attr-defined]
+    assert step.attempts[0].error.type == "AbandonedAttempt"  # type: ignore[attr-defined]

@@ -489,9 +489,17 @@ class WorkflowRuntime:
         """Queue a pass for every suspended run that nothing may wake any more: its wake-up
         time has passed, or none of its steps is still pending or running. A backstop for a
         wake-up lost to a store or queue outage (passes are idempotent, so a run that was
-        going to be woken anyway costs one more pass). Returns how many were queued."""
+        going to be woken anyway costs one more pass). Also for every ``running`` run whose
+        pass was held by a dead process of this host: a pass running an eager remote step
+        (or an inline step) that was SIGKILLed; its job comes back only when the queue
+        notices (on PostgreSQL after ``stalled_after``), this pass takes the run over at
+        once and abandons the dead holder's attempt (counted). Returns how many were queued."""
         now = steps_module.now()
         count = 0
+        for run in await self.state.list_runs(status=RunStatus.RUNNING):
+            if run.owner is not None and process.holder_liveness(run.owner) == "dead":
+                await enqueue_orchestrator(self.queue, run.workflow, run.id)
+                count += 1
         for run in await self.state.list_runs(status=RunStatus.SUSPENDED):
             due = run.wake_at is not None and run.wake_at <= now
             if not due:
