@@ -45,7 +45,8 @@ Design:
 * The statements and the DDL are package resources: ``sql/postgres/queries.sql`` (named
   statements) and ``sql/postgres/migrations/NNNN_*.sql`` (schema version NNNN). Rows are read
   by column name (psycopg's ``dict_row``).
-* Every driver failure passes through ONE translation, :meth:`_unavailable_on_error`: a
+* Every driver failure passes through ONE translation, :meth:`_unavailable` (raised by
+  :meth:`_unavailable_on_error` and by the statement path, :meth:`_execute_once`): a
   connection failure is a :class:`~pikku_typing.errors.StoreUnavailableError` naming the
   server (never the password). A stored row that does not decode is a
   :class:`~pikku_typing.errors.StateCorruptedError` naming the run.
@@ -255,10 +256,13 @@ def _utc(value: datetime | None) -> datetime | None:
     return c.aware(value).astimezone(UTC)
 
 
+_EXTRA_FIELDS: Final = set(StepState.model_fields) - _STEP_COLUMNS
+"""The StepState fields kept in the ``extra`` column."""
+
+
 def _insert_step_params(run_id: str, step: StepState) -> dict[str, Any]:
     running = c.running_attempt(step, None)
-    extra_fields = set(StepState.model_fields) - _STEP_COLUMNS
-    extra = step.model_dump(mode="json", include=extra_fields) if extra_fields else {}
+    extra = step.model_dump(mode="json", include=_EXTRA_FIELDS) if _EXTRA_FIELDS else {}
     return {
         "run_id": run_id,
         "key": step.key,
@@ -378,7 +382,9 @@ class PostgresWorkflowStateService(WorkflowStateService):
     def _unavailable_on_error(self) -> Iterator[None]:
         """The one translation of driver failures: a lost or refused connection, a server
         shutting down, a pool with no connection to give (``psycopg.OperationalError``,
-        ``InterfaceError``, ``PoolTimeout``) becomes :class:`StoreUnavailableError`."""
+        ``InterfaceError``, ``PoolTimeout``) becomes :class:`StoreUnavailableError`.
+        (:meth:`_execute_once`, the path of every statement, catches the same two classes
+        itself and raises the same :meth:`_unavailable`: no context manager per statement.)"""
         import psycopg
 
         try:
@@ -519,20 +525,6 @@ class PostgresWorkflowStateService(WorkflowStateService):
             self._pool = data_pool
             return data_pool
 
-    async def _query(
-        self, name: str, params: Mapping[str, Any], *, many: bool, bookkeeping: bool = False
-    ) -> Any:
-        """One named statement on a pooled connection (of the bookkeeping pool when
-        ``bookkeeping``: an asynchronous commit). A pooled session that the server ended
-        while it was idle (a restart: ``admin_shutdown``...) failed before running anything,
-        so the statement is sent again on another connection (the pool drops the dead ones).
-        A read (:data:`_READS`) that fails on a lost connection is retried with a bounded
-        backoff (:data:`READ_RETRY_DELAYS`) before :class:`StoreUnavailableError`; a write
-        is not (its outcome is unknown: the runtime's redelivery of the job decides)."""
-        return await self._execute(
-            _Q[name], params, many=many, read=name in _READS, bookkeeping=bookkeeping
-        )
-
     async def _execute(
         self,
         query: str,
@@ -542,55 +534,66 @@ class PostgresWorkflowStateService(WorkflowStateService):
         read: bool = False,
         bookkeeping: bool = False,
     ) -> Any:
-        retries = list(READ_RETRY_DELAYS) if read else []
-        while True:
+        """One statement on a pooled connection (of the bookkeeping pool when
+        ``bookkeeping``: an asynchronous commit). A pooled session that the server ended
+        while it was idle (a restart: ``admin_shutdown``...) failed before running anything,
+        so the statement is sent again on another connection (the pool drops the dead ones).
+        A ``read`` (the named statements of :data:`_READS`) that fails on a lost connection is
+        retried with a bounded backoff (:data:`READ_RETRY_DELAYS`) before
+        :class:`StoreUnavailableError`; a write is not (its outcome is unknown: the runtime's
+        redelivery of the job decides)."""
+        try:
+            return await self._execute_once(query, params, many=many, bookkeeping=bookkeeping)
+        except StoreUnavailableError as exc:
+            if not read:
+                raise
+            error = exc
+        for delay in READ_RETRY_DELAYS:
+            _log.debug("read failed (%s); retried in %.2fs", error, delay)
+            await asyncio.sleep(delay)
             try:
                 return await self._execute_once(
                     query, params, many=many, bookkeeping=bookkeeping
                 )
             except StoreUnavailableError as exc:
-                if not retries:
-                    raise
-                delay = retries.pop(0)
-                _log.debug("read failed (%s); retried in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
+                error = exc
+        raise error
 
     async def _execute_once(
         self, query: str, params: Mapping[str, Any], *, many: bool, bookkeeping: bool = False
     ) -> Any:
         import psycopg
 
-        pool = await self._ensure_open()
+        pool = self._pool
+        if pool is None or self._loop is not asyncio.get_running_loop():
+            pool = await self._ensure_open()
         if bookkeeping and self._book_pool is not None:
             pool = self._book_pool
         for attempt in range(self._pool_size + 1):
-            with self._unavailable_on_error():
-                try:
-                    # getconn/putconn, not pool.connection(): every session is autocommit, so
-                    # the connection's own context (commit or rollback on exit) has nothing to
-                    # do; putconn drops a broken connection all the same
-                    conn = await pool.getconn()
-                    try:
-                        cur = await conn.execute(query, params)
-                        return await cur.fetchall() if many else await cur.fetchone()
-                    finally:
-                        await pool.putconn(conn)
-                except psycopg.OperationalError as exc:
-                    if _ended_while_idle(exc) and attempt < self._pool_size:
-                        continue
-                    raise
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(query, params)
+                    return await cur.fetchall() if many else await cur.fetchone()
+            except psycopg.OperationalError as exc:  # see _unavailable_on_error
+                if _ended_while_idle(exc) and attempt < self._pool_size:
+                    continue
+                raise self._unavailable(exc) from None
+            except psycopg.InterfaceError as exc:
+                raise self._unavailable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetchone(
         self, name: str, params: Mapping[str, Any], *, bookkeeping: bool = False
     ) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = await self._query(
-            name, params, many=False, bookkeeping=bookkeeping
+        row: dict[str, Any] | None = await self._execute(
+            _Q[name], params, many=False, read=name in _READS, bookkeeping=bookkeeping
         )
         return row
 
     async def _fetchall(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = await self._query(name, params, many=True)
+        rows: list[dict[str, Any]] = await self._execute(
+            _Q[name], params, many=True, read=name in _READS
+        )
         return rows
 
     async def _require_run(self, run_id: str) -> None:
