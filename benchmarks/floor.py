@@ -9,7 +9,11 @@ on a fresh database or schema.
 
 [1] **floor**: the physical floor is one fsync'd single-row commit: SQLite in WAL mode with
     ``synchronous=FULL`` (the settings of pikku's SQLite store), and a PostgreSQL loopback
-    autocommit ``INSERT`` on the same server as pikku. Against it, pikku's cost per step
+    autocommit ``INSERT`` on the same server as pikku, sent on an asyncio connection as
+    pikku's store sends its statements (the PostgreSQL targets are against it; the same
+    commits on a blocking connection, a lower floor, are printed beside it for reference,
+    and the client's CPU time per commit and per step next to the PostgreSQL rows).
+    Against it, pikku's cost per step
     (a workflow of N sequential no-op steps, each durable before the next): SQLite inline
     (target <= 2x the SQLite floor; and the alternative that fsyncs the attempt start too,
     ``fsync_every_commit=True``), SQLite remote (<= 4x; on the default queue of the store,
@@ -101,20 +105,42 @@ def child_floor_sqlite(directory: Path) -> dict[str, Any]:
 
 
 def child_floor_postgres(dsn: str, _directory: Path) -> dict[str, Any]:
-    """Median of COMMITS autocommit single-row INSERTs over one loopback connection."""
+    """Median of COMMITS autocommit single-row INSERTs over one loopback connection, an
+    asyncio one (``psycopg.AsyncConnection``, as pikku's store uses): the floor of the target.
+    Also the client's CPU time per commit (``time.process_time``)."""
     import psycopg
 
     async def main() -> dict[str, Any]:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             await conn.execute("CREATE TABLE floor_t (id bigserial PRIMARY KEY, v text NOT NULL)")
             samples = []
+            cpu0 = time.process_time()
             for i in range(COMMITS):
                 t0 = time.perf_counter()
                 await conn.execute("INSERT INTO floor_t (v) VALUES (%s)", (f"value {i}",))
                 samples.append(time.perf_counter() - t0)
-        return {"per_commit_us": statistics.median(samples) * 1e6}
+            cpu = time.process_time() - cpu0
+        return {"per_commit_us": statistics.median(samples) * 1e6, "cpu_us": cpu / COMMITS * 1e6}
 
     return asyncio.run(main())
+
+
+def child_floor_postgres_sync(dsn: str, _directory: Path) -> dict[str, Any]:
+    """The same commits on a blocking connection (``psycopg.Connection``): no event loop
+    between the client and the socket, a lower floor than the asyncio one; printed for
+    reference, the target stays against the asyncio floor (pikku's store is asyncio)."""
+    import psycopg
+
+    with psycopg.Connection.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE floor_t (id bigserial PRIMARY KEY, v text NOT NULL)")
+        samples = []
+        cpu0 = time.process_time()
+        for i in range(COMMITS):
+            t0 = time.perf_counter()
+            conn.execute("INSERT INTO floor_t (v) VALUES (%s)", (f"value {i}",))
+            samples.append(time.perf_counter() - t0)
+        cpu = time.process_time() - cpu0
+    return {"per_commit_us": statistics.median(samples) * 1e6, "cpu_us": cpu / COMMITS * 1e6}
 
 
 # ------------------------------------------------------------------ children: statements
@@ -339,8 +365,14 @@ def _verdict(ratio: float, target: float, higher_is_better: bool = False) -> str
 
 def section_floor(dsn: str, reps: int, steps: int) -> None:
     names = ["sqlite floor", "sqlite inline", "sqlite remote", "pg floor", "pg inline", "pg remote",
-             "sqlite inline*", "pg inline*"]
+             "sqlite inline*", "pg inline*", "pg floor sync"]
     samples: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}  # client CPU (process_time)
+
+    def pg(name: str, out: dict[str, Any], key: str) -> None:
+        samples[name].append(float(out[key]))
+        cpu[name].append(float(out.get("cpu_us", out.get("cpu_per_step_us", "nan"))))
+
     remote_steps = max(steps // 2, 50)
     for _ in range(reps):  # interleaved: every figure sees the same machine load
         samples["sqlite floor"].append(float(run_child("floor-sqlite")["per_commit_us"]))
@@ -350,27 +382,38 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
             "runtime.py", "pikku", "inline", str(steps), "sqlite-fsync-all")["per_step_us"]))
         samples["sqlite remote"].append(float(run_script(
             "runtime.py", "pikku", "remote", str(remote_steps), "sqlite")["per_step_us"]))
-        samples["pg floor"].append(float(_with_schema(
-            dsn, lambda d: run_child("floor-postgres", d))["per_commit_us"]))
-        samples["pg inline"].append(float(_with_schema(
+        pg("pg floor", _with_schema(dsn, lambda d: run_child("floor-postgres", d)),
+           "per_commit_us")
+        pg("pg floor sync", _with_schema(dsn, lambda d: run_child("floor-postgres-sync", d)),
+           "per_commit_us")
+        pg("pg inline", _with_schema(
             dsn, lambda d: run_script("runtime_postgres.py", "pikku", "inline", str(steps), d)
-        )["per_step_us"]))
-        samples["pg inline*"].append(float(_with_schema(
-            dsn, lambda d: run_child("pg-sync-all", str(steps), d))["per_step_us"]))
+        ), "per_step_us")
+        pg("pg inline*", _with_schema(
+            dsn, lambda d: run_child("pg-sync-all", str(steps), d)), "per_step_us")
         samples["pg remote"].append(float(_with_schema(
             dsn, lambda d: run_script("runtime_postgres.py", "pikku", "remote", str(remote_steps), d)
         )["per_step_us"]))
     med = {name: statistics.median(values) for name, values in samples.items()}
+
+    def _cpu(name: str) -> str:
+        return f"  client CPU {statistics.median(cpu[name]):.0f} us" if cpu[name] else ""
+
     print(f"[1] per step against one durable commit ({steps} inline / {remote_steps} remote steps)")
     for floor, rows in (("sqlite floor", (("sqlite inline", 2.0), ("sqlite inline*", 2.0),
                                           ("sqlite remote", 4.0))),
                         ("pg floor", (("pg inline", 2.5), ("pg inline*", 2.5),
                                       ("pg remote", 6.0)))):
-        print(f"    {floor:14s} {med[floor]:8.0f} us/commit  ({fmt(samples[floor])})")
+        print(f"    {floor:14s} {med[floor]:8.0f} us/commit  ({fmt(samples[floor])}){_cpu(floor)}")
+        if floor == "pg floor":
+            sync = "pg floor sync"
+            print(f"    {sync:14s} {med[sync]:8.0f} us/commit  = {med[sync] / med[floor]:5.2f}x "
+                  f"pg floor, for reference: a blocking connection; the pg targets are "
+                  f"against the asyncio floor above  ({fmt(samples[sync])}){_cpu(sync)}")
         for name, target in rows:
             ratio = med[name] / med[floor]
             print(f"    {name:14s} {med[name]:8.0f} us/step    = {ratio:5.1f}x floor  "
-                  f"({_verdict(ratio, target)})  ({fmt(samples[name])})")
+                  f"({_verdict(ratio, target)})  ({fmt(samples[name])}){_cpu(name)}")
     print("    * the alternative: fsync_every_commit=True also fsyncs the attempt start (2 fsyncs "
           "per inline step instead of 1);\n      synchronous_every_commit=True commits the "
           "PostgreSQL attempt start synchronously too (2 WAL flushes per inline step instead "
@@ -432,6 +475,8 @@ def main() -> int:
             out = child_floor_sqlite(directory)
         elif kind == "floor-postgres":
             out = child_floor_postgres(rest[0], directory)
+        elif kind == "floor-postgres-sync":
+            out = child_floor_postgres_sync(rest[0], directory)
         elif kind == "pg-sync-all":
             out = child_pg_sync_all(int(rest[0]), rest[1])
         elif kind == "trips":

@@ -145,10 +145,14 @@ async def bench_client(mode: str, dsn: str) -> AsyncIterator[Callable[[int], Awa
 def child_pikku(mode: str, steps: int, dsn: str) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         async with bench_client(mode, dsn) as run:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             await run(steps)
-            elapsed = time.perf_counter() - t0
-        return {"seconds": elapsed, "per_step_us": elapsed / steps * 1e6}
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        return {
+            "seconds": elapsed,
+            "per_step_us": elapsed / steps * 1e6,
+            "cpu_per_step_us": cpu / steps * 1e6,  # this process's CPU (the client's)
+        }
 
     return asyncio.run(main())
 

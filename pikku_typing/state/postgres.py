@@ -58,6 +58,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -157,9 +158,14 @@ def describe_dsn(dsn: str) -> str:
     return f"{host}:{port}/{dbname}"
 
 
+_JSON: Final = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+"""What ``json.dumps(value, allow_nan=False, separators=(",", ":"))`` uses, made once
+(``json.dumps`` with arguments builds a new encoder per call)."""
+
+
 def _dumps(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return _JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise StepSerializationError(f"{what} is not a JSON value: {exc}") from exc
 
@@ -173,6 +179,8 @@ def _ts(value: datetime | None) -> datetime | None:
 
 
 def _iso(value: datetime) -> str:
+    if value.tzinfo is UTC:
+        return value.isoformat()
     return c.aware(value).astimezone(UTC).isoformat()
 
 
@@ -260,9 +268,22 @@ _EXTRA_FIELDS: Final = set(StepState.model_fields) - _STEP_COLUMNS
 """The StepState fields kept in the ``extra`` column."""
 
 
+_PLAIN: Final = (str, int, bool, type(None))
+
+
+def _extra(step: StepState) -> dict[str, Any]:
+    """The fields of the ``extra`` column as JSON values (what ``model_dump(mode="json")``
+    gives, without its cost when they are plain JSON scalars, e.g. ``retry_delay``)."""
+    values = {name: getattr(step, name) for name in _EXTRA_FIELDS}
+    for value in values.values():
+        if not (isinstance(value, _PLAIN) or (isinstance(value, float) and math.isfinite(value))):
+            return step.model_dump(mode="json", include=_EXTRA_FIELDS)
+    return values
+
+
 def _insert_step_params(run_id: str, step: StepState) -> dict[str, Any]:
     running = c.running_attempt(step, None)
-    extra = step.model_dump(mode="json", include=_EXTRA_FIELDS) if _EXTRA_FIELDS else {}
+    extra = _extra(step) if _EXTRA_FIELDS else {}
     return {
         "run_id": run_id,
         "key": step.key,
@@ -278,7 +299,8 @@ def _insert_step_params(run_id: str, step: StepState) -> dict[str, Any]:
         "error": None if step.error is None else step.error.model_dump_json(),
         "attempt_count": step.attempt_count,
         "max_attempts": step.max_attempts,
-        "attempts": json.dumps([a.model_dump(mode="json") for a in step.attempts]),
+        # the same JSON as json.dumps([a.model_dump(mode="json") ...]), in half the time
+        "attempts": "[" + ",".join(a.model_dump_json() for a in step.attempts) + "]",
         "next_attempt_at": _utc(step.next_attempt_at),
         "lease_token": running.owner.token if running is not None and running.owner else None,
         "lease_expires_at": running.lease_expires_at if running is not None else None,
