@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,19 @@ async def store(db_path: Path) -> AsyncIterator[SqliteWorkflowStateService]:
 
 def inline(key: str) -> StepState:
     return StepState(key=key, step_name=key, kind=StepKind.INLINE)
+
+
+def _connections(store: SqliteWorkflowStateService) -> list[sqlite3.Connection]:
+    """The store's connections: the main one, then the bookkeeping one (when it has one)."""
+    main = store._connection()
+    nosync = store._bookkeeping_connection()
+    return [main] if nosync is main else [main, nosync]
+
+
+def _trace(store: SqliteWorkflowStateService, callback: Callable[[str], None] | None) -> None:
+    """Trace every statement of the store's connections (``None``: stop)."""
+    for conn in _connections(store):
+        conn.set_trace_callback(callback)
 
 
 async def test_wal_schema_version_and_synchronous(
@@ -110,19 +123,16 @@ async def test_each_step_transition_is_one_transaction(store: SqliteWorkflowStat
     run = await store.create_run("wf", None)
     await store.insert_step(run.id, inline("s"))
     statements: list[str] = []
-    assert store._conn is not None
-    store._conn.set_trace_callback(statements.append)
+    _trace(store, statements.append)
     owner = make_owner()
     await store.claim_step(run.id, "s", owner=owner, lease_seconds=5)
     await store.complete_step(run.id, "s", result=[1], token=owner.token)
-    store._conn.set_trace_callback(None)
-    # the claim: BEGIN, SELECT, UPDATE ... WHERE, COMMIT, between two PRAGMAs that switch off
-    # its fsync (see test_bookkeeping_commits_and_fsync_every_commit); the completion of the
+    _trace(store, None)
+    # the claim: BEGIN, SELECT, UPDATE ... WHERE, COMMIT (on the bookkeeping connection: no
+    # fsync, see test_bookkeeping_commits_and_fsync_every_commit); the completion of the
     # held attempt: ONE guarded UPDATE (its own transaction, the document changed in SQL)
     words = [s.split()[0] for s in statements]
-    assert words == ["PRAGMA", "BEGIN", "SELECT", "UPDATE", "COMMIT", "PRAGMA", "UPDATE"], statements
-    pragmas = [s for s in statements if s.startswith("PRAGMA")]
-    assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
+    assert words == ["BEGIN", "SELECT", "UPDATE", "COMMIT", "UPDATE"], statements
     updates = [s for s in statements if s.startswith("UPDATE")]
     assert all("status" in u.split("WHERE", 1)[1] for u in updates)
     done = await store.get_step(run.id, "s")
@@ -139,11 +149,10 @@ async def test_a_new_step_at_its_boundary_is_one_statement(
     (no read of the run first); only a miss reads (to tell a stop from an existing step)."""
     run = await store.create_run("wf", None)
     statements: list[str] = []
-    assert store._conn is not None
-    store._conn.set_trace_callback(statements.append)
+    _trace(store, statements.append)
     assert await store.insert_step_at_boundary(run.id, inline("s")) is not None
-    store._conn.set_trace_callback(None)
-    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "COMMIT"], statements
+    _trace(store, None)
+    assert [s.split()[0] for s in statements] == ["INSERT"], statements
     # a run document that is not JSON is that run's corruption, not a store outage
     raw = sqlite3.connect(db_path, isolation_level=None)
     raw.execute("UPDATE runs SET doc = '{not json' WHERE id = ?", (run.id,))
@@ -223,29 +232,33 @@ async def test_many_steps_keep_creation_order(store: SqliteWorkflowStateService)
 
 
 def _commits(store: SqliteWorkflowStateService) -> list[str]:
-    """Trace the store's connection: one entry per commit (a COMMIT, or a write statement
+    """Trace the store's connections: one entry per commit (a COMMIT, or a write statement
     outside BEGIN...COMMIT: its own transaction), 'fsync' or 'no fsync' by the synchronous
-    level in force when it ran."""
-    conn = store._connection()
-    level = {"sync": store.synchronous}
-    in_tx = [False]
+    level of its connection when it ran."""
     commits: list[str] = []
 
-    def trace(statement: str) -> None:
-        text = " ".join(statement.split()).upper()
-        if text.startswith("PRAGMA SYNCHRONOUS ="):
-            level["sync"] = text.rsplit("=", 1)[1].strip()
-        elif text.startswith("BEGIN"):
-            in_tx[0] = True
-        elif text == "ROLLBACK":
-            in_tx[0] = False
-        elif text == "COMMIT" or (
-            not in_tx[0] and text.startswith(("INSERT", "UPDATE", "DELETE"))
-        ):
-            in_tx[0] = False
-            commits.append("no fsync" if level["sync"] == "NORMAL" else "fsync")
+    def tracer(conn: sqlite3.Connection) -> Callable[[str], None]:
+        level = {"sync": str(conn.execute("PRAGMA synchronous").fetchone()[0])}
+        in_tx = [False]
 
-    conn.set_trace_callback(trace)
+        def trace(statement: str) -> None:
+            text = " ".join(statement.split()).upper()
+            if text.startswith("PRAGMA SYNCHRONOUS ="):
+                level["sync"] = text.rsplit("=", 1)[1].strip()
+            elif text.startswith("BEGIN"):
+                in_tx[0] = True
+            elif text == "ROLLBACK":
+                in_tx[0] = False
+            elif text == "COMMIT" or (
+                not in_tx[0] and text.startswith(("INSERT", "UPDATE", "DELETE"))
+            ):
+                in_tx[0] = False
+                commits.append("no fsync" if level["sync"] in ("NORMAL", "1") else "fsync")
+
+        return trace
+
+    for conn in _connections(store):
+        conn.set_trace_callback(tracer(conn))
     return commits
 
 

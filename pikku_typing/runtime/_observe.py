@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pikku_typing import _otel
 from pikku_typing._log import describe, fields, runtime_log
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from pikku_typing.runtime.queues.base import Job
 
 __all__ = ["StepAttempt", "job", "recovery", "run_settled", "run_started"]
+
+_NO_SPAN: Final = contextlib.nullcontext()
+"""The scope of an attempt while tracing is off (reusable: it holds nothing)."""
 
 log = runtime_log
 
@@ -106,6 +109,8 @@ class StepAttempt:
 
     __slots__ = ("_extra", "_span", "_started", "attempt", "rpc", "run_id", "step_key", "workflow")
 
+    _extra: dict[str, Any] | None
+
     def __init__(
         self, *, workflow: str, run_id: str, step_key: str, attempt: int, rpc: str | None
     ) -> None:
@@ -114,22 +119,40 @@ class StepAttempt:
         self.step_key = step_key
         self.attempt = attempt
         self.rpc = rpc
-        self._extra = fields(
-            run_id=run_id, workflow=workflow, step_key=step_key, attempt=attempt, rpc=rpc
-        )
+        self._extra = None
         self._started = time.perf_counter()
-        log.info(
-            "step %s of run %s (%s) attempt %d started", step_key, run_id, workflow, attempt,
-            extra=self._extra,
-        )
-        self._span: Any = _otel.start_span(
-            "pikku.step_attempt",
-            parent=_passes.get(run_id),
-            workflow=workflow, run_id=run_id, step=step_key, attempt=attempt, rpc=rpc,
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "step %s of run %s (%s) attempt %d started", step_key, run_id, workflow, attempt,
+                extra=self._fields(),
+            )
+        self._span: Any = (
+            _otel.start_span(
+                "pikku.step_attempt",
+                parent=_passes.get(run_id),
+                workflow=workflow, run_id=run_id, step=step_key, attempt=attempt, rpc=rpc,
+            )
+            if _otel.active()
+            else None
         )
 
+    def _fields(self) -> dict[str, Any]:
+        """The ``extra`` of this attempt's records (built only when a record is)."""
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = fields(
+                run_id=self.run_id, workflow=self.workflow, step_key=self.step_key,
+                attempt=self.attempt, rpc=self.rpc,
+            )
+        return extra
+
+    def current(self) -> contextlib.AbstractContextManager[None]:
+        """The scope of the attempt's code: its span is current (nothing when tracing is
+        off); an interruption (``BaseException``) ends the span."""
+        return _NO_SPAN if self._span is None else self._in_span()
+
     @contextlib.contextmanager
-    def current(self) -> Iterator[None]:
+    def _in_span(self) -> Iterator[None]:
         try:
             with _otel.use_span(self._span):
                 yield
@@ -148,12 +171,14 @@ class StepAttempt:
             span.end()
 
     def succeeded(self) -> None:
-        log.info(
-            "step %s of run %s (%s) attempt %d succeeded in %.1fms",
-            self.step_key, self.run_id, self.workflow, self.attempt, self._elapsed_ms(),
-            extra=self._extra,
-        )
-        self._end()
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "step %s of run %s (%s) attempt %d succeeded in %.1fms",
+                self.step_key, self.run_id, self.workflow, self.attempt, self._elapsed_ms(),
+                extra=self._fields(),
+            )
+        if self._span is not None:
+            self._end()
 
     def failed(self, exc: BaseException, retry_at: datetime | None, now: datetime) -> None:
         """The attempt raised ``exc``; the step is retried at ``retry_at`` (``None``: no
@@ -164,14 +189,14 @@ class StepAttempt:
                 "step %s of run %s (%s) attempt %d failed after %.1fms: %s; retrying in %.2fs",
                 self.step_key, self.run_id, self.workflow, self.attempt, self._elapsed_ms(),
                 describe(exc), delay,
-                extra={**self._extra, "delay": round(delay, 3)},
+                extra={**self._fields(), "delay": round(delay, 3)},
             )
         else:
             log.warning(
                 "step %s of run %s (%s) attempt %d failed after %.1fms: %s; no attempt left",
                 self.step_key, self.run_id, self.workflow, self.attempt, self._elapsed_ms(),
                 describe(exc),
-                extra=self._extra,
+                extra=self._fields(),
             )
         if self._span is not None:
             if retry_at is not None:

@@ -1,8 +1,9 @@
 """The SQLite state store: the fast embedded store, safe for several processes on one host.
 
 * stdlib ``sqlite3``, one connection per service (created on first use, guarded by a
-  ``threading.Lock``; reopened after a ``fork``). Calls are made synchronously from the
-  async methods: each is one short transaction, cheaper than a hop to a thread.
+  ``threading.Lock``; reopened after a ``fork``), and a second one for the bookkeeping
+  commits below. Calls are made synchronously from the async methods: each is one short
+  transaction, cheaper than a hop to a thread.
 * WAL journal; ``synchronous=FULL`` by default: every commit that something depends on is
   fsynced and survives a power loss, not only a process crash: a new run, a step's result or
   final failure, a scheduled step or sleep, a run's settlement or cancel request, an event.
@@ -10,7 +11,9 @@
   running or suspended) are committed with ``synchronous=NORMAL``: they survive a process
   crash (a crash mid-attempt is still counted) and reach the disk with the next fsynced
   commit (the WAL is written in order, so a power loss can only drop a tail of bookkeeping
-  commits, after which an attempt runs again uncounted and a run is recovered).
+  commits, after which an attempt runs again uncounted and a run is recovered). They go
+  through a second connection opened with ``synchronous=NORMAL`` (the level is per
+  connection; switching one connection's level costs two statements per commit).
   That saves one fsync per step (an inline step: one fsync instead of two; see
   ``benchmarks/floor.py``); ``fsync_every_commit=True`` fsyncs them too.
   ``synchronous="NORMAL"`` trades all fsyncs for speed (a commit then survives a process
@@ -18,7 +21,9 @@
   database).
 * ``busy_timeout`` (default 30 s): a writer waits for another process's transaction.
 * Every write is ONE transaction, begun with ``BEGIN IMMEDIATE`` (the write lock is taken
-  up front, so a read-modify-write never races another process). Step transitions are
+  up front, so a read-modify-write never races another process), or ONE statement that is
+  its own transaction (a new step with its boundary check, the completion of a held
+  attempt: the hot path of a step). Step transitions are
   additionally written as ``UPDATE ... WHERE status IN (...) AND token = ...`` and the
   row count is checked, so a claim can only succeed once per attempt.
 * Each run and each step is a JSON document (``doc``) plus the few columns that queries
@@ -159,6 +164,8 @@ class SqliteWorkflowStateService(WorkflowStateService):
         self._lock_dir = self.path.with_name(self.path.name + ".locks")
         self._mutex = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._nosync: sqlite3.Connection | None = None
+        """The bookkeeping connection (``synchronous=NORMAL``), opened on first use."""
         self._pid = 0
 
     def __repr__(self) -> str:
@@ -170,7 +177,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         conn = self._conn
         if conn is not None and self._pid == os.getpid():
             return conn
-        self._conn = None  # never reuse a connection inherited through fork()
+        self._conn = self._nosync = None  # never reuse a connection inherited through fork()
         name = f"SQLite store {str(self.path)!r}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +220,31 @@ class SqliteWorkflowStateService(WorkflowStateService):
             raise
         self._conn = conn
         self._pid = os.getpid()
+        return conn
+
+    def _bookkeeping_connection(self) -> sqlite3.Connection:
+        """The connection of bookkeeping commits (caller holds ``_mutex``): a second one with
+        ``synchronous=NORMAL``, so that they need no ``PRAGMA synchronous`` switch around
+        them; the main connection when every commit is fsynced (``fsync_every_commit``) or
+        none is (``synchronous="NORMAL"``). The WAL is one file: the next fsynced commit of
+        the main connection makes the bookkeeping commits before it durable too."""
+        main = self._connection()
+        if self.fsync_every_commit or self.synchronous == "NORMAL":
+            return main
+        conn = self._nosync
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as exc:
+                raise self._open_error(exc) from exc
+            self._nosync = conn
         return conn
 
     def _open_error(self, exc: sqlite3.Error) -> Exception:
@@ -267,24 +299,27 @@ class SqliteWorkflowStateService(WorkflowStateService):
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
-    # a write of ONE statement needs no BEGIN/COMMIT: it is its own (autocommit) transaction,
-    # taken with the same busy timeout; its errors are reported as those of a read
-    _statement = _read
-
     @contextmanager
     def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``). A bookkeeping one
-        (``durable=False``) commits without an fsync (see the module's docstring)."""
+        (``durable=False``) commits without an fsync (see the module's docstring): on the
+        bookkeeping connection."""
         with self._mutex:
-            conn = self._connection()
-            if durable or self.fsync_every_commit or self.synchronous == "NORMAL":
-                yield from self._tx_on(conn)
-                return
-            conn.execute("PRAGMA synchronous = NORMAL")
+            yield from self._tx_on(
+                self._connection() if durable else self._bookkeeping_connection()
+            )
+
+    @contextmanager
+    def _statement(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """The connection for a write of ONE statement: no BEGIN/COMMIT, the statement is
+        its own (autocommit) transaction, taken with the same busy timeout. A bookkeeping
+        one (``durable=False``) on the bookkeeping connection."""
+        with self._mutex:
+            conn = self._connection() if durable else self._bookkeeping_connection()
             try:
-                yield from self._tx_on(conn)
-            finally:
-                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                yield conn
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
     def _tx_on(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
@@ -308,9 +343,10 @@ class SqliteWorkflowStateService(WorkflowStateService):
 
     async def close(self) -> None:
         with self._mutex:
-            conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                conn.close()
+            conns, self._conn, self._nosync = (self._conn, self._nosync), None, None
+            for conn in conns:
+                if conn is not None and self._pid == os.getpid():
+                    conn.close()
 
     # ------------------------------------------------------------- decoding
     def _corrupt(self, what: str, exc: Exception) -> StateCorruptedError:
@@ -529,41 +565,42 @@ class SqliteWorkflowStateService(WorkflowStateService):
         return self._load_step(doc)
 
     async def insert_step_at_boundary(self, run_id: str, step: StepState) -> StepState | None:
-        # one statement: the run's check (status column, cancel request in its document)
-        # and the step's insert; only a miss (a stop, an existing step) reads more
+        # ONE statement (its own transaction): the run's check (status column, cancel request
+        # in its document) and the step's insert; only a miss (a stop, an existing step)
+        # reads more
         validate_run_id(run_id)
         doc = step.model_dump_json()
         next_us = None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at)
-        with self._tx(durable=step.status is not StepStatus.RUNNING) as conn, \
-                self._json_errors(f"the row of run {run_id!r}"):
-            inserted = conn.execute(
-                "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
-                "SELECT ?, ?, ?, ?, ?, ? FROM runs WHERE id = ? "
-                f"AND {_GOES_ON_SQL} ON CONFLICT (run_id, key) DO NOTHING",
-                (
-                    run_id,
-                    step.key,
-                    StepStatus(step.status).value,
-                    next_us,
-                    c.running_token(step),
-                    doc,
-                    run_id,
-                ),
-            ).rowcount
+        # an attempt's start is bookkeeping; a recorded result or schedule is not
+        durable = step.status is not StepStatus.RUNNING
+        values = (
+            run_id, step.key, StepStatus(step.status).value, next_us, c.running_token(step), doc,
+        )
+        corrupt = f"the row of run {run_id!r}"
+        while True:
+            with self._statement(durable=durable) as conn, self._json_errors(corrupt):
+                inserted = conn.execute(
+                    "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
+                    "SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM runs WHERE id = ?1 "
+                    f"AND {_GOES_ON_SQL} ON CONFLICT (run_id, key) DO NOTHING",
+                    values,
+                ).rowcount
             if inserted == 1:
                 return step
-            row = conn.execute(
-                f"SELECT {_GOES_ON_SQL}, (SELECT doc FROM steps WHERE run_id = ? AND key = ?) "
-                "FROM runs WHERE id = ?",
-                (run_id, step.key, run_id),
-            ).fetchone()
-        if row is None:
-            raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
-        goes_on, existing = row
-        if not goes_on:
-            return None
-        assert existing is not None  # the run goes on: the conflict was an existing step
-        return self._load_step(existing, run_id)
+            with self._read() as conn, self._json_errors(corrupt):
+                row = conn.execute(
+                    f"SELECT {_GOES_ON_SQL}, (SELECT doc FROM steps WHERE run_id = ?1 AND "
+                    "key = ?2) FROM runs WHERE id = ?1",
+                    (run_id, step.key),
+                ).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
+            goes_on, existing = row
+            if not goes_on:
+                return None
+            if existing is not None:
+                return self._load_step(existing, run_id)
+            # the run was stopped at the insert and goes on now (resumed): insert again
 
     def _transition(
         self,
