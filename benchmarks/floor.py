@@ -12,7 +12,10 @@ on a fresh database or schema.
     autocommit ``INSERT`` on the same server as pikku, sent on an asyncio connection as
     pikku's store sends its statements (the PostgreSQL targets are against it; the same
     commits on a blocking connection, a lower floor, are printed beside it for reference,
-    and the client's CPU time per commit and per step next to the PostgreSQL rows).
+    and the client's CPU time per commit and per step next to the PostgreSQL rows). The
+    PostgreSQL floor is the mean commit (all the commits' time over their number), the
+    statistic of the per-step rows (a run's time over its steps); its median commit, the
+    floor's statistic before, is printed beside it.
     Against it, pikku's cost per step
     (a workflow of N sequential no-op steps, each durable before the next): SQLite inline
     (target <= 2x the SQLite floor; and the alternative that fsyncs the attempt start too,
@@ -114,13 +117,13 @@ def child_floor_postgres(dsn: str, _directory: Path) -> dict[str, Any]:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             await conn.execute("CREATE TABLE floor_t (id bigserial PRIMARY KEY, v text NOT NULL)")
             samples = []
-            cpu0 = time.process_time()
+            cpu0, start = time.process_time(), time.perf_counter()
             for i in range(COMMITS):
                 t0 = time.perf_counter()
                 await conn.execute("INSERT INTO floor_t (v) VALUES (%s)", (f"value {i}",))
                 samples.append(time.perf_counter() - t0)
-            cpu = time.process_time() - cpu0
-        return {"per_commit_us": statistics.median(samples) * 1e6, "cpu_us": cpu / COMMITS * 1e6}
+            cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - start
+        return _pg_floor(samples, elapsed, cpu)
 
     return asyncio.run(main())
 
@@ -134,13 +137,25 @@ def child_floor_postgres_sync(dsn: str, _directory: Path) -> dict[str, Any]:
     with psycopg.Connection.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE floor_t (id bigserial PRIMARY KEY, v text NOT NULL)")
         samples = []
-        cpu0 = time.process_time()
+        cpu0, start = time.process_time(), time.perf_counter()
         for i in range(COMMITS):
             t0 = time.perf_counter()
             conn.execute("INSERT INTO floor_t (v) VALUES (%s)", (f"value {i}",))
             samples.append(time.perf_counter() - t0)
-        cpu = time.process_time() - cpu0
-    return {"per_commit_us": statistics.median(samples) * 1e6, "cpu_us": cpu / COMMITS * 1e6}
+        cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - start
+    return _pg_floor(samples, elapsed, cpu)
+
+
+def _pg_floor(samples: list[float], elapsed: float, cpu: float) -> dict[str, Any]:
+    """A PostgreSQL floor as the per-step rows are measured: the time of all the commits
+    over their number (a mean: a pikku row is a run's time over its steps), with the median
+    commit beside it (the statistic of the floor before: lower whenever a few commits
+    stall, as they do on a loaded machine) and the client's CPU per commit."""
+    return {
+        "per_commit_us": elapsed / COMMITS * 1e6,
+        "median_us": statistics.median(samples) * 1e6,
+        "cpu_us": cpu / COMMITS * 1e6,
+    }
 
 
 # ------------------------------------------------------------------ children: statements
@@ -369,9 +384,13 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
     samples: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}  # client CPU (process_time)
 
+    medians: dict[str, list[float]] = {name: [] for name in names}  # pg floors' median commit
+
     def pg(name: str, out: dict[str, Any], key: str) -> None:
         samples[name].append(float(out[key]))
         cpu[name].append(float(out.get("cpu_us", out.get("cpu_per_step_us", "nan"))))
+        if "median_us" in out:
+            medians[name].append(float(out["median_us"]))
 
     remote_steps = max(steps // 2, 50)
     for _ in range(reps):  # interleaved: every figure sees the same machine load
@@ -397,7 +416,10 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
     med = {name: statistics.median(values) for name, values in samples.items()}
 
     def _cpu(name: str) -> str:
-        return f"  client CPU {statistics.median(cpu[name]):.0f} us" if cpu[name] else ""
+        text = f"  client CPU {statistics.median(cpu[name]):.0f} us" if cpu[name] else ""
+        if medians[name]:
+            text += f"  (mean; median commit {statistics.median(medians[name]):.0f} us)"
+        return text
 
     print(f"[1] per step against one durable commit ({steps} inline / {remote_steps} remote steps)")
     for floor, rows in (("sqlite floor", (("sqlite inline", 2.0), ("sqlite inline*", 2.0),
