@@ -317,12 +317,17 @@ def _as_stored(step: StepState, params: Mapping[str, Any]) -> StepState:
     without reading it back: the JSON values decoded from the text that was stored (so they
     are copies, and round trip as stored: tuples become lists...), timestamps in UTC; the
     attempts, error and extra fields are the given ones (stored as their JSON dump, they
-    decode to equal values)."""
-    update: dict[str, Any] = {"data": _loads(params["data"]), "result": _loads(params["result"])}
+    decode to equal values). The given ``step`` itself when nothing differs (no data, no
+    result, UTC timestamps: an attempt's start), as ``insert_step_at_boundary`` allows."""
+    update: dict[str, Any] = {}
+    if params["data"] is not None:
+        update["data"] = _loads(params["data"])
+    if params["result"] is not None:
+        update["result"] = _loads(params["result"])
     for name in _STEP_TIMES:
         if params[name] is not getattr(step, name):
             update[name] = params[name]
-    return step.model_copy(update=update)
+    return step.model_copy(update=update) if update else step
 
 
 READ_RETRY_DELAYS: Final = (0.05, 0.2, 0.8)
