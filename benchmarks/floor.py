@@ -28,7 +28,8 @@ on a fresh database or schema.
     second server started with ``PIKKU_PG_DURABLE=1`` (see that script).
 [2] **trips**: statements sent to PostgreSQL per step (a psycopg hook counts every
     ``cursor.execute``/``executemany`` and every transaction block, the store's and
-    procrastinate's), inline and remote.
+    procrastinate's), inline and remote; and the WAL flushes (fsyncs) per inline step from
+    ``pg_stat_wal``, with and without ``synchronous_every_commit``.
 [3] **throughput**: remote steps per second with 1 and 2 ``pikku-worker`` processes on
     ``PostgresQueue`` against procrastinate's own throughput for a no-op job with the same
     number of worker processes on the same server (target >= 0.5x).
@@ -52,6 +53,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from functools import partialmethod
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,38 @@ def child_trips(mode: str, steps: int, dsn: str, _directory: Path) -> dict[str, 
         }
 
     return asyncio.run(main())
+
+
+def child_wal_flushes(steps: int, dsn: str, _directory: Path) -> dict[str, Any]:
+    """WAL flushes (``pg_stat_wal.wal_sync``, the server's fsyncs of the WAL) per inline
+    step, with the default store (the attempt's start an asynchronous commit) and with
+    ``synchronous_every_commit=True``: a count, not a time, so a loaded machine does not
+    blur it. The view is the whole server's: anything else committing meanwhile adds to it
+    (run on a server nobody else writes to)."""
+    import psycopg
+    from runtime_postgres import bench_client
+
+    from pikku_typing.state.postgres import PostgresWorkflowStateService as Store
+
+    def syncs() -> int:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()
+        return int(row[0]) if row else 0
+
+    async def main() -> float:
+        async with bench_client("inline", dsn) as run:
+            before = syncs()
+            await run(steps)
+            return (syncs() - before) / steps
+
+    out: dict[str, Any] = {"default": asyncio.run(main())}
+    init = Store.__init__
+    Store.__init__ = partialmethod(init, synchronous_every_commit=True)  # type: ignore[method-assign]
+    try:
+        out["synchronous_every_commit"] = asyncio.run(main())
+    finally:
+        Store.__init__ = init  # type: ignore[method-assign]
+    return out
 
 
 # ------------------------------------------------------------------ children: procrastinate
@@ -450,6 +484,10 @@ def section_trips(dsn: str, steps: int) -> None:
               f"{out['transactions_per_step']:4.1f} transactions = "
               f"{out['round_trips_per_step']:5.1f} round trips per step "
               f"(+{out['statements_per_run']:.0f} statements per run)")
+    wal = _with_schema(dsn, lambda d: run_child("wal-flushes", str(steps), d))
+    print(f"    WAL flushes per inline step (pg_stat_wal.wal_sync, the whole server's): "
+          f"{wal['default']:.2f}; with synchronous_every_commit=True "
+          f"{wal['synchronous_every_commit']:.2f}")
 
 
 def section_throughput(dsn: str, reps: int, runs: int) -> None:
@@ -501,6 +539,8 @@ def main() -> int:
             out = child_floor_postgres_sync(rest[0], directory)
         elif kind == "pg-sync-all":
             out = child_pg_sync_all(int(rest[0]), rest[1])
+        elif kind == "wal-flushes":
+            out = child_wal_flushes(int(rest[0]), rest[1], directory)
         elif kind == "trips":
             out = child_trips(rest[0], int(rest[1]), rest[2], directory)
         elif kind == "procrastinate":
