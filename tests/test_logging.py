@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,17 +228,47 @@ def test_json_lines_carry_the_extra_fields() -> None:
     assert "\n" not in OneLineFormatter().format(record)
 
 
-def _worker_lines(proc: subprocess.Popen[str], until: str, deadline: float) -> list[str]:
-    assert proc.stderr is not None
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if until in line:
-            break
-    return lines
+class _Lines:
+    """The stderr lines of a child, read by a thread: a wait for a line has a deadline even
+    when the child prints nothing (a plain ``readline`` would block past it)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        stream = proc.stderr
+
+        def read() -> None:
+            for line in stream:
+                self.lines.put(line)
+            self.lines.put(None)
+
+        self.thread = threading.Thread(target=read, daemon=True)
+        self.thread.start()
+
+    def until(self, marker: str, deadline: float) -> list[str]:
+        seen: list[str] = []
+        while True:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                return seen
+            if line is None:
+                return seen
+            seen.append(line)
+            if marker in line:
+                return seen
+
+    def rest(self) -> list[str]:
+        self.thread.join(timeout=60)
+        out: list[str] = []
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return out
+            if line is None:
+                return out
+            out.append(line)
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -249,18 +281,21 @@ def test_worker_lines_are_readable_and_json_on_request(tmp_path: Path, log_forma
          "raise SystemExit(main())", "store_queue_app:runtime", "--log-format", log_format],
         cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    reader = _Lines(proc)
     try:
         deadline = time.monotonic() + 90
-        lines = _worker_lines(proc, "serving", deadline)
+        lines = reader.until("serving", deadline)
         web = subprocess.run([sys.executable, "-m", "store_queue_app", "start", "1", "1"],
                              cwd=TESTS, env=env, capture_output=True, text=True, timeout=120)
         assert web.returncode == 0, web.stderr
         run_id = json.loads(web.stdout)[0]
-        lines += _worker_lines(proc, "step=mark", deadline)
+        # the step may run in the pass (an eager step) or as a step job: either way its
+        # attempt is logged, and the run settles
+        lines += reader.until(f"run {run_id} of sq_chain completed", deadline)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=60)
-    lines += rest.splitlines()
+        proc.wait(timeout=60)
+    lines += reader.rest()
     text = "".join(lines)
     assert "object at 0x" not in text
     assert proc.returncode == 0, text
@@ -272,7 +307,7 @@ def test_worker_lines_are_readable_and_json_on_request(tmp_path: Path, log_forma
         assert any(r.get("run_id") == run_id and r.get("step_key") == "mark" for r in records), records
     else:
         assert "pikku.worker: pikku-worker" in text and "StoreQueue(" in text
-        assert f"run={run_id} step=mark" in text
+        assert f"step mark of run {run_id} (sq_chain) attempt 1 succeeded" in text
 
 
 def test_the_analyzer_logs_under_pikku_analyzer(caplog: pytest.LogCaptureFixture) -> None:
