@@ -32,17 +32,9 @@ def inline(key: str) -> StepState:
     return StepState(key=key, step_name=key, kind=StepKind.INLINE)
 
 
-def _connections(store: SqliteWorkflowStateService) -> list[sqlite3.Connection]:
-    """The store's connections: the main one, then the bookkeeping one (when it has one)."""
-    main = store._connection()
-    nosync = store._bookkeeping_connection()
-    return [main] if nosync is main else [main, nosync]
-
-
 def _trace(store: SqliteWorkflowStateService, callback: Callable[[str], None] | None) -> None:
-    """Trace every statement of the store's connections (``None``: stop)."""
-    for conn in _connections(store):
-        conn.set_trace_callback(callback)
+    """Trace every statement of the store's connection (``None``: stop)."""
+    store._connection().set_trace_callback(callback)
 
 
 async def test_wal_schema_version_and_synchronous(
@@ -128,11 +120,13 @@ async def test_each_step_transition_is_one_transaction(store: SqliteWorkflowStat
     await store.claim_step(run.id, "s", owner=owner, lease_seconds=5)
     await store.complete_step(run.id, "s", result=[1], token=owner.token)
     _trace(store, None)
-    # the claim: BEGIN, SELECT, UPDATE ... WHERE, COMMIT (on the bookkeeping connection: no
-    # fsync, see test_bookkeeping_commits_and_fsync_every_commit); the completion of the
+    # the claim: BEGIN, SELECT, UPDATE ... WHERE, COMMIT between two PRAGMAs that switch off
+    # its fsync (see test_bookkeeping_commits_and_fsync_every_commit); the completion of the
     # held attempt: ONE guarded UPDATE (its own transaction, the document changed in SQL)
     words = [s.split()[0] for s in statements]
-    assert words == ["BEGIN", "SELECT", "UPDATE", "COMMIT", "UPDATE"], statements
+    assert words == ["PRAGMA", "BEGIN", "SELECT", "UPDATE", "COMMIT", "PRAGMA", "UPDATE"], statements
+    pragmas = [s for s in statements if s.startswith("PRAGMA")]
+    assert pragmas == ["PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL"]
     updates = [s for s in statements if s.startswith("UPDATE")]
     assert all("status" in u.split("WHERE", 1)[1] for u in updates)
     done = await store.get_step(run.id, "s")
@@ -232,9 +226,9 @@ async def test_many_steps_keep_creation_order(store: SqliteWorkflowStateService)
 
 
 def _commits(store: SqliteWorkflowStateService) -> list[str]:
-    """Trace the store's connections: one entry per commit (a COMMIT, or a write statement
+    """Trace the store's connection: one entry per commit (a COMMIT, or a write statement
     outside BEGIN...COMMIT: its own transaction), 'fsync' or 'no fsync' by the synchronous
-    level of its connection when it ran."""
+    level in force when it ran."""
     commits: list[str] = []
 
     def tracer(conn: sqlite3.Connection) -> Callable[[str], None]:
@@ -257,8 +251,8 @@ def _commits(store: SqliteWorkflowStateService) -> list[str]:
 
         return trace
 
-    for conn in _connections(store):
-        conn.set_trace_callback(tracer(conn))
+    conn = store._connection()
+    conn.set_trace_callback(tracer(conn))
     return commits
 
 

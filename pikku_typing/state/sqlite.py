@@ -1,9 +1,8 @@
 """The SQLite state store: the fast embedded store, safe for several processes on one host.
 
 * stdlib ``sqlite3``, one connection per service (created on first use, guarded by a
-  ``threading.Lock``; reopened after a ``fork``), and a second one for the bookkeeping
-  commits below. Calls are made synchronously from the async methods: each is one short
-  transaction, cheaper than a hop to a thread.
+  ``threading.Lock``; reopened after a ``fork``). Calls are made synchronously from the
+  async methods: each is one short transaction, cheaper than a hop to a thread.
 * WAL journal; ``synchronous=FULL`` by default: every commit that something depends on is
   fsynced and survives a power loss, not only a process crash: a new run, a step's result or
   final failure, a scheduled step or sleep, a run's settlement or cancel request, an event.
@@ -11,9 +10,7 @@
   running or suspended) are committed with ``synchronous=NORMAL``: they survive a process
   crash (a crash mid-attempt is still counted) and reach the disk with the next fsynced
   commit (the WAL is written in order, so a power loss can only drop a tail of bookkeeping
-  commits, after which an attempt runs again uncounted and a run is recovered). They go
-  through a second connection opened with ``synchronous=NORMAL`` (the level is per
-  connection; switching one connection's level costs two statements per commit).
+  commits, after which an attempt runs again uncounted and a run is recovered).
   That saves one fsync per step (an inline step: one fsync instead of two; see
   ``benchmarks/floor.py``); ``fsync_every_commit=True`` fsyncs them too.
   ``synchronous="NORMAL"`` trades all fsyncs for speed (a commit then survives a process
@@ -164,8 +161,6 @@ class SqliteWorkflowStateService(WorkflowStateService):
         self._lock_dir = self.path.with_name(self.path.name + ".locks")
         self._mutex = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._nosync: sqlite3.Connection | None = None
-        """The bookkeeping connection (``synchronous=NORMAL``), opened on first use."""
         self._pid = 0
 
     def __repr__(self) -> str:
@@ -177,7 +172,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         conn = self._conn
         if conn is not None and self._pid == os.getpid():
             return conn
-        self._conn = self._nosync = None  # never reuse a connection inherited through fork()
+        self._conn = None  # never reuse a connection inherited through fork()
         name = f"SQLite store {str(self.path)!r}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,31 +215,6 @@ class SqliteWorkflowStateService(WorkflowStateService):
             raise
         self._conn = conn
         self._pid = os.getpid()
-        return conn
-
-    def _bookkeeping_connection(self) -> sqlite3.Connection:
-        """The connection of bookkeeping commits (caller holds ``_mutex``): a second one with
-        ``synchronous=NORMAL``, so that they need no ``PRAGMA synchronous`` switch around
-        them; the main connection when every commit is fsynced (``fsync_every_commit``) or
-        none is (``synchronous="NORMAL"``). The WAL is one file: the next fsynced commit of
-        the main connection makes the bookkeeping commits before it durable too."""
-        main = self._connection()
-        if self.fsync_every_commit or self.synchronous == "NORMAL":
-            return main
-        conn = self._nosync
-        if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=self.busy_timeout,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error as exc:
-                raise self._open_error(exc) from exc
-            self._nosync = conn
         return conn
 
     def _open_error(self, exc: sqlite3.Error) -> Exception:
@@ -302,24 +272,39 @@ class SqliteWorkflowStateService(WorkflowStateService):
     @contextmanager
     def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``). A bookkeeping one
-        (``durable=False``) commits without an fsync (see the module's docstring): on the
-        bookkeeping connection."""
-        with self._mutex:
-            yield from self._tx_on(
-                self._connection() if durable else self._bookkeeping_connection()
-            )
+        (``durable=False``) commits without an fsync (see the module's docstring)."""
+        with self._mutex, self._synchronous(durable) as conn:
+            yield from self._tx_on(conn)
 
     @contextmanager
     def _statement(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """The connection for a write of ONE statement: no BEGIN/COMMIT, the statement is
         its own (autocommit) transaction, taken with the same busy timeout. A bookkeeping
-        one (``durable=False``) on the bookkeeping connection."""
-        with self._mutex:
-            conn = self._connection() if durable else self._bookkeeping_connection()
+        one (``durable=False``) commits without an fsync."""
+        with self._mutex, self._synchronous(durable) as conn:
             try:
                 yield conn
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+
+    @contextmanager
+    def _synchronous(self, durable: bool) -> Iterator[sqlite3.Connection]:
+        """The connection (caller holds ``_mutex``), at ``synchronous=NORMAL`` for a
+        bookkeeping commit (``durable=False``) unless every commit is fsynced or none is.
+
+        The level is per connection: a second connection kept at NORMAL would save the two
+        PRAGMA statements, but each connection's page cache is thrown away whenever the
+        other one wrote (WAL), and re-reading it costs more (measured: ~12 more ``pread`` per
+        inline step, more CPU time than the PRAGMAs)."""
+        conn = self._connection()
+        if durable or self.fsync_every_commit or self.synchronous == "NORMAL":
+            yield conn
+            return
+        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield conn
+        finally:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     def _tx_on(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
@@ -343,10 +328,9 @@ class SqliteWorkflowStateService(WorkflowStateService):
 
     async def close(self) -> None:
         with self._mutex:
-            conns, self._conn, self._nosync = (self._conn, self._nosync), None, None
-            for conn in conns:
-                if conn is not None and self._pid == os.getpid():
-                    conn.close()
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
 
     # ------------------------------------------------------------- decoding
     def _corrupt(self, what: str, exc: Exception) -> StateCorruptedError:
