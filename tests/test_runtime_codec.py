@@ -103,6 +103,30 @@ def test_values_that_cannot_round_trip_are_refused(value: Any, type_: Any, needl
         codec.encode(value, type_, what="step 'x'")
 
 
+@pytest.mark.parametrize(
+    ("value", "type_"), [(5, int), ("x", str), (True, bool), (1.5, float)]
+)
+def test_a_scalar_of_its_declared_type_skips_the_type_adapter(
+    value: Any, type_: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``int`` declared ``int`` (``str``, ``bool``, a finite ``float``) is its own JSON:
+    encoded, coerced and decoded without a ``TypeAdapter`` round trip (issue 16)."""
+    expected = (codec.encode(value, type_, what="v"), codec.coerce(value, type_, what="v"))
+    assert expected == ((value, value), (value, value))
+
+    def no_adapter(_type: Any) -> Any:
+        raise AssertionError("the TypeAdapter was used")
+
+    monkeypatch.setattr(codec, "adapter", no_adapter)
+    assert codec.encode(value, type_, what="v") == (value, value)
+    assert codec.coerce(value, type_, what="v") == (value, value)
+    assert codec.decode(value, type_, what="v") == value
+    with pytest.raises(AssertionError):  # anything else still goes through pydantic
+        codec.encode(True, int, what="v")
+    with pytest.raises(StepSerializationError, match="not finite"):
+        codec.encode(float("nan"), None, what="v")
+
+
 def test_callable_return_type() -> None:
     async def coro() -> Model:
         raise NotImplementedError

@@ -139,9 +139,12 @@ async def run_attempt(
                     finally:
                         RUNNING_STEP.reset(running)
 
-                value = await steps.call_with_middleware(
-                    todo.middleware, step_call(workflow, run_id, step), execute
-                )
+                if todo.middleware:
+                    value = await steps.call_with_middleware(
+                        todo.middleware, step_call(workflow, run_id, step), execute
+                    )
+                else:
+                    value = await execute()
                 encoded, value = codec.encode(value, todo.result_type, what=f"{what} result")
     except (KeyboardInterrupt, SystemExit) as exc:
         await _abandon_interrupted(services, run_id, step, owner, exc)

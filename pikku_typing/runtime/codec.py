@@ -41,6 +41,19 @@ from pikku_typing.errors import StepSerializationError
 _adapters: dict[Any, TypeAdapter[Any]] = {}
 _adapters_by_id: dict[int, tuple[Any, TypeAdapter[Any]]] = {}
 _PLAIN_SCALARS: Final = (str, int, bool, type(None))
+_SCALAR_TYPES: Final = frozenset({str, int, bool, float})
+"""Declared types whose values of exactly that class are their own JSON (a float: when
+finite): encoded, coerced and decoded as they are, without a ``TypeAdapter`` round trip
+(the answer the round trip gives)."""
+
+
+def _as_is(value: Any, type_: Any) -> bool:
+    """Is ``value`` its own JSON as a ``type_`` (see ``_SCALAR_TYPES``)?"""
+    return (
+        type(value) is type_
+        and type_ in _SCALAR_TYPES
+        and (type_ is not float or math.isfinite(value))
+    )
 
 
 def is_untyped(type_: Any) -> bool:
@@ -203,6 +216,8 @@ def encode(value: Any, type_: Any, *, what: str) -> tuple[Any, Any]:
                 "result_type=... to workflow.do"
             ) from None
         return encoded, value
+    if _as_is(value, type_):
+        return value, value
     ta = adapter(type_)
     try:
         encoded = ta.dump_python(value, mode="json", warnings="error")
@@ -240,6 +255,8 @@ def coerce(value: Any, type_: Any, *, what: str) -> tuple[Any, Any]:
     if is_untyped(type_):
         encoded, _ = encode(value, None, what=what)
         return value, encoded
+    if _as_is(value, type_):
+        return value, value
     ta = adapter(type_)
     try:
         typed = ta.validate_python(value)
@@ -256,6 +273,8 @@ def decode(data: Any, type_: Any, *, what: str) -> Any:
     """Rebuild a stored JSON value with its declared type."""
     if is_untyped(type_):
         return data if type(data) in _PLAIN_SCALARS or type(data) is float else _untag(data)
+    if _as_is(data, type_):
+        return data
     try:
         return adapter(type_).validate_python(data)
     except Exception as exc:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -167,23 +167,54 @@ async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> 
     return updated
 
 
-@contextlib.asynccontextmanager
-async def heartbeat(
+def heartbeat(
     state: WorkflowStateService, run_id: str, key: str, token: str, lease_seconds: float
-) -> AsyncIterator[None]:
+) -> contextlib.AbstractAsyncContextManager[None]:
     """Extend the lease of a running attempt every third of the lease while the body runs.
 
     Nothing runs for an attempt shorter than the first beat (most are): a timer of the event
     loop (``call_later``, no task) starts the beating task when the first beat is due, and
     is cancelled when the body ends first. A task per attempt, created and cancelled around
     every short step, cost more than the step's own bookkeeping (issue 16)."""
-    interval = max(lease_seconds / 3, 0.05)
+    return _Heartbeat(state, run_id, key, token, lease_seconds)
 
-    async def beat() -> None:
+
+class _Heartbeat:
+    __slots__ = ("interval", "key", "lease_seconds", "run_id", "state", "task", "timer", "token")
+
+    def __init__(
+        self, state: WorkflowStateService, run_id: str, key: str, token: str, lease_seconds: float
+    ) -> None:
+        self.state = state
+        self.run_id = run_id
+        self.key = key
+        self.token = token
+        self.lease_seconds = lease_seconds
+        self.interval = max(lease_seconds / 3, 0.05)
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> None:
+        self.timer = asyncio.get_running_loop().call_later(self.interval, self._start)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        task = self.task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _start(self) -> None:
+        self.task = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        key, run_id, interval = self.key, self.run_id, self.interval
         while True:
             try:
-                if not await state.heartbeat_step(
-                    run_id, key, token=token, lease_seconds=lease_seconds
+                if not await self.state.heartbeat_step(
+                    run_id, key, token=self.token, lease_seconds=self.lease_seconds
                 ):
                     return  # the claim was taken away: our result will be refused
             except Exception as exc:  # a transient store error must not kill the step
@@ -193,22 +224,6 @@ async def heartbeat(
                     extra=fields(run_id=run_id, step_key=key),
                 )
             await asyncio.sleep(interval)
-
-    task: asyncio.Task[None] | None = None
-
-    def start() -> None:
-        nonlocal task
-        task = asyncio.create_task(beat())
-
-    timer = asyncio.get_running_loop().call_later(interval, start)
-    try:
-        yield
-    finally:
-        timer.cancel()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def call_with_middleware(
