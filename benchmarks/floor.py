@@ -36,6 +36,11 @@ on a fresh database or schema.
 [4] **latency**: ``client.start`` -> ``result()`` of a 3-step remote workflow with one
     ``pikku-worker`` serving, median and p99 over ``--latency-runs`` runs.
 
+Every remote figure comes twice: with eager remote steps (the default: a process that serves
+a step's queue runs a new remote step in the pass that reaches it) and queued
+(``WorkflowRuntime(eager_steps=False)``: a step job per step, whose worker continues the pass
+when it holds the run's continuation); the children read ``PIKKU_BENCH_EAGER`` (``1``/``0``).
+
 The numbers depend on the machine: they compare, they do not promise.
 """
 
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -52,7 +58,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partialmethod
 from pathlib import Path
 from typing import Any
@@ -66,12 +72,35 @@ BENCH = Path(__file__).resolve().parent
 COMMITS = 400
 
 
-def run_child(*args: str) -> dict[str, Any]:
-    return _run_child(__file__, *args, prefix="pikku-floor-")
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """Environment variables for the children started inside the block."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-def run_script(script: str, *args: str) -> dict[str, Any]:
-    return _run_child(str(BENCH / script), *args, prefix="pikku-floor-")
+def run_child(*args: str, **env: str) -> dict[str, Any]:
+    with _env(**env):
+        return _run_child(__file__, *args, prefix="pikku-floor-")
+
+
+def run_script(script: str, *args: str, **env: str) -> dict[str, Any]:
+    with _env(**env):
+        return _run_child(str(BENCH / script), *args, prefix="pikku-floor-")
+
+
+EAGER = {"PIKKU_BENCH_EAGER": "1"}
+QUEUED = {"PIKKU_BENCH_EAGER": "0"}
+"""The children's remote path: eager remote steps (the default), or every remote step through
+the queue (``WorkflowRuntime(eager_steps=False)``: a step job and a pass per step)."""
 
 
 # ------------------------------------------------------------------ children: the floor
@@ -343,7 +372,10 @@ LATENCY_APP = textwrap.dedent(
     wire_workflow(name="bench_latency", func=flow, execution_mode="remote")
 
     DSN = os.environ["BENCH_DSN"]
-    runtime = WorkflowRuntime(PostgresWorkflowStateService(DSN), PostgresQueue(DSN))
+    runtime = WorkflowRuntime(
+        PostgresWorkflowStateService(DSN), PostgresQueue(DSN),
+        eager_steps=os.environ.get("PIKKU_BENCH_EAGER", "1") == "1",
+    )
     """
 )
 
@@ -413,8 +445,9 @@ def _verdict(ratio: float, target: float, higher_is_better: bool = False) -> str
 
 
 def section_floor(dsn: str, reps: int, steps: int) -> None:
-    names = ["sqlite floor", "sqlite inline", "sqlite remote", "pg floor", "pg inline", "pg remote",
-             "sqlite inline*", "pg inline*", "pg floor sync"]
+    names = ["sqlite floor", "sqlite inline", "sqlite remote", "sqlite remote q",
+             "sqlite remote ip", "sqlite remote ip q", "pg floor", "pg inline", "pg remote",
+             "pg remote q", "sqlite inline*", "pg inline*", "pg floor sync"]
     samples: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}  # client CPU (process_time)
 
@@ -427,14 +460,22 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
             medians[name].append(float(out["median_us"]))
 
     remote_steps = max(steps // 2, 50)
+    inprocess = {"PIKKU_BENCH_QUEUE": "inprocess"}
+
+    def sqlite_remote(**env: str) -> float:
+        return float(run_script(
+            "runtime.py", "pikku", "remote", str(remote_steps), "sqlite", **env)["per_step_us"])
+
     for _ in range(reps):  # interleaved: every figure sees the same machine load
         samples["sqlite floor"].append(float(run_child("floor-sqlite")["per_commit_us"]))
         samples["sqlite inline"].append(float(run_script(
             "runtime.py", "pikku", "inline", str(steps), "sqlite")["per_step_us"]))
         samples["sqlite inline*"].append(float(run_script(
             "runtime.py", "pikku", "inline", str(steps), "sqlite-fsync-all")["per_step_us"]))
-        samples["sqlite remote"].append(float(run_script(
-            "runtime.py", "pikku", "remote", str(remote_steps), "sqlite")["per_step_us"]))
+        samples["sqlite remote"].append(sqlite_remote(**EAGER))
+        samples["sqlite remote q"].append(sqlite_remote(**QUEUED))
+        samples["sqlite remote ip"].append(sqlite_remote(**EAGER, **inprocess))
+        samples["sqlite remote ip q"].append(sqlite_remote(**QUEUED, **inprocess))
         pg("pg floor", _with_schema(dsn, lambda d: run_child("floor-postgres", d)),
            "per_commit_us")
         pg("pg floor sync", _with_schema(dsn, lambda d: run_child("floor-postgres-sync", d)),
@@ -444,9 +485,10 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
         ), "per_step_us")
         pg("pg inline*", _with_schema(
             dsn, lambda d: run_child("pg-sync-all", str(steps), d)), "per_step_us")
-        samples["pg remote"].append(float(_with_schema(
-            dsn, lambda d: run_script("runtime_postgres.py", "pikku", "remote", str(remote_steps), d)
-        )["per_step_us"]))
+        for name, env in (("pg remote", EAGER), ("pg remote q", QUEUED)):
+            pg(name, _with_schema(dsn, lambda d, env=env: run_script(
+                "runtime_postgres.py", "pikku", "remote", str(remote_steps), d, **env
+            )), "per_step_us")
     med = {name: statistics.median(values) for name, values in samples.items()}
 
     def _cpu(name: str) -> str:
@@ -457,33 +499,43 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
 
     print(f"[1] per step against one durable commit ({steps} inline / {remote_steps} remote steps)")
     for floor, rows in (("sqlite floor", (("sqlite inline", 2.0), ("sqlite inline*", 2.0),
-                                          ("sqlite remote", 4.0))),
+                                          ("sqlite remote", 4.0), ("sqlite remote q", 4.0),
+                                          ("sqlite remote ip", 4.0),
+                                          ("sqlite remote ip q", 4.0))),
                         ("pg floor", (("pg inline", 2.5), ("pg inline*", 2.5),
-                                      ("pg remote", 6.0)))):
-        print(f"    {floor:14s} {med[floor]:8.0f} us/commit  ({fmt(samples[floor])}){_cpu(floor)}")
+                                      ("pg remote", 6.0), ("pg remote q", 6.0)))):
+        print(f"    {floor:18s} {med[floor]:8.0f} us/commit  ({fmt(samples[floor])}){_cpu(floor)}")
         if floor == "pg floor":
             sync = "pg floor sync"
-            print(f"    {sync:14s} {med[sync]:8.0f} us/commit  = {med[sync] / med[floor]:5.2f}x "
+            print(f"    {sync:18s} {med[sync]:8.0f} us/commit  = {med[sync] / med[floor]:5.2f}x "
                   f"pg floor, for reference: a blocking connection; the pg targets are "
                   f"against the asyncio floor above  ({fmt(samples[sync])}){_cpu(sync)}")
         for name, target in rows:
             ratio = med[name] / med[floor]
-            print(f"    {name:14s} {med[name]:8.0f} us/step    = {ratio:5.1f}x floor  "
+            print(f"    {name:18s} {med[name]:8.0f} us/step    = {ratio:5.1f}x floor  "
                   f"({_verdict(ratio, target)})  ({fmt(samples[name])}){_cpu(name)}")
     print("    * the alternative: fsync_every_commit=True also fsyncs the attempt start (2 fsyncs "
           "per inline step instead of 1);\n      synchronous_every_commit=True commits the "
           "PostgreSQL attempt start synchronously too (2 WAL flushes per inline step instead "
-          "of 1)")
+          "of 1)\n    remote: eager remote steps (the default: the process drains every queue, "
+          "so each step runs in its pass);\n    remote q: eager_steps=False, a step job and a "
+          "pass per step; sqlite remote: StoreQueue, ip: InProcessQueue; pg remote: "
+          "PostgresQueue")
 
 
 def section_trips(dsn: str, steps: int) -> None:
     print("\n[2] PostgreSQL statements per step (psycopg hook; a transaction block = BEGIN + COMMIT)")
-    for mode in ("inline", "remote"):
-        out = _with_schema(dsn, lambda d, mode=mode: run_child("trips", mode, str(steps), d))
-        print(f"    {mode:6s}: {out['statements_per_step']:5.1f} statements + "
+    for label, mode, env in (("inline", "inline", EAGER), ("remote", "remote", EAGER),
+                             ("remote q", "remote", QUEUED)):
+        out = _with_schema(
+            dsn, lambda d, mode=mode, env=env: run_child("trips", mode, str(steps), d, **env)
+        )
+        print(f"    {label:8s}: {out['statements_per_step']:5.1f} statements + "
               f"{out['transactions_per_step']:4.1f} transactions = "
               f"{out['round_trips_per_step']:5.1f} round trips per step "
               f"(+{out['statements_per_run']:.0f} statements per run)")
+    print("    remote: eager remote steps (PostgresQueue, one process draining every queue); "
+          "remote q: eager_steps=False")
     wal = _with_schema(dsn, lambda d: run_child("wal-flushes", str(steps), d))
     print(f"    WAL flushes per inline step (pg_stat_wal.wal_sync, the whole server's): "
           f"{wal['default']:.2f}; with synchronous_every_commit=True "
@@ -495,23 +547,32 @@ def section_throughput(dsn: str, reps: int, runs: int) -> None:
           f"{runs * 5} no-op jobs; --concurrency 4 per worker process")
     for workers in (1, 2):
         pikku_s: list[float] = []
+        queued_s: list[float] = []
         proc_s: list[float] = []
-        for _ in range(reps):
+        for _ in range(reps):  # interleaved
             pikku_s.append(float(_with_schema(dsn, lambda d, w=workers: run_script(
-                "runtime_postgres.py", "throughput", str(w), str(runs), d))["steps_per_s"]))
+                "runtime_postgres.py", "throughput", str(w), str(runs), d, **EAGER
+            ))["steps_per_s"]))
+            queued_s.append(float(_with_schema(dsn, lambda d, w=workers: run_script(
+                "runtime_postgres.py", "throughput", str(w), str(runs), d, **QUEUED
+            ))["steps_per_s"]))
             proc_s.append(float(_with_schema(dsn, lambda d, w=workers: run_child(
                 "procrastinate", str(w), str(runs * 5), d))["jobs_per_s"]))
-        p, q = statistics.median(pikku_s), statistics.median(proc_s)
-        print(f"    {workers} worker(s): pikku {p:7.1f} steps/s  procrastinate {q:7.1f} jobs/s  "
-              f"= {p / q:.2f}x  ({_verdict(p / q, 0.5, higher_is_better=True)})")
-        print(f"        pikku ({', '.join(f'{s:.1f}' for s in pikku_s)}), "
+        p, pq = statistics.median(pikku_s), statistics.median(queued_s)
+        q = statistics.median(proc_s)
+        print(f"    {workers} worker(s): procrastinate {q:7.1f} jobs/s;  pikku eager {p:7.1f} "
+              f"steps/s = {p / q:.2f}x ({_verdict(p / q, 0.5, higher_is_better=True)});  "
+              f"pikku queued {pq:7.1f} steps/s = {pq / q:.2f}x")
+        print(f"        eager ({', '.join(f'{s:.1f}' for s in pikku_s)}), "
+              f"queued ({', '.join(f'{s:.1f}' for s in queued_s)}), "
               f"procrastinate ({', '.join(f'{s:.1f}' for s in proc_s)})")
 
 
 def section_latency(dsn: str, runs: int) -> None:
-    out = _with_schema(dsn, lambda d: run_child("latency", str(runs), d))
-    print(f"\n[4] client.start -> result(), 3 remote steps, 1 pikku-worker, {runs} runs: "
-          f"median {out['median_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms")
+    print(f"\n[4] client.start -> result(), 3 remote steps, 1 pikku-worker, {runs} runs")
+    for label, env in (("eager", EAGER), ("queued", QUEUED)):
+        out = _with_schema(dsn, lambda d, env=env: run_child("latency", str(runs), d, **env))
+        print(f"    {label:6s}: median {out['median_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms")
 
 
 def main() -> int:

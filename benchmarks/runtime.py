@@ -82,7 +82,9 @@ def child_pikku(mode: str, steps: int, store: str, directory: Path) -> dict[str,
             from pikku_typing import InProcessQueue
 
             queue = InProcessQueue()
-        async with WorkflowRuntime(state, queue) as runtime:
+        # PIKKU_BENCH_EAGER=0: every remote step through the queue (eager_steps=False)
+        eager = os.environ.get("PIKKU_BENCH_EAGER", "1") == "1"
+        async with WorkflowRuntime(state, queue, eager_steps=eager) as runtime:
             client = runtime.client(f"bench_{mode}")
             # warm-up run (schemas, adapters, imports), not timed
             warm = await client.start(3)

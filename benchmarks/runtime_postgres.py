@@ -124,7 +124,10 @@ async def bench_client(mode: str, dsn: str) -> AsyncIterator[Callable[[int], Awa
 
     state = PostgresWorkflowStateService(dsn)
     queue = PostgresQueue(dsn) if mode == "remote" else InProcessQueue()
-    runtime = WorkflowRuntime(state, queue)
+    # PIKKU_BENCH_EAGER=0: every remote step through the queue (eager_steps=False)
+    runtime = WorkflowRuntime(
+        state, queue, eager_steps=os.environ.get("PIKKU_BENCH_EAGER", "1") == "1"
+    )
     client = runtime.client(f"bench_{mode}")
 
     async def run(n: int) -> None:
@@ -191,6 +194,7 @@ WORKER_APP = textwrap.dedent(
     runtime = WorkflowRuntime(
         PostgresWorkflowStateService(DSN),
         PostgresQueue(DSN, poll_interval=float(os.environ.get("BENCH_POLL", "0.2"))),
+        eager_steps=os.environ.get("PIKKU_BENCH_EAGER", "1") == "1",
     )
     '''
 )

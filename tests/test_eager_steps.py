@@ -116,9 +116,9 @@ class Counts:
         orchestrator = rt.orchestrator
         run_pass, run_step = orchestrator.run_pass, orchestrator.run_step
 
-        async def counting_pass(run_id: str) -> None:
+        async def counting_pass(run_id: str, fresh: Any = None) -> None:
             self.passes += 1
-            await run_pass(run_id)
+            await run_pass(run_id, fresh)
 
         async def counting_step(workflow: str, run_id: str, key: str) -> None:
             self.step_jobs += 1
@@ -332,3 +332,66 @@ def test_a_process_killed_mid_eager_step_is_counted_and_another_finishes(
     a_owner, b_owner = steps["a"].attempts[0].owner, b.attempts[0].owner
     assert a_owner is not None and b_owner is not None and a_owner.token == b_owner.token
     assert b_owner.pid != os.getpid()
+
+
+# ------------------------------------------------ the queued path: continue in the step worker
+
+
+class RecordingQueue(InProcessQueue):
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: list[str] = []
+
+    async def enqueue(self, job: Job) -> None:
+        self.kinds.append(job.kind)
+        await super().enqueue(job)
+
+
+@pytest.mark.parametrize("backend", BACKENDS[:1], indirect=True)
+async def test_a_step_job_continues_the_live_pass_instead_of_queueing_it(
+    backend: Backend,
+) -> None:
+    """Eager off: each step is a step job; the job that stored the result holds the run's
+    live continuation and serves the orchestrator queue, so it goes on with the pass itself:
+    one orchestrator job (the start's) instead of one per step, and the stored step is not
+    read again."""
+    seen: list[StepCall] = []
+    _wire_three(seen)
+    queue = RecordingQueue()
+    rt = WorkflowRuntime(backend.store, queue, eager_steps=False)
+    backend.runtimes.append(rt)
+    counts = Counts(rt)
+    reads: list[str] = []
+    get_step = backend.store.get_step
+
+    async def counting_get_step(run_id: str, key: str) -> Any:
+        reads.append(key)
+        return await get_step(run_id, key)
+
+    backend.store.get_step = counting_get_step  # type: ignore[method-assign]
+    handle = await rt.client("eager3").start(1)
+    await drain_until_settled(rt, handle.run_id)
+    assert await handle.result(timeout=CAP) == 4
+    assert queue.kinds == ["orchestrate", "step", "step", "step"]
+    assert counts.step_jobs == 3 and counts.passes == 4  # 3 passes ran inside the step jobs
+    # each step read once, by its step job (get_step_and_run); the pass did not read it again
+    assert reads == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS[:1], indirect=True)
+async def test_a_step_job_queues_the_pass_when_the_orchestrator_queue_is_served_elsewhere(
+    backend: Backend,
+) -> None:
+    seen: list[StepCall] = []
+    _wire_three(seen)
+    queue = RecordingQueue()
+    rt = WorkflowRuntime(backend.store, queue, eager_steps=False)
+    backend.runtimes.append(rt)
+    handle = await rt.client("eager3").start(1)
+    # the first pass parks on step a: its continuation is live here
+    await rt.drain(queues=[orchestrator_queue("eager3")])
+    assert queue.kinds == ["orchestrate", "step"]
+    await rt.drain(queues=[step_queue("eager3", "eager.add")])  # a step worker only
+    assert queue.kinds == ["orchestrate", "step", "orchestrate"]
+    await drain_until_settled(rt, handle.run_id)
+    assert await handle.result(timeout=CAP) == 4

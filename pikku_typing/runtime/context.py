@@ -292,11 +292,15 @@ class RunContext(Workflow):
         if self.parked:  # only then can the function have become blocked on parked steps
             self.changed.set()
 
-    async def resume(self) -> None:
-        """Start a new pass of a live continuation: re-read only the parked steps."""
+    async def resume(self, fresh: StepState | None = None) -> None:
+        """Start a new pass of a live continuation: re-read only the parked steps (``fresh``:
+        one of them as this process just stored it, not read again)."""
         self.in_pass = True
         for key, parked in list(self.parked.items()):
-            step = await self.services.state.get_step(self._run_id, key)
+            if fresh is not None and fresh.key == key:
+                step: StepState | None = fresh
+            else:
+                step = await self.services.state.get_step(self._run_id, key)
             if not parked.future.done():
                 parked.future.set_result(step)
 

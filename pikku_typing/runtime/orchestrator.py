@@ -58,9 +58,10 @@ from pikku_typing.errors import (
     StoreUnavailableError,
     WorkflowNotFoundError,
 )
-from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, WorkflowRun
+from pikku_typing.models import ClaimOwner, ErrorInfo, RunStatus, StepState, WorkflowRun
 from pikku_typing.runtime import _observe, codec, lifecycle, process, step_jobs, steps
 from pikku_typing.runtime.context import Outcome, RunContext
+from pikku_typing.runtime.queues.base import Job, orchestrator_queue
 from pikku_typing.runtime.services import Services, enqueue_orchestrator
 from pikku_typing.runtime.signals import (
     Cancelled,
@@ -93,7 +94,10 @@ class Orchestrator:
         self._live: OrderedDict[str, _Live] = OrderedDict()
 
     # ---------------------------------------------------------------- passes
-    async def run_pass(self, run_id: str) -> None:
+    async def run_pass(self, run_id: str, fresh: StepState | None = None) -> None:
+        """One pass of the run (see the module doc). ``fresh``: a parked step as it was just
+        stored by this process (a step job that continues the pass here): a live
+        continuation resumes it without reading it again."""
         state = self.s.state
         async with state.lock_run(run_id):
             run = await state.get_run(run_id)
@@ -147,7 +151,7 @@ class Orchestrator:
                     if live is None:
                         return
                 else:
-                    await live.ctx.resume()
+                    await live.ctx.resume(fresh)
                 outcome = await live.ctx.settle(live.task)
                 await self._finish_pass(run_id, definition, live, outcome)
             except BaseException:
@@ -311,7 +315,23 @@ class Orchestrator:
     # ------------------------------------------------------------ step jobs
     async def run_step(self, workflow: str, run_id: str, key: str) -> None:
         """Run a remote step's due attempt (a step job): see :mod:`~pikku_typing.runtime.step_jobs`."""
-        await step_jobs.run_step(self.s, workflow, run_id, key)
+        await step_jobs.run_step(self.s, workflow, run_id, key, wake=self._after_step)
+
+    async def _after_step(self, workflow: str, run_id: str, step: StepState) -> None:
+        """A step job stored its step's outcome: the run goes on. When this process holds
+        the run's live continuation and serves the workflow's orchestrator queue, the pass
+        continues right here, in the step job ("continue in the step worker": no
+        orchestrator job queued and picked up again, and the stored step is not read
+        again); it takes ``lock_run`` like any pass. Otherwise an orchestrator pass is
+        queued (another process may hold the continuation, or serve the queue)."""
+        if run_id not in self._live or not self.s.serves_orchestrator(workflow):
+            await enqueue_orchestrator(self.s.queue, workflow, run_id)
+            return
+        # the pass's span and logs, as if its job had been picked up
+        job = Job(queue=orchestrator_queue(workflow), kind="orchestrate", workflow=workflow,
+                  run_id=run_id)
+        with _observe.job(job):
+            await self.run_pass(run_id, step)
 
     async def close(self) -> None:
         """Unwind every live continuation (they are replayed from the store if needed)."""

@@ -9,12 +9,16 @@ a step job on the step's queue and parks. :func:`run_step` (what the step worker
    out); one held by a dead holder is abandoned;
 3. a retry delay up to ``max_inline_wait`` is waited for here, a longer one is queued;
 4. the attempt is claimed atomically and run by :func:`~pikku_typing.runtime.attempt.run_attempt`;
-   the result (or the final error) is stored, THEN the orchestrator is woken.
+   the result (or the final error) is stored, THEN the orchestrator is woken: a pass is
+   queued, or, when this process holds the run's live continuation and serves its
+   orchestrator queue, the pass goes on right here ("continue in the step worker": no
+   orchestrator job to queue and pick up again; the pass takes ``lock_run`` as always).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from pikku_typing.models import StepState, StepStatus
@@ -25,9 +29,23 @@ from pikku_typing.runtime.services import Services, enqueue_orchestrator, enqueu
 __all__ = ["run_step"]
 
 
-async def run_step(services: Services, workflow: str, run_id: str, key: str) -> None:
+Wake = Callable[[str, str, StepState], Awaitable[None]]
+"""What a step job does once it stored its step's outcome: ``wake(workflow, run_id, step)``
+with the step as stored (the default queues an orchestrator pass)."""
+
+
+async def _enqueue_pass(services: Services, workflow: str, run_id: str) -> None:
+    await enqueue_orchestrator(services.queue, workflow, run_id)
+
+
+async def run_step(
+    services: Services, workflow: str, run_id: str, key: str, *, wake: Wake | None = None
+) -> None:
     """Run a remote step's due attempt (a step job). Duplicate or stale deliveries do
-    nothing: the attempt is claimed atomically."""
+    nothing: the attempt is claimed atomically. Once the outcome is stored, ``wake`` goes on
+    with the run (the orchestrator continues the pass right here when it can, see
+    :meth:`~pikku_typing.runtime.orchestrator.Orchestrator.run_step`); by default, and on
+    every other path, an orchestrator pass is queued."""
     state = services.state
     while True:
         found = await state.get_step_and_run(run_id, key)  # one read on PostgreSQL
@@ -60,7 +78,7 @@ async def run_step(services: Services, workflow: str, run_id: str, key: str) -> 
                 continue
             await enqueue_step(services.queue, workflow, run_id, step)
             return
-        if not await _attempt(services, workflow, run_id, step):
+        if not await _attempt(services, workflow, run_id, step, wake):
             return
 
 
@@ -84,7 +102,9 @@ async def _recheck_at_lease_end(
     )
 
 
-async def _attempt(services: Services, workflow: str, run_id: str, step: StepState) -> bool:
+async def _attempt(
+    services: Services, workflow: str, run_id: str, step: StepState, wake: Wake | None
+) -> bool:
     """Claim and run one attempt; return True to try the next attempt in this job."""
     owner = steps.claim_owner()
     try:
@@ -110,5 +130,19 @@ async def _attempt(services: Services, workflow: str, run_id: str, step: StepSta
         return False  # our claim was abandoned meanwhile
     if outcome.status == "failed" and outcome.retry_at is not None:
         return True  # the loop waits for the retry or queues it
-    await enqueue_orchestrator(services.queue, workflow, run_id)
+    if wake is None:
+        await _enqueue_pass(services, workflow, run_id)
+        return False
+    if outcome.status == "succeeded":
+        t = steps.now()
+        stored = claimed.model_copy(
+            update={
+                "status": StepStatus.SUCCEEDED, "result": outcome.result, "finished_at": t,
+                "updated_at": t,
+            }
+        )
+    else:
+        assert outcome.step is not None
+        stored = outcome.step
+    await wake(workflow, run_id, stored)
     return False

@@ -144,6 +144,15 @@ async def main() -> None:
         state, CrashQueue(state), lease_seconds=120.0,
         eager_steps=os.environ.get("PIKKU_EAGER", "1") == "1",
     )
+    # continued in the step worker, a pass is not queued: die where it would have been
+    after_step = runtime.orchestrator._after_step
+
+    async def crashing_after_step(workflow: str, run_id: str, step: Any) -> None:
+        if f"after-store:{step.key}" == CRASH and step.status is StepStatus.SUCCEEDED:
+            maybe_crash("after-store", step.key)
+        await after_step(workflow, run_id, step)
+
+    runtime.orchestrator._after_step = crashing_after_step  # type: ignore[method-assign]
     try:
         if COMMAND == "start":
             client = runtime.client("crashflow")

@@ -171,6 +171,7 @@ async def _run_remote(ctx: RunContext, spec: Spec, step: StepState | None) -> An
     and the pass goes on with its result. Otherwise, and for every later attempt, it is
     recorded ``scheduled``, its step job is queued and the pass parks."""
     queue, eager = ctx.services.queue, ctx.services.eager
+    queued: tuple[int, datetime | None] | None = None  # the attempt whose job this pass queued
     while True:
         if step is None:
             assert spec.rpc_name is not None
@@ -193,8 +194,12 @@ async def _run_remote(ctx: RunContext, spec: Spec, step: StepState | None) -> An
             if abandoned and step.status is StepStatus.SCHEDULED:
                 await enqueue_step(queue, ctx.name, ctx.run_id, step)
             continue
-        # pending or scheduled
-        await enqueue_step(queue, ctx.name, ctx.run_id, step)
+        # pending or scheduled: its job is queued once per attempt (a live continuation
+        # resumed while the job still waits does not queue it again)
+        attempt_due = (step.attempt_count, step.next_attempt_at)
+        if attempt_due != queued:
+            await enqueue_step(queue, ctx.name, ctx.run_id, step)
+            queued = attempt_due
         step = await ctx.park_for(spec.key, None)
 
 
