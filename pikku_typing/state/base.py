@@ -221,9 +221,9 @@ class WorkflowStateService(ABC):
         ``step`` object itself when it inserted it). Raise :class:`RunNotFoundError` for an
         unknown run.
 
-        The check and the insert are atomic where the store allows (SQLite, memory: one
-        statement or one critical section; PostgreSQL: one statement), so a cancel request
-        committed before the insert is never missed. The default reads the run, then inserts
+        The check and the insert are atomic in the stores of this package (SQLite and
+        PostgreSQL: one statement; memory: one critical section; file: under the run's
+        state lock), so a cancel request committed before the insert is never missed. The default reads the run, then inserts
         (two calls, what the runtime did before this method existed): a cancel request
         committed between them is seen at the next boundary, as before."""
         run = await self.get_run(run_id)

@@ -517,13 +517,28 @@ class FileWorkflowStateService(WorkflowStateService):
         validate_run_id(run_id)
         frag = step.model_dump_json().encode()
         async with self._locked(run_id):
-            steps = self._steps_or_raise(run_id)
-            position = steps.index.get(step.key)
-            if position is not None:
-                return self._load_step(run_id, steps.frags[position])
-            index = dict(steps.index)
-            index[step.key] = len(steps.frags)
-            self._write_steps(run_id, [*steps.frags, frag], index)
+            return self._insert_locked(run_id, step, frag)
+
+    async def insert_step_at_boundary(self, run_id: str, step: StepState) -> StepState | None:
+        # the run's check and the insert under the run's state lock (a cancel request or a
+        # settlement is written under it too): atomic across processes
+        validate_run_id(run_id)
+        frag = step.model_dump_json().encode()
+        async with self._locked(run_id):
+            run, _ = self._read_run_doc(run_id)
+            if run.cancel_requested or run.status.is_settled:
+                return None
+            return self._insert_locked(run_id, step, frag)
+
+    def _insert_locked(self, run_id: str, step: StepState, frag: bytes) -> StepState:
+        """``insert_step`` while the caller holds the run's state lock."""
+        steps = self._steps_or_raise(run_id)
+        position = steps.index.get(step.key)
+        if position is not None:
+            return self._load_step(run_id, steps.frags[position])
+        index = dict(steps.index)
+        index[step.key] = len(steps.frags)
+        self._write_steps(run_id, [*steps.frags, frag], index)
         return self._load_step(run_id, frag)
 
     async def schedule_step(self, run_id: str, key: str, *, at: datetime | None) -> StepState:
