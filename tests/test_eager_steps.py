@@ -395,3 +395,43 @@ async def test_a_step_job_queues_the_pass_when_the_orchestrator_queue_is_served_
     assert queue.kinds == ["orchestrate", "step", "orchestrate"]
     await drain_until_settled(rt, handle.run_id)
     assert await handle.result(timeout=CAP) == 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS[:1], indirect=True)
+async def test_a_pass_resuming_its_live_continuation_does_not_read_the_run(
+    backend: Backend,
+) -> None:
+    """Resuming a live continuation marks the run running with one conditional update (the
+    updated run tells whether the continuation is still the run's): no read of the run. Only
+    the first pass, which starts the function, reads it."""
+    seen: list[StepCall] = []
+    _wire_three(seen)
+    rt = backend.runtime(eager_steps=False)
+    in_pass = False
+    reads_in_passes = 0
+    orchestrator = rt.orchestrator
+    run_pass = orchestrator.run_pass
+
+    async def flagged_pass(run_id: str, fresh: Any = None) -> None:
+        nonlocal in_pass
+        in_pass = True
+        try:
+            await run_pass(run_id, fresh)
+        finally:
+            in_pass = False
+
+    get_run = backend.store.get_run
+
+    async def counting_get_run(run_id: str) -> Any:
+        nonlocal reads_in_passes
+        reads_in_passes += in_pass
+        return await get_run(run_id)
+
+    orchestrator.run_pass = flagged_pass  # type: ignore[method-assign]
+    backend.store.get_run = counting_get_run  # type: ignore[method-assign]
+    counts = Counts(rt)
+    handle = await rt.client("eager3").start(1)
+    await drain_until_settled(rt, handle.run_id)
+    assert await handle.result(timeout=CAP) == 4
+    assert counts.passes == 4
+    assert reads_in_passes == 1

@@ -4,7 +4,8 @@ A pass (:meth:`Orchestrator.run_pass`) holds the run's lock (``lock_run``) from 
 
 1. read the run; a settled run is never replayed; a cancel request ends it;
 2. mark it ``running`` with this process as owner;
-3. either **resume** the run's live continuation (see below), or **replay**: read all step
+3. either **resume** the run's live continuation (see below; steps 1-2 are then one
+   conditional update, see :meth:`Orchestrator._resume`), or **replay**: read all step
    states ONCE (``get_step_states``) and call the workflow function again from the top with
    a :class:`~pikku_typing.runtime.context.RunContext`;
 4. every step call computes its step key (``name``, ``name#1``...), checks the recorded
@@ -100,38 +101,28 @@ class Orchestrator:
         continuation resumes it without reading it again."""
         state = self.s.state
         async with state.lock_run(run_id):
-            run = await state.get_run(run_id)
             live = self._live.pop(run_id, None)
             if live is not None and (
                 live.task.done() or live.task.get_loop() is not asyncio.get_running_loop()
             ):
                 live = None  # its event loop is gone (another asyncio.run): replay instead
+            if live is not None and await self._resume(run_id, live, fresh):
+                return
+            run = await state.get_run(run_id)
             if run.status.is_settled:
-                await self._discard(live)
                 self.s.on_settled(run_id)
                 return
             if run.cancel_requested:
-                await self._discard(live)
                 await self._settle(run_id, RunStatus.CANCELLED)
                 return
             try:
                 definition = self.s.registry.get_workflow(run.workflow)
             except WorkflowNotFoundError as exc:
-                await self._discard(live)
                 await self._unknown_workflow(run, exc)
                 return
-            except BaseException:
-                await self._discard(live)
-                raise
-            if live is not None and not (
-                run.status is RunStatus.SUSPENDED
-                and run.owner is not None
-                and run.owner.token == live.owner.token
-            ):
-                await self._discard(live)
-                live = None
-            owner = live.owner if live is not None else process.new_owner()
+            owner = process.new_owner()
             process.mark_active(owner.token)
+            started_live: _Live | None = None
             try:
                 changes = RunChanges(status=RunStatus.RUNNING, owner=owner, wake_at=None)
                 if run.error is not None and run.error.type == WorkflowNotFoundError.__name__:
@@ -143,27 +134,65 @@ class Orchestrator:
                     run_id, (RunStatus.RUNNING, RunStatus.SUSPENDED), changes
                 )
                 if started is None:  # settled meanwhile
-                    await self._discard(live)
                     self.s.on_settled(run_id)
                     return
-                if live is None:
-                    live = await self._start(started, definition, owner)
-                    if live is None:
-                        return
-                else:
-                    await live.ctx.resume(fresh)
-                outcome = await live.ctx.settle(live.task)
-                await self._finish_pass(run_id, definition, live, outcome)
+                started_live = await self._start(started, definition, owner)
+                if started_live is None:
+                    return
+                outcome = await started_live.ctx.settle(started_live.task)
+                await self._finish_pass(run_id, definition, started_live, outcome)
             except BaseException:
                 # e.g. the store went away: drop the continuation (the redelivered job
                 # replays the run from the store)
-                if live is not None:
-                    if self._live.get(run_id) is live:
-                        del self._live[run_id]
-                    await self._discard(live)
+                await self._drop(run_id, started_live)
                 raise
             finally:
                 process.mark_inactive(owner.token)
+
+    async def _resume(self, run_id: str, live: _Live, fresh: StepState | None) -> bool:
+        """A pass that resumes the run's live continuation, if it is still the run's.
+
+        One statement where a replay takes two: the run goes from ``suspended`` to
+        ``running`` (its owner unchanged) only if it is still suspended, and the run as
+        updated says whether the continuation may go on: its owner token is the one this
+        continuation wrote (no other process ran a pass since), no cancel request, no note.
+        Else the continuation is discarded and ``False`` returned: the caller reads the run
+        and replays it (the run may now be ``running``, which a replay accepts)."""
+        owner = live.owner
+        process.mark_active(owner.token)
+        try:
+            started = await self.s.state.transition_run(
+                run_id, (RunStatus.SUSPENDED,), RunChanges(status=RunStatus.RUNNING, wake_at=None)
+            )
+            definition = None if started is None else self.s.registry.workflows.get(started.workflow)
+            if (
+                started is None
+                or definition is None
+                or started.cancel_requested
+                or started.error is not None
+                or started.owner is None
+                or started.owner.token != owner.token
+            ):
+                await self._discard(live)
+                return False
+            await live.ctx.resume(fresh)
+            outcome = await live.ctx.settle(live.task)
+            await self._finish_pass(run_id, definition, live, outcome)
+            return True
+        except BaseException:
+            await self._drop(run_id, live)
+            raise
+        finally:
+            process.mark_inactive(owner.token)
+
+    async def _drop(self, run_id: str, live: _Live | None) -> None:
+        """A pass failed (e.g. the store went away): drop its continuation; the redelivered
+        job replays the run from the store."""
+        if live is None:
+            return
+        if self._live.get(run_id) is live:
+            del self._live[run_id]
+        await self._discard(live)
 
     async def _unknown_workflow(
         self, run: WorkflowRun[Any, Any], exc: WorkflowNotFoundError
