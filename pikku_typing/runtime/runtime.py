@@ -261,7 +261,11 @@ class WorkflowRuntime:
     many seconds are waited for inside the worker; longer ones suspend the run durably),
     ``concurrency`` (``serve()`` default), ``live_runs`` (suspended runs whose continuation is
     kept in memory), ``workers`` (``{queue name: async fn(runtime, job)}``, e.g. the generated
-    ``workflow_workers.WORKERS``; other queues use :func:`pikku_typing.runtime.workers.handle_job`).
+    ``workflow_workers.WORKERS``; other queues use :func:`pikku_typing.runtime.workers.handle_job`),
+    ``eager_steps`` (default ``True``: while this runtime serves or drains a remote step's
+    queue with the default handler, a new remote step runs in the pass that reaches it,
+    claimed by its insert, at most ``concurrency`` at a time; ``False``: every remote step is
+    a step job).
     """
 
     def __init__(
