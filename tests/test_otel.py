@@ -302,3 +302,42 @@ def test_the_trace_crosses_postgres_queue_into_a_remote_step_worker(tmp_path: Pa
             worker.kill()
             worker.communicate()
         drop_schema_dsn(dsn)
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "queued"])
+async def test_an_eager_remote_attempt_is_a_span_of_its_pass_and_is_logged(
+    spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture, eager: bool
+) -> None:
+    """An eager remote step runs inside the pass that reached it: its attempt span is a child
+    of that pass's span, with the same attributes and log lines as a step job's attempt."""
+
+    @pikku_func(name="otel.eager")
+    def inc(data: int) -> int:
+        return data + 1
+
+    async def flow(workflow: Workflow, n: int) -> int:
+        return int(await workflow.do("e", "otel.eager", n))
+
+    wire_workflow(name="otel_eager", func=flow, execution_mode="remote")
+    caplog.set_level("INFO", logger="pikku")
+    async with WorkflowRuntime(
+        InMemoryWorkflowStateService(), InProcessQueue(), eager_steps=eager
+    ) as rt:
+        handle = await rt.client("otel_eager").start(1)
+        assert await handle.result(timeout=30) == 2
+    (attempt,) = _named(spans, "pikku.step_attempt")
+    assert _attrs(attempt) | {"pikku.run_id": ""} == {
+        "pikku.workflow": "otel_eager", "pikku.run_id": "", "pikku.step": "e", "pikku.attempt": 1,
+        "pikku.rpc": "otel.eager",
+    }
+    passes = _named(spans, "pikku.run_pass")
+    first = min(passes, key=lambda p: p.start_time or 0)
+    assert first.context is not None and attempt.parent is not None
+    # both ways the pass that reached the step is the parent: eager, in this very task;
+    # queued, through the context its step job carried
+    assert attempt.parent.span_id == first.context.span_id
+    assert attempt.parent.is_remote is not eager
+    assert len(passes) == (1 if eager else 2)
+    messages = [r.getMessage() for r in caplog.records if getattr(r, "run_id", None) == handle.run_id]
+    assert any("step e of run" in m and "attempt 1 started" in m for m in messages), messages
+    assert any("attempt 1 succeeded" in m for m in messages), messages
