@@ -665,6 +665,42 @@ async def test_a_new_step_reads_no_run_its_boundary_is_in_its_insert(
     assert counts[0] == counts[1], counts
 
 
+async def test_a_pass_of_local_steps_shares_the_event_loop(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that never awaits (memory, SQLite, file) and short attempts (no heartbeat
+    task): a pass of local steps still gives the event loop a turn every
+    ``SHARE_LOOP_EVERY`` seconds (0 here: after every step), so other tasks of the process
+    run meanwhile."""
+    from pikku_typing.runtime import context
+
+    monkeypatch.setattr(context, "SHARE_LOOP_EVERY", 0.0)
+    turns: list[int] = []
+
+    async def ticker() -> None:
+        while True:
+            turns.append(1)
+            await asyncio.sleep(0)
+
+    async def wf(workflow: Workflow, n: int) -> int:
+        for i in range(n):
+            await workflow.do("s", lambda i=i: i)  # type: ignore[misc]
+        return n
+
+    wire_workflow(name="shares_loop", func=wf, execution_mode="inline")
+    rt = new_runtime(runtimes, store)
+    handle = await rt.client("shares_loop").start(50)
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    turns.clear()
+    try:
+        await rt.drain()
+    finally:
+        task.cancel()
+    assert await handle.result(timeout=SETTLE_CAP) == 50
+    assert len(turns) >= 50, len(turns)
+
+
 async def test_result_runs_the_in_process_jobs_itself_and_times_out(
     store: WorkflowStateService, runtimes: list[WorkflowRuntime]
 ) -> None:

@@ -23,11 +23,12 @@ delegate. A new step kind is a new module there plus one method here.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 from pikku_typing import durations
 from pikku_typing.errors import (
@@ -44,6 +45,10 @@ from pikku_typing.runtime.signals import Cancelled, StepFailedError, Suspend, Un
 from pikku_typing.wiring import WorkflowDefinition
 
 __all__ = ["Outcome", "RunContext", "StepFailedError"]
+
+SHARE_LOOP_EVERY: Final = 0.005
+"""Seconds a pass runs local steps without giving the event loop a turn (see
+:meth:`RunContext.share_loop`)."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -92,6 +97,7 @@ class RunContext(Workflow):
         """Set when a store call of this pass failed: the pass is abandoned (the job is
         delivered again), the run is never failed for it, even if the function caught it."""
         self.in_pass = True
+        self._shared_at = time.monotonic()
         self.patches: dict[str, bool] = {}
         """``workflow.patched`` answers of this pass, by change id (kinds/patch.py)."""
 
@@ -245,6 +251,17 @@ class RunContext(Workflow):
         if stored is None:
             raise Cancelled()
         return stored
+
+    async def share_loop(self) -> None:
+        """Give the event loop one turn when this pass has not for :data:`SHARE_LOOP_EVERY`
+        seconds. Local steps on a store that never awaits (SQLite) with short attempts (no
+        heartbeat task) would otherwise hold the loop for a whole run: other runs, timers
+        and heartbeats of this process wait. A turn costs about as much as a tenth of a
+        step, so it is taken every few milliseconds, not at every step."""
+        now = time.monotonic()
+        if now - self._shared_at >= SHARE_LOOP_EVERY:
+            self._shared_at = now
+            await asyncio.sleep(0)
 
     async def park(
         self,

@@ -275,6 +275,7 @@ async def _attempt(
         if owner is not ctx.owner:
             process.mark_inactive(owner.token)
     if outcome.status == "succeeded":
+        await ctx.share_loop()
         return None, outcome.value
     if outcome.status == "failed" and outcome.step is not None:
         return outcome.step, _NOTHING
