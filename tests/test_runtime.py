@@ -665,6 +665,45 @@ async def test_a_new_step_reads_no_run_its_boundary_is_in_its_insert(
     assert counts[0] == counts[1], counts
 
 
+async def test_value_and_sleep_steps_read_no_run_at_their_boundary(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``now``/``uuid4``/``random`` and a sleep that is already due fold their boundary into
+    their insert like ``do`` (``insert_step_at_boundary``): 6 rounds of them read the run as
+    often as 1 round."""
+    if type(store).insert_step_at_boundary is WorkflowStateService.insert_step_at_boundary:
+        pytest.skip(f"{type(store).__name__} uses the default (a read, then the insert)")
+    reads: list[str] = []
+    original = store.get_run
+
+    async def counted(run_id: str) -> Any:
+        reads.append(run_id)
+        return await original(run_id)
+
+    monkeypatch.setattr(store, "get_run", counted)
+
+    async def wf(workflow: Workflow, n: int) -> int:
+        for _ in range(n):
+            await workflow.now()
+            await workflow.uuid4()
+            await workflow.random()
+            await workflow.sleep("nap", 0)
+        return n
+
+    wire_workflow(name="boundary_value_reads", func=wf, execution_mode="inline")
+    rt = new_runtime(runtimes, store)
+    client = rt.client("boundary_value_reads")
+    counts = []
+    for n in (1, 6):
+        handle = await client.start(n)
+        await rt.drain()
+        run = await original(handle.run_id)
+        assert run.status is RunStatus.COMPLETED and run.output == n
+        assert len(await store.get_step_states(handle.run_id)) == 4 * n
+        counts.append(reads.count(handle.run_id))
+    assert counts[0] == counts[1], counts
+
+
 async def test_a_pass_of_local_steps_shares_the_event_loop(
     store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -59,10 +59,8 @@ async def child(
     child_id = lifecycle.child_run_id(ctx.run_id, key)
     state = ctx.services.state
     if step is None:
-        await ctx.boundary()
         t = steps.now()
-        step = await state.insert_step(
-            ctx.run_id,
+        step = await ctx.insert_at_boundary(
             StepState(
                 key=key,
                 step_name=step_name,

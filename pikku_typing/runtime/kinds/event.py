@@ -40,10 +40,8 @@ async def wait_for_event(
     what = f"workflow {ctx.name!r} run {ctx.run_id!r} step {key!r}: event {event_name!r} payload"
     while True:
         if step is None:
-            await ctx.boundary()
             t = steps.now()
-            step = await state.insert_step(
-                ctx.run_id,
+            step = await ctx.insert_at_boundary(
                 StepState(
                     key=key,
                     step_name=step_name,

@@ -21,10 +21,8 @@ async def sleep(ctx: RunContext, step_name: str, duration: durations.Duration) -
     state = ctx.services.state
     while True:
         if step is None:
-            await ctx.boundary()
             t = steps.now()
-            step = await state.insert_step(
-                ctx.run_id,
+            step = await ctx.insert_at_boundary(
                 StepState(
                     key=key,
                     step_name=step_name,

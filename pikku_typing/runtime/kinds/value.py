@@ -29,11 +29,9 @@ async def recorded_value(ctx: RunContext, helper: str, make: Callable[[], T], ty
     step = ctx.recorded(key, StepKind.VALUE, helper)
     what = f"workflow {ctx.name!r} run {ctx.run_id!r} step {key!r} ({helper}())"
     if step is None:
-        await ctx.boundary()
         encoded, value = codec.encode(make(), type_, what=what)
         t = steps.now()
-        step = await ctx.services.state.insert_step(
-            ctx.run_id,
+        step = await ctx.insert_at_boundary(
             StepState(
                 key=key,
                 step_name=helper,
