@@ -625,13 +625,17 @@ async def test_cancel_stops_a_running_run_at_the_next_step_boundary(
     assert list(await store.get_step_states(handle.run_id)) == ["first"]
 
 
-async def test_a_new_step_reads_no_run_its_boundary_is_in_its_insert(
-    store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The cancel check of a new inline step's boundary is made by its insert
-    (``insert_step_at_boundary``), not by a read of the run per step: a run of 6 steps reads
-    the run as often as a run of 1 step (on the stores that fold the check into the insert;
-    the default of the base class reads the run first)."""
+async def _run_reads_for_1_and_6(
+    store: WorkflowStateService,
+    runtimes: list[WorkflowRuntime],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    wf: Any,
+    steps_per_round: int,
+) -> list[int]:
+    """Wire ``wf`` (inline) as ``name``, run it with n = 1 and n = 6 rounds of its steps, and
+    return how often each run was read (``get_run``); skips the stores that use the base
+    class's default boundary (a read, then the insert)."""
     if type(store).insert_step_at_boundary is WorkflowStateService.insert_step_at_boundary:
         pytest.skip(f"{type(store).__name__} uses the default (a read, then the insert)")
     reads: list[str] = []
@@ -642,6 +646,27 @@ async def test_a_new_step_reads_no_run_its_boundary_is_in_its_insert(
         return await original(run_id)
 
     monkeypatch.setattr(store, "get_run", counted)
+    wire_workflow(name=name, func=wf, execution_mode="inline")
+    rt = new_runtime(runtimes, store)
+    client = rt.client(name)
+    counts = []
+    for n in (1, 6):
+        handle = await client.start(n)
+        await rt.drain()
+        run = await original(handle.run_id)
+        assert run.status is RunStatus.COMPLETED and run.output == n
+        assert len(await store.get_step_states(handle.run_id)) == steps_per_round * n
+        counts.append(reads.count(handle.run_id))
+    return counts
+
+
+async def test_a_new_step_reads_no_run_its_boundary_is_in_its_insert(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cancel check of a new inline step's boundary is made by its insert
+    (``insert_step_at_boundary``), not by a read of the run per step: a run of 6 steps reads
+    the run as often as a run of 1 step (on the stores that fold the check into the insert;
+    the default of the base class reads the run first)."""
 
     @pikku_func(name="boundary.echo")
     def echo(data: int) -> int:
@@ -652,16 +677,7 @@ async def test_a_new_step_reads_no_run_its_boundary_is_in_its_insert(
             await workflow.do("s", "boundary.echo", i)
         return n
 
-    wire_workflow(name="boundary_reads", func=wf, execution_mode="inline")
-    rt = new_runtime(runtimes, store)
-    client = rt.client("boundary_reads")
-    counts = []
-    for n in (1, 6):
-        handle = await client.start(n)
-        await rt.drain()
-        run = await original(handle.run_id)
-        assert run.status is RunStatus.COMPLETED and run.output == n
-        counts.append(reads.count(handle.run_id))
+    counts = await _run_reads_for_1_and_6(store, runtimes, monkeypatch, "boundary_reads", wf, 1)
     assert counts[0] == counts[1], counts
 
 
@@ -671,16 +687,6 @@ async def test_value_and_sleep_steps_read_no_run_at_their_boundary(
     """``now``/``uuid4``/``random`` and a sleep that is already due fold their boundary into
     their insert like ``do`` (``insert_step_at_boundary``): 6 rounds of them read the run as
     often as 1 round."""
-    if type(store).insert_step_at_boundary is WorkflowStateService.insert_step_at_boundary:
-        pytest.skip(f"{type(store).__name__} uses the default (a read, then the insert)")
-    reads: list[str] = []
-    original = store.get_run
-
-    async def counted(run_id: str) -> Any:
-        reads.append(run_id)
-        return await original(run_id)
-
-    monkeypatch.setattr(store, "get_run", counted)
 
     async def wf(workflow: Workflow, n: int) -> int:
         for _ in range(n):
@@ -690,17 +696,9 @@ async def test_value_and_sleep_steps_read_no_run_at_their_boundary(
             await workflow.sleep("nap", 0)
         return n
 
-    wire_workflow(name="boundary_value_reads", func=wf, execution_mode="inline")
-    rt = new_runtime(runtimes, store)
-    client = rt.client("boundary_value_reads")
-    counts = []
-    for n in (1, 6):
-        handle = await client.start(n)
-        await rt.drain()
-        run = await original(handle.run_id)
-        assert run.status is RunStatus.COMPLETED and run.output == n
-        assert len(await store.get_step_states(handle.run_id)) == 4 * n
-        counts.append(reads.count(handle.run_id))
+    counts = await _run_reads_for_1_and_6(
+        store, runtimes, monkeypatch, "boundary_value_reads", wf, 4
+    )
     assert counts[0] == counts[1], counts
 
 
