@@ -312,7 +312,9 @@ async def test_injected_store_outages_strand_no_run(
     else:
         from pikku_typing.runtime.queues.postgres import PostgresQueue
 
-        queue = PostgresQueue(dsn, poll_interval=0.05, max_job_retries=3)
+        queue = PostgresQueue(
+            dsn, poll_interval=0.05, max_job_retries=3, retry_backoff=0.05, max_retry_backoff=0.5
+        )
     store = FlakyStore(inner, rate=0.05, seed=10)
     runs = 60 if dsn is None or eager else 30  # an eager run makes fewer store calls
     try:

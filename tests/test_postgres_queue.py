@@ -197,6 +197,38 @@ class TestOnServer:
         # not before its backoff (a machine slow enough to pass it may run it: then it is due)
         assert ran == 0 or datetime.now(UTC) >= retry_at
 
+    async def test_a_job_that_keeps_failing_is_never_dropped(
+        self, dsn: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Past ``max_job_retries`` failures (a long store outage) the job stays queued and
+        is retried every ``max_retry_backoff`` seconds, logged once as an error: dropping it
+        would strand its run. procrastinate's own strategy gave up after max_job_retries."""
+        q = PostgresQueue(
+            dsn, poll_interval=0.05, max_job_retries=2, retry_backoff=0.01, max_retry_backoff=0.05
+        )
+        calls: list[int] = []
+
+        async def outage(j: Job) -> None:
+            calls.append(1)
+            if len(calls) <= 5:
+                raise StoreUnavailableError("injected: the store is away")
+
+        try:
+            await q.enqueue(job("outage"))
+            async def drained() -> bool:
+                await q.drain(outage)
+                return len(calls) > 5
+
+            with caplog.at_level("WARNING", logger="pikku.worker"):
+                await eventually(drained, interval=0.02)
+            assert len(calls) == 6  # 5 failures, then it ran
+            assert await q.pending_jobs() == 0
+            errors = [r for r in caplog.records if r.levelname == "ERROR"]
+            assert len(errors) == 1 and "failed 3 times" in errors[0].getMessage()
+            assert "kept, retried every 0.05s" in errors[0].getMessage()
+        finally:
+            await q.close()
+
     async def test_jobs_of_a_dead_worker_are_put_back(self, queue: PostgresQueue) -> None:
         await queue.enqueue(job("orphan"))
         app = await queue._ensure_open()

@@ -42,6 +42,7 @@ from pikku_typing import (
 )
 from pikku_typing.errors import StoreUnavailableError, WorkflowNotFoundError
 from pikku_typing.models import ClaimOwner, StepState
+from pikku_typing.runtime import process
 from pikku_typing.runtime import steps as steps_module
 from pikku_typing.runtime.queues.base import Job, step_queue
 from pikku_typing.runtime.steps import retry_delay_seconds
@@ -1069,6 +1070,44 @@ async def test_parallel_steps_with_gather(
     assert {k: s.result for k, s in steps.items() if k.startswith("sq")} == {
         "sq": 0, "sq#1": 1, "sq#2": 4, "sq#3": 9, "sq#4": 16,
     }
+
+
+async def test_sweep_wakes_a_suspended_run_whose_step_holder_died(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime]
+) -> None:
+    """A suspended run whose remote step is ``running``, held by a process that died with
+    its step job (or whose job the queue lost), is woken by nothing but the sweep: the pass
+    it queues abandons the dead attempt (counted) and the step runs again. A step whose
+    holder is alive is left alone."""
+    ran: list[int] = []
+
+    @pikku_func(name="sw.step")
+    def sw_step(data: Num) -> int:
+        ran.append(data["n"])
+        return data["n"] + 1
+
+    async def wf(workflow: Workflow, data: Num) -> int:
+        return int(await workflow.do("s", "sw.step", {"n": data["n"]}))
+
+    wire_workflow(name="sw", func=wf, execution_mode="remote")
+    rt = new_runtime(runtimes, store, eager_steps=False)
+    run_id = (await rt.client("sw").start(Num(n=4))).run_id
+    job = Job(queue="x", kind="orchestrate", workflow="sw", run_id=run_id)
+    await run_orchestrator_job(rt, job)  # the pass: the step is queued, the run suspended
+    assert (await store.get_run(run_id)).status.value == "suspended"
+    holder = steps_module.claim_owner()  # a claim of this process that is held (alive)
+    claimed = await store.claim_step(run_id, "s", owner=holder, lease_seconds=600)
+    assert claimed is not None and claimed.status.value == "running"
+    fresh = new_runtime(runtimes, store, eager_steps=False)  # its queue holds no job
+    assert await fresh.sweep() == 0  # the holder is alive: its attempt is its own
+    process.mark_inactive(holder.token)  # the holder is gone, and its step job with it
+    assert await fresh.sweep() == 1
+    await settle(fresh, run_id)
+    run = await store.get_run(run_id)
+    assert run.status.value == "completed" and run.output == 5
+    step = (await store.get_step_states(run_id))["s"]
+    assert step.attempt_count == 2 and step.attempts[0].error is not None  # counted
+    assert ran == [4]
 
 
 # ------------------------------------------- transient infrastructure errors

@@ -491,8 +491,10 @@ class WorkflowRuntime:
 
     async def sweep(self) -> int:
         """Queue a pass for every suspended run that nothing may wake any more: its wake-up
-        time has passed, or none of its steps is still pending or running. A backstop for a
-        wake-up lost to a store or queue outage (passes are idempotent, so a run that was
+        time has passed, none of its steps is still pending or running, or a step's running
+        attempt is held by a dead process of this host (or past its lease): its step job
+        died with it or was lost, and the pass abandons the attempt and queues the step
+        again. A backstop for a wake-up lost to a store or queue outage (passes are idempotent, so a run that was
         going to be woken anyway costs one more pass). Also for every ``running`` run whose
         pass was held by a dead process of this host: a pass running an eager remote step
         (or an inline step) that was SIGKILLed; its job comes back only when the queue
@@ -511,7 +513,9 @@ class WorkflowRuntime:
                     states = await self.state.get_step_states(run.id)
                 except StateCorruptedError:
                     continue  # logged where it is listed or run
-                due = all(s.status in _SETTLED_STEPS for s in states.values())
+                due = all(s.status in _SETTLED_STEPS for s in states.values()) or any(
+                    steps_module.holder_abandoned(s, now) for s in states.values()
+                )
             if due:
                 await enqueue_orchestrator(self.queue, run.workflow, run.id)
                 count += 1

@@ -20,8 +20,11 @@ procrastinate:
   the first still waits is dropped (``AlreadyEnqueued``).
 * Delivery is at least once. A job whose worker died (its procrastinate heartbeat is older
   than ``stalled_after`` seconds) is put back in its queue by the other workers; a job whose
-  handler raised is retried by procrastinate with a backoff. The runtime's atomic step claims
-  make a second delivery harmless.
+  handler raised is retried with a backoff (``retry_backoff``, doubled per failure up to
+  ``max_retry_backoff``) and never dropped, as on the other queues: after ``max_job_retries``
+  failures it is logged as an error and retried every ``max_retry_backoff`` seconds (a store
+  outage longer than the retries would otherwise strand the run whose step job it was; see
+  :func:`_retry_strategy`). The runtime's atomic step claims make a second delivery harmless.
 * Graceful shutdown: when ``stop`` is set, the worker takes no new job, waits up to
   ``shutdown_timeout`` seconds for the in-flight ones, then cancels them, and procrastinate
   puts them back in the queue (released, to be run by another worker).
@@ -103,8 +106,10 @@ class PostgresQueue(WorkflowQueue):
     ``heartbeat_interval`` / ``stalled_after``: a worker heartbeats every
     ``heartbeat_interval`` s; jobs held by a worker silent for ``stalled_after`` s are put
     back in the queue. ``shutdown_timeout``: how long a stopping worker waits for in-flight
-    jobs before cancelling (releasing) them (``None``: wait for them). ``max_job_retries``:
-    how many times a job whose handler raised is retried (backoff 2, 4, 8 ... s).
+    jobs before cancelling (releasing) them (``None``: wait for them). A job whose handler
+    raised is retried after ``retry_backoff`` seconds, doubled per failure up to
+    ``max_retry_backoff``; it is never dropped: after ``max_job_retries`` failures it is
+    logged as an error and retried every ``max_retry_backoff`` seconds.
     ``keep_finished``: keep finished jobs in ``procrastinate_jobs`` (default: delete
     successful ones at once).
     """
@@ -119,6 +124,8 @@ class PostgresQueue(WorkflowQueue):
         stalled_after: float = 30.0,
         shutdown_timeout: float | None = 30.0,
         max_job_retries: int = 10,
+        retry_backoff: float = 2.0,
+        max_retry_backoff: float = 60.0,
         keep_finished: bool = False,
         connect_timeout: float = 10.0,
     ) -> None:
@@ -133,7 +140,9 @@ class PostgresQueue(WorkflowQueue):
         self._heartbeat_interval = heartbeat_interval
         self._stalled_after = stalled_after
         self._shutdown_timeout = shutdown_timeout
-        self._max_job_retries = max_job_retries
+        self._max_job_retries = max(max_job_retries, 0)
+        self._retry_backoff = max(retry_backoff, 0.0)
+        self._max_retry_backoff = max(max_retry_backoff, self._retry_backoff)
         self._keep_finished = keep_finished
         self._connect_timeout = connect_timeout
         self._app: App | None = None
@@ -219,8 +228,8 @@ class PostgresQueue(WorkflowQueue):
             app.task(
                 name=TASK_NAME,
                 pass_context=True,
-                retry=procrastinate.RetryStrategy(
-                    max_attempts=self._max_job_retries, exponential_wait=2
+                retry=_retry_strategy(
+                    self._max_job_retries, self._retry_backoff, self._max_retry_backoff
                 ),
             )(_run_job)
             try:
@@ -465,6 +474,37 @@ def _connection_lost(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+def _retry_strategy(max_job_retries: int, backoff: float, max_backoff: float) -> Any:
+    """procrastinate's retry decision for a job whose handler raised: again after ``backoff``
+    seconds doubled per failure, capped at ``max_backoff``; never given up. Only errors of
+    the infrastructure reach the queue (a step's own error is recorded as its attempt's), so
+    a job that keeps failing waits for the store to come back; dropping it would strand its
+    run (a suspended run whose step job is gone is woken by nothing, not even the sweep)."""
+    from procrastinate.retry import BaseRetryStrategy, RetryDecision
+
+    class _KeepRetrying(BaseRetryStrategy):
+        def get_retry_decision(
+            self, *, exception: BaseException, job: Any
+        ) -> RetryDecision | None:
+            failures = int(job.attempts) + 1
+            delay = min(backoff * 2 ** (failures - 1), max_backoff)
+            if failures == max_job_retries + 1:
+                log.error(
+                    "job %s (%s) failed %d times (%s: %s); kept, retried every %gs",
+                    job.id, job.queue, failures, type(exception).__name__, exception,
+                    max_backoff,
+                )
+            elif failures <= max_job_retries:
+                log.warning(
+                    "job %s (%s) failed (%s: %s); retry %d/%d in %gs",
+                    job.id, job.queue, type(exception).__name__, exception, failures,
+                    max_job_retries, delay,
+                )
+            return RetryDecision(retry_in={"seconds": delay})
+
+    return _KeepRetrying()
 
 
 async def _autocommit(conn: Any) -> None:
