@@ -109,6 +109,21 @@ class TestOnServer:
             "pikku_events", "pikku_runs", "pikku_schema_version", "pikku_steps"
         ]
 
+    async def test_step_transitions_are_hot_updates(self, dsn: str) -> None:
+        """Issue 16: the indexes of pikku_steps cover only the columns that never change
+        (run_id, key, seq), so completing, failing, claiming or heartbeating a step can be a
+        HOT update (schema version 4 dropped the unused index on status, next_attempt_at)."""
+        async with PostgresWorkflowStateService(dsn) as store:
+            await store.migrate()
+        rows = await _query(
+            dsn,
+            "SELECT DISTINCT a.attname FROM pg_index i "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND (a.attnum = ANY(i.indkey) OR strpos(pg_get_expr(i.indpred, i.indrelid), a.attname) > 0) "
+            "WHERE i.indrelid = 'pikku_steps'::regclass ORDER BY 1",
+        )
+        assert [name for (name,) in rows] == ["key", "run_id", "seq"]
+
     async def test_newer_schema_is_refused_with_a_clear_error(self, dsn: str) -> None:
         async with PostgresWorkflowStateService(dsn) as first:
             await first.migrate()
