@@ -57,7 +57,7 @@ class App:
     def counts_of(self, run_id: str) -> collections.Counter[str]:
         out: collections.Counter[str] = collections.Counter()
         if self.counts.exists():
-            for line in self.counts.read_text().splitlines():
+            for line in self.counts.read_text().split("\n")[:-1]:  # complete lines only
                 rid, step = line.split()
                 if rid == run_id:
                     out[step] += 1

@@ -91,10 +91,13 @@ APP = textwrap.dedent(
 
 
 def _read_log(path: Path) -> list[tuple[str, str, int, int]]:
+    """The complete lines of the step log. Read while workers append to it, the file may end
+    in a line that is being written (a reader can see a write that straddles a page boundary
+    half done): the text after the last newline is not a line yet."""
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text().split("\n")[:-1]:
         kind, run, i, pid = line.split()
         out.append((kind, run, int(i), int(pid)))
     return out

@@ -79,7 +79,7 @@ class App:
     def counts_by_run(self) -> dict[str, collections.Counter[str]]:
         out: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         if self.counts.exists():
-            for line in self.counts.read_text().splitlines():
+            for line in self.counts.read_text().split("\n")[:-1]:  # complete lines only
                 run_id, step = line.split()
                 out[run_id][step] += 1
         return out
