@@ -229,6 +229,42 @@ class TestOnServer:
         finally:
             await q.close()
 
+    async def test_a_failed_job_whose_twin_waits_is_merged_into_it(
+        self, dsn: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A job fails while an identical job (same ``dedupe_key``) waits: its retry is that
+        job (merged, as ``enqueue`` merges), not a crash of procrastinate's retry on the
+        queueing lock that left the failed job ``doing`` for good and logged "Task exception
+        was never retrieved"."""
+        q = PostgresQueue(dsn, poll_interval=0.05, retry_backoff=0.01, max_retry_backoff=0.05)
+        calls: list[str] = []
+
+        async def handler(j: Job) -> None:
+            calls.append(j.run_id)
+            if len(calls) == 1:
+                # waits meanwhile (due a little later: nobody fetches it before the retry)
+                later = datetime.now(UTC) + timedelta(seconds=0.3)
+                await q.enqueue(job("twin", dedupe_key="twin:now", run_at=later))
+                raise StoreUnavailableError("injected: the store is away")
+
+        try:
+            await q.enqueue(job("twin", dedupe_key="twin:now"))
+            with caplog.at_level("INFO"):
+
+                async def done() -> bool:
+                    await q.drain(handler)
+                    return await q.pending_jobs() == 0 and len(calls) >= 2
+
+                assert await eventually(done, interval=0.02)
+            assert calls == ["twin", "twin"]  # the failed one ran again as its twin, once
+            assert q._pool is not None
+            async with q._pool.connection() as conn:
+                cur = await conn.execute("SELECT status FROM procrastinate_jobs")
+                assert await cur.fetchall() == []
+            assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+        finally:
+            await q.close()
+
     async def test_jobs_of_a_dead_worker_are_put_back(self, queue: PostgresQueue) -> None:
         await queue.enqueue(job("orphan"))
         app = await queue._ensure_open()

@@ -40,10 +40,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
@@ -81,11 +81,15 @@ def procrastinate_queue_name(queue: str) -> str:
     return f"{short.decode('utf-8', 'ignore')}~{digest}"
 
 
+_Retry = Callable[["JobContext", dict[str, Any], int, BaseException], Awaitable[bool]]
+
+
 @dataclass
 class _Dispatch:
     """What a procrastinate worker run hands to the task: the handler and a job counter."""
 
     handler: JobHandler
+    retry: _Retry | None = None
     count: int = 0
     running: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -247,6 +251,43 @@ class PostgresQueue(WorkflowQueue):
         database cannot be reached. ``pikku-worker`` calls it before serving."""
         await self._ensure_open()
 
+    # ------------------------------------------------------------------ retries
+    def _retry_delay(self, failures: int) -> float:
+        return min(self._retry_backoff * 2.0 ** (failures - 1), self._max_retry_backoff)
+
+    async def _retry_later(
+        self, context: JobContext, payload: dict[str, Any], failures: int, exc: BaseException
+    ) -> bool:
+        """A job's handler raised (its ``failures``-th failure): queue it again after the
+        backoff, as a new job with the same queueing lock; ``True`` when done, and the failed
+        job is then finished. When an identical job already waits (the same ``dedupe_key``),
+        the retry is merged into it, as :meth:`enqueue` merges: procrastinate's own retry
+        (``retry_job``) would crash on the queueing lock and leave the failed job ``doing``
+        for good. ``False`` when the database cannot take the new job: procrastinate's retry
+        strategy (:func:`_retry_strategy`) then keeps the job."""
+        from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
+
+        held = context.job
+        delay = self._retry_delay(failures)
+        _log_failure(held.id, held.queue, failures, self._max_job_retries, delay,
+                     self._max_retry_backoff, exc)
+        deferrer = context.app.configure_task(
+            TASK_NAME,
+            queue=held.queue,
+            schedule_at=datetime.now(UTC) + timedelta(seconds=delay),
+            queueing_lock=held.queueing_lock,
+        )
+        try:
+            await deferrer.defer_async(job=payload, failures=failures)
+        except AlreadyEnqueued:
+            log.info("job %s (%s): an identical job waits; the retry is merged into it",
+                     held.id, held.queue)
+        except ConnectorException as error:
+            log.warning("job %s (%s) could not be queued again (%s); procrastinate retries it",
+                        held.id, held.queue, error)
+            return False
+        return True
+
     # ------------------------------------------------------------------ enqueue
     async def enqueue(self, job: Job) -> None:
         from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
@@ -285,7 +326,7 @@ class PostgresQueue(WorkflowQueue):
         from procrastinate.exceptions import ConnectorException
 
         app = await self._ensure_open()
-        dispatch = _Dispatch(handler)
+        dispatch = _Dispatch(handler, self._retry_later)
         try:
             await self.rescue_stalled_jobs()
             await app.run_worker_async(
@@ -311,7 +352,7 @@ class PostgresQueue(WorkflowQueue):
         from procrastinate.exceptions import ConnectorException
 
         app = await self._ensure_open()
-        dispatch = _Dispatch(handler)
+        dispatch = _Dispatch(handler, self._retry_later)
         stop = stop if stop is not None else asyncio.Event()
         stopper = asyncio.ensure_future(stop.wait())
         rescuer = asyncio.ensure_future(self._rescue_loop())
@@ -476,33 +517,43 @@ def _connection_lost(exc: BaseException) -> bool:
     return False
 
 
+def _log_failure(
+    job_id: int | None, queue: str, failures: int, max_job_retries: int, delay: float,
+    max_backoff: float, exc: BaseException,
+) -> None:
+    """Log a failed job: a warning per retry, one error when it failed ``max_job_retries``
+    times (it is kept and retried every ``max_backoff`` seconds)."""
+    if failures == max_job_retries + 1:
+        log.error(
+            "job %s (%s) failed %d times (%s: %s); kept, retried every %gs",
+            job_id, queue, failures, type(exc).__name__, exc, max_backoff,
+        )
+    elif failures <= max_job_retries:
+        log.warning(
+            "job %s (%s) failed (%s: %s); retry %d/%d in %gs",
+            job_id, queue, type(exc).__name__, exc, failures, max_job_retries, delay,
+        )
+
+
 def _retry_strategy(max_job_retries: int, backoff: float, max_backoff: float) -> Any:
-    """procrastinate's retry decision for a job whose handler raised: again after ``backoff``
-    seconds doubled per failure, capped at ``max_backoff``; never given up. Only errors of
-    the infrastructure reach the queue (a step's own error is recorded as its attempt's), so
-    a job that keeps failing waits for the store to come back; dropping it would strand its
-    run (a suspended run whose step job is gone is woken by nothing, not even the sweep)."""
+    """procrastinate's retry decision for a job that failed without being queued again by
+    :meth:`PostgresQueue._retry_later` (the database was away, or the worker is being
+    interrupted): again after ``backoff`` seconds doubled per failure, capped at
+    ``max_backoff``; never given up. Only errors of the infrastructure reach the queue (a
+    step's own error is recorded as its attempt's), so a job that keeps failing waits for
+    the store to come back; dropping it would strand its run (a suspended run whose step
+    job is gone is woken by nothing, not even the sweep)."""
     from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
     class _KeepRetrying(BaseRetryStrategy):
         def get_retry_decision(
             self, *, exception: BaseException, job: Any
         ) -> RetryDecision | None:
-            failures = int(job.attempts) + 1
-            delay = min(backoff * 2 ** (failures - 1), max_backoff)
-            if failures == max_job_retries + 1:
-                log.error(
-                    "job %s (%s) failed %d times (%s: %s); kept, retried every %gs",
-                    job.id, job.queue, failures, type(exception).__name__, exception,
-                    max_backoff,
-                )
-            elif failures <= max_job_retries:
-                log.warning(
-                    "job %s (%s) failed (%s: %s); retry %d/%d in %gs",
-                    job.id, job.queue, type(exception).__name__, exception, failures,
-                    max_job_retries, delay,
-                )
-            return RetryDecision(retry_in={"seconds": delay})
+            failures = int(job.task_kwargs.get("failures", 0)) + int(job.attempts) + 1
+            delay = min(backoff * 2.0 ** (failures - 1), max_backoff)
+            _log_failure(job.id, job.queue, failures, max_job_retries, delay, max_backoff,
+                         exception)
+            return RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
 
     return _KeepRetrying()
 
@@ -511,8 +562,10 @@ async def _autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
 
 
-async def _run_job(context: JobContext, job: dict[str, Any]) -> None:
-    """The procrastinate task: decode the :class:`Job` and give it to the handler."""
+async def _run_job(context: JobContext, job: dict[str, Any], failures: int = 0) -> None:
+    """The procrastinate task: decode the :class:`Job` and give it to the handler. When the
+    handler raises, the job is queued again with a backoff (``failures``: how many times it
+    failed before, see :meth:`PostgresQueue._retry_later`)."""
     dispatch = (context.additional_context or {}).get(_CONTEXT_KEY)
     if not isinstance(dispatch, _Dispatch):
         raise RuntimeError(
@@ -534,7 +587,11 @@ async def _run_job(context: JobContext, job: dict[str, Any]) -> None:
     except asyncio.CancelledError:
         status = "released"
         raise
-    except BaseException as exc:
+    except Exception as exc:
+        status = f"error {type(exc).__name__}: {exc}"
+        if dispatch.retry is None or not await dispatch.retry(context, job, failures + 1, exc):
+            raise
+    except BaseException as exc:  # an interrupt: the worker stops, procrastinate keeps it
         status = f"error {type(exc).__name__}: {exc}"
         raise
     finally:
