@@ -267,7 +267,9 @@ async def _statements_by_setting(
     """Run ``operations(store)`` and return ``{statement name: {synchronous_commit of the
     sessions that ran it}}``: a hook records the session of every named statement, then
     ``SHOW synchronous_commit`` is asked on each of those (idle) sessions (the migration's
-    own session is closed by then and left out)."""
+    own session is closed by then and left out). A statement that sets its own commit
+    (``insert_step_at_boundary``: ``set_config`` local to its transaction, by its
+    ``asynchronous`` parameter) counts as ``off`` when that parameter is true."""
     import psycopg
 
     from pikku_typing.state import postgres as pg
@@ -278,7 +280,9 @@ async def _statements_by_setting(
 
     async def hooked(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(query, str) and query in names:
-            ran.append((names[query], self))
+            params = args[0] if args else kwargs.get("params")
+            own = isinstance(params, dict) and params.get("asynchronous") is True
+            ran.append((names[query], "off" if own else self))
         return await original(self, query, *args, **kwargs)
 
     psycopg.AsyncConnection.execute = hooked  # type: ignore[method-assign]
@@ -286,8 +290,8 @@ async def _statements_by_setting(
         await operations(store)
     finally:
         psycopg.AsyncConnection.execute = original  # type: ignore[method-assign]
-    settings: dict[int, str] = {}
-    ran = [(name, conn) for name, conn in ran if not conn.closed]
+    settings: dict[int, str] = {id("off"): "off"}
+    ran = [(name, conn) for name, conn in ran if conn == "off" or not conn.closed]
     for _, conn in ran:
         if id(conn) not in settings:
             cur = await original(conn, "SHOW synchronous_commit")
@@ -512,6 +516,33 @@ class TestInlineStepStatements:
         finally:
             await store.close()
 
+    async def test_the_boundary_insert_sets_its_own_commit(self, dsn: str) -> None:
+        """insert_step_at_boundary commits asynchronously by its ``asynchronous`` parameter
+        (set_config local to its transaction), whatever the session's setting: the
+        setting seen inside the statement's transaction, before it commits."""
+        import psycopg
+
+        from pikku_typing.state import postgres as pg
+
+        async with PostgresWorkflowStateService(dsn) as store:
+            run = await store.create_run("wf", None)
+        params = pg._insert_step_params(
+            run.id, StepState(key="k", step_name="k", kind=StepKind.INLINE)
+        )
+        async with await psycopg.AsyncConnection.connect(
+            _with_options(dsn, "-c synchronous_commit=on"), autocommit=True
+        ) as conn:
+            seen = []
+            for n, asynchronous in enumerate((True, False)):
+                async with conn.transaction():
+                    await conn.execute(
+                        pg._Q["insert_step_at_boundary"],
+                        {**params, "key": f"k{n}", "asynchronous": asynchronous},
+                    )
+                    seen.append(await (await conn.execute("SHOW synchronous_commit")).fetchone())
+                seen.append(await (await conn.execute("SHOW synchronous_commit")).fetchone())
+        assert seen == [("off",), ("on",), ("on",), ("on",)]
+
     async def test_the_returned_step_is_the_step_read_back(
         self, store: PostgresWorkflowStateService
     ) -> None:
@@ -583,11 +614,21 @@ class TestInlineStepStatements:
                 counts[name] = counts.get(name, 0) + 1
                 return await original(self, query, *args, **kwargs)
 
+            from psycopg_pool import AsyncConnectionPool
+
+            getconn = AsyncConnectionPool.getconn
+
+            async def checkout(self: Any, *args: Any, **kwargs: Any) -> Any:
+                counts["pool checkout"] = counts.get("pool checkout", 0) + 1
+                return await getconn(self, *args, **kwargs)
+
             psycopg.AsyncConnection.execute = hooked  # type: ignore[method-assign]
+            AsyncConnectionPool.getconn = checkout  # type: ignore[method-assign]
             try:
                 await run(store)
             finally:
                 psycopg.AsyncConnection.execute = original  # type: ignore[method-assign]
+                AsyncConnectionPool.getconn = getconn  # type: ignore[method-assign]
             per_run.append(counts)
 
         try:
@@ -601,5 +642,6 @@ class TestInlineStepStatements:
         short, long = per_run[1], per_run[2]
         extra = {k: long.get(k, 0) - short.get(k, 0) for k in set(short) | set(long)}
         extra = {k: v for k, v in extra.items() if v}
-        # five more steps: five boundary+attempt-start inserts and five results, nothing else
+        # five more steps: five boundary+attempt-start inserts and five results, nothing else,
+        # and no pool checkout: a pass sends them on the session holding the run's lock
         assert extra == {"insert_step_at_boundary": 5, "complete_step": 5}

@@ -14,7 +14,10 @@ Design:
   after ``pg_advisory_unlock_all()`` succeeded; if releasing fails in any way the connection
   is closed instead (the server drops a session's advisory locks with the session), so a
   pooled connection never goes back while it holds a lock. Data operations never wait for a
-  lock connection, so a lock holder can always make progress.
+  lock connection, so a lock holder can always make progress. While this process holds a
+  run's lock, the run's own statements (``params["run_id"]``, except the bookkeeping ones)
+  run on that lock's session: a pass makes no pool checkout per statement (issue 16); if
+  that session is lost, so is the lock, and the statement fails (StoreUnavailableError).
 * Bookkeeping statements run on a third pool, whose sessions ``SET synchronous_commit = off``
   once when they connect (no extra round trip per statement): an attempt's start
   (``insert_step`` of a running step), claim and heartbeat, and a pass marking its run
@@ -388,6 +391,9 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._book_pool: AsyncConnectionPool[Any] | None = None
         self._lock_pool: AsyncConnectionPool[Any] | None = None
         self._guards: list[PoolGuard] = []
+        self._held: dict[str, AsyncConnection[Any]] = {}
+        """The sessions holding this process's run locks, by run: the statements of a locked
+        run go through its lock's session (see :meth:`_execute_once`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
         self._seed = 0
@@ -596,6 +602,16 @@ class PostgresWorkflowStateService(WorkflowStateService):
             pool = await self._ensure_open()
         if bookkeeping and self._book_pool is not None:
             pool = self._book_pool
+        elif self._held:
+            held = self._held.get(params.get("run_id"))  # type: ignore[arg-type]
+            if held is not None and not held.closed:
+                # the run's lock session (no pool checkout): the pass that holds the lock
+                # sends its statements here; a lost session lost the lock too (no retry)
+                try:
+                    cur = await held.execute(query, params)
+                    return await cur.fetchall() if many else await cur.fetchone()
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    raise self._unavailable(exc) from None
         for attempt in range(self._pool_size + 1):
             try:
                 async with pool.connection() as conn:
@@ -812,9 +828,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
         start like :meth:`insert_step`; only a miss on an existing step reads more."""
         validate_run_id(run_id)
         params = _insert_step_params(run_id, step)
-        row = await self._fetchone(
-            "insert_step_at_boundary", params, bookkeeping=step.status is StepStatus.RUNNING
+        # the statement sets its own transaction's synchronous_commit: any session will do
+        params["asynchronous"] = (
+            step.status is StepStatus.RUNNING and not self.synchronous_every_commit
         )
+        row = await self._fetchone("insert_step_at_boundary", params)
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
         if not row["goes_on"]:
@@ -1024,8 +1042,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
         try:
             if not locked:
                 raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            self._held[run_id] = conn
             yield
         finally:
+            if self._held.get(run_id) is conn:
+                del self._held[run_id]
             if locked:
                 try:
                     await conn.execute("SELECT pg_advisory_unlock_all()")
@@ -1057,9 +1078,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
                     return bool(row and row["locked"])
                 # lock_timeout 0: wait forever
                 wait_ms = 0 if deadline is None else max(1, int((deadline - loop.time()) * 1000))
-                # One round trip: set this session's lock_timeout and wait for the lock.
+                # One round trip: set this session's lock_timeout, wait for the lock, and
+                # set it back (the run's statements run on this session while it holds it).
                 query = sql.SQL(
-                    "SET lock_timeout = {}; SELECT pg_advisory_lock(hashtextextended({}, {}))"
+                    "SET lock_timeout = {}; SELECT pg_advisory_lock(hashtextextended({}, {}));"
+                    " RESET lock_timeout"
                 ).format(sql.Literal(wait_ms), sql.Literal(run_id), sql.Literal(self._seed))
                 await conn.execute(query)
                 return True

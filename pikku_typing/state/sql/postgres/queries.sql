@@ -80,10 +80,17 @@ RETURNING true AS inserted
 -- A step boundary and a new step's insert in ONE statement: the step is inserted only when the
 -- run has no cancel request and is not settled. One row (goes_on, inserted) when the run
 -- exists, none when it does not; goes_on false: the pass stops (nothing inserted); inserted
--- false while goes_on: a step with that key exists (never overwritten).
-WITH run AS (
+-- false while goes_on: a step with that key exists (never overwritten). The statement sets
+-- its own commit: asynchronous (an attempt's start, bookkeeping) when the asynchronous
+-- parameter is true, else the session's synchronous_commit (set_config local to the
+-- statement's transaction, read when it commits), so it can run on any session.
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit',
+        CASE WHEN %(asynchronous)s THEN 'off' ELSE current_setting('synchronous_commit') END,
+        true)
+), run AS (
     SELECT NOT cancel_requested AND status NOT IN ('completed', 'failed', 'cancelled') AS goes_on
-    FROM pikku_runs WHERE id = %(run_id)s
+    FROM pikku_runs, commit_mode WHERE id = %(run_id)s
 ), inserted AS (
     INSERT INTO pikku_steps (
         run_id, key, step_name, kind, status, rpc_name, data, data_digest, result, error,
