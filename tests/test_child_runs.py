@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 
 import pytest
 import test_runtime
+from registry_support import isolated_registry
 from test_runtime import (  # noqa: F401 - the fixtures
     MODES,
     SETTLE_CAP,
@@ -39,7 +40,6 @@ from pikku_typing import (
 )
 from pikku_typing.models import StepState
 from pikku_typing.runtime.lifecycle import child_run_id
-from pikku_typing.wiring import registry
 
 
 async def result(rt: WorkflowRuntime, workflow: str, run_id: str) -> Any:
@@ -51,13 +51,8 @@ async def result(rt: WorkflowRuntime, workflow: str, run_id: str) -> Any:
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    saved = (dict(registry.workflows), dict(registry.rpcs), dict(registry.events))
-    registry.clear()
-    yield
-    registry.clear()
-    registry.workflows.update(saved[0])
-    registry.rpcs.update(saved[1])
-    registry.events.update(saved[2])
+    with isolated_registry():
+        yield
 
 
 def new_runtime(made: list[WorkflowRuntime], state: WorkflowStateService, **kw: Any) -> WorkflowRuntime:

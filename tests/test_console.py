@@ -16,6 +16,7 @@ from console_support import FAILED, OK, PARENT, RUNNING, SLEEPING, XSS, make_run
 from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
 
 pytest.importorskip("starlette", reason="the console extra (pikku-workflows[console])")
+from registry_support import isolated_registry
 from starlette.testclient import TestClient
 
 from pikku_typing import Workflow, WorkflowRuntime, pikku_func, wire_event, wire_workflow
@@ -26,7 +27,6 @@ from pikku_typing.console.server import allowed_hosts_for
 from pikku_typing.models import RunStatus, StepStatus
 from pikku_typing.runtime import runs_cli
 from pikku_typing.state import open_store
-from pikku_typing.wiring import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 META = ROOT / "examples" / "pikku_gen" / "workflow_meta.json"
@@ -531,16 +531,12 @@ async def _billing(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def billing_workflow() -> Iterator[str]:
-    saved_w, saved_r, saved_e = dict(registry.workflows), dict(registry.rpcs), dict(registry.events)
-    pikku_func(name="console.load")(_load_customer)
-    pikku_func(name="console.charge")(_charge)
-    wire_workflow(name="console-billing", func=_billing)
-    CHARGE_FAILS["on"] = True
-    yield "console-billing"
-    registry.clear()
-    registry.workflows.update(saved_w)
-    registry.rpcs.update(saved_r)
-    registry.events.update(saved_e)
+    with isolated_registry(clear=False):
+        pikku_func(name="console.load")(_load_customer)
+        pikku_func(name="console.charge")(_charge)
+        wire_workflow(name="console-billing", func=_billing)
+        CHARGE_FAILS["on"] = True
+        yield "console-billing"
 
 
 def test_runs_made_by_the_runtime(tmp_path: Path, billing_workflow: str) -> None:

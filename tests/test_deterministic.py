@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import test_runtime
+from registry_support import isolated_registry
 from test_runtime import (  # noqa: F401 - the fixtures
     MODES,
     SETTLE_CAP,
@@ -33,7 +34,6 @@ from pikku_typing import (
     wire_workflow,
 )
 from pikku_typing.testing import WorkflowTestEnv
-from pikku_typing.wiring import registry
 
 
 async def result(rt: WorkflowRuntime, workflow: str, run_id: str) -> Any:
@@ -45,13 +45,8 @@ async def result(rt: WorkflowRuntime, workflow: str, run_id: str) -> Any:
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    saved = (dict(registry.workflows), dict(registry.rpcs), dict(registry.events))
-    registry.clear()
-    yield
-    registry.clear()
-    registry.workflows.update(saved[0])
-    registry.rpcs.update(saved[1])
-    registry.events.update(saved[2])
+    with isolated_registry():
+        yield
 
 
 Seen = list[tuple[datetime, uuid.UUID, float, datetime]]

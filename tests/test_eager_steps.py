@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
+from registry_support import isolated_registry
 from test_runtime_crash import App
 
 from pikku_typing import (
@@ -33,7 +34,6 @@ from pikku_typing.runtime.queues.base import Job, WorkflowQueue, orchestrator_qu
 from pikku_typing.runtime.services import EagerSlots
 from pikku_typing.runtime.workers import run_step_job
 from pikku_typing.state import open_store
-from pikku_typing.wiring import registry
 
 CAP = 60.0
 """Seconds a wait may take before the test gives up (a cap on a condition, not a timing)."""
@@ -41,12 +41,8 @@ CAP = 60.0
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
-    registry.clear()
-    yield
-    registry.clear()
-    registry.workflows.update(saved_w)
-    registry.rpcs.update(saved_r)
+    with isolated_registry():
+        yield
 
 
 BACKENDS = [

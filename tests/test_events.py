@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 import pytest
 import test_runtime
 from events_workers import start_same_run_worker
+from registry_support import isolated_registry
 from stores import StoreFactory, store_params
 from test_runtime import (  # noqa: F401 - the fixtures
     MODES,
@@ -60,13 +61,8 @@ async def result(rt: WorkflowRuntime, workflow: str, run_id: str) -> Any:
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    saved = (dict(registry.workflows), dict(registry.rpcs), dict(registry.events))
-    registry.clear()
-    yield
-    registry.clear()
-    registry.workflows.update(saved[0])
-    registry.rpcs.update(saved[1])
-    registry.events.update(saved[2])
+    with isolated_registry():
+        yield
 
 
 class PaymentReceived(TypedDict):

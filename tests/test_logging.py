@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from registry_support import isolated_registry
 
 from pikku_typing import (
     InMemoryWorkflowStateService,
@@ -29,7 +30,6 @@ from pikku_typing import (
 from pikku_typing._log import JsonFormatter, OneLineFormatter
 from pikku_typing.models import RunStatus
 from pikku_typing.state.base import RunChanges
-from pikku_typing.wiring import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -37,12 +37,8 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(autouse=True)
 def _clean_registry() -> Iterator[None]:
-    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
-    registry.clear()
-    yield
-    registry.clear()
-    registry.workflows.update(saved_w)
-    registry.rpcs.update(saved_r)
+    with isolated_registry():
+        yield
 
 
 def _records(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRecord]:

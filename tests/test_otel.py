@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import StatusCode
 from postgres_support import create_schema_dsn, drop_schema_dsn, requires_postgres
+from registry_support import isolated_registry
 
 from pikku_typing import (
     InMemoryWorkflowStateService,
@@ -39,7 +40,6 @@ from pikku_typing import (
     wire_workflow,
 )
 from pikku_typing.runtime.queues.base import Job
-from pikku_typing.wiring import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -60,13 +60,9 @@ def _install_provider() -> None:
 @pytest.fixture(autouse=True)
 def spans() -> Iterator[InMemorySpanExporter]:
     _install_provider()
-    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
-    registry.clear()
     _EXPORTER.clear()
-    yield _EXPORTER
-    registry.clear()
-    registry.workflows.update(saved_w)
-    registry.rpcs.update(saved_r)
+    with isolated_registry():
+        yield _EXPORTER
 
 
 def _named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:

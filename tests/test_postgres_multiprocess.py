@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
+from registry_support import isolated_registry
 
 from pikku_typing.models import RunStatus, StepStatus
 
@@ -129,10 +130,9 @@ async def _read_runs(dsn: str) -> list[tuple[object, dict[str, object]]]:
 def test_three_workers_one_killed_every_step_runs_once_except_the_killed_one(
     tmp_path: Path,
 ) -> None:
-    from pikku_typing.wiring import registry
-
     dsn = create_schema_dsn()
-    saved = dict(registry.workflows), dict(registry.rpcs)
+    registered = isolated_registry(clear=False)  # the workers' app registers into it
+    registered.__enter__()
     workers: list[subprocess.Popen[str]] = []
     try:
         (tmp_path / "mp_app.py").write_text(APP)
@@ -232,7 +232,5 @@ def test_three_workers_one_killed_every_step_runs_once_except_the_killed_one(
         os.environ.pop("PIKKU_TEST_DSN", None)
         os.environ.pop("PIKKU_TEST_LOG", None)
         sys.modules.pop("mp_app", None)
-        registry.clear()
-        registry.workflows.update(saved[0])
-        registry.rpcs.update(saved[1])
+        registered.__exit__(None, None, None)
         drop_schema_dsn(dsn)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
+from registry_support import isolated_registry
 
 from pikku_typing import (
     PostgresWorkflowStateService,
@@ -30,7 +31,6 @@ from pikku_typing import (
 from pikku_typing.runtime import runtime as runtime_module
 from pikku_typing.state._pg_listen import SettleListener
 from pikku_typing.state.base import RunChanges
-from pikku_typing.wiring import registry
 
 NOTICE_WITHIN = 20.0
 """Bound for a wait that a notice must end (the wait's own timeout is 60 s)."""
@@ -70,9 +70,8 @@ async def _listening(store: PostgresWorkflowStateService, run_id: str) -> None:
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Any:
-    registry.clear()
-    yield
-    registry.clear()
+    with isolated_registry():
+        yield
 
 
 @pytest.fixture

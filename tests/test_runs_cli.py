@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from postgres_support import POSTGRES_MARKS, create_schema_dsn, drop_schema_dsn
+from registry_support import isolated_registry
 
 from pikku_typing import Workflow, WorkflowRuntime, _clock, pikku_func, wire_workflow
 from pikku_typing.models import (
@@ -28,7 +29,6 @@ from pikku_typing.models import (
 from pikku_typing.runtime import runs_cli
 from pikku_typing.state import open_store
 from pikku_typing.state.base import RunChanges, WorkflowStateService
-from pikku_typing.wiring import registry
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -397,15 +397,12 @@ async def _billing(workflow: Workflow, data: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def billing_workflow() -> Iterator[str]:
-    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
-    pikku_func(name="runs_cli.load")(_load_customer)
-    pikku_func(name="runs_cli.charge")(_charge)
-    wire_workflow(name="runs-cli-billing", func=_billing)
-    CHARGE_FAILS["on"] = True
-    yield "runs-cli-billing"
-    registry.clear()
-    registry.workflows.update(saved_w)
-    registry.rpcs.update(saved_r)
+    with isolated_registry(clear=False):
+        pikku_func(name="runs_cli.load")(_load_customer)
+        pikku_func(name="runs_cli.charge")(_charge)
+        wire_workflow(name="runs-cli-billing", func=_billing)
+        CHARGE_FAILS["on"] = True
+        yield "runs-cli-billing"
 
 
 def test_runs_made_by_the_runtime(capsys: pytest.CaptureFixture[str], store_url: str,

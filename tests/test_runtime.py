@@ -22,6 +22,7 @@ from uuid import UUID
 
 import pytest
 from pydantic import BaseModel
+from registry_support import isolated_registry
 from stores import STORE_FACTORIES, StoreFactory, StoreSpec
 
 from pikku_typing import (
@@ -48,7 +49,6 @@ from pikku_typing.runtime.queues.base import Job, step_queue
 from pikku_typing.runtime.steps import retry_delay_seconds
 from pikku_typing.runtime.workers import run_orchestrator_job
 from pikku_typing.state import RunChanges
-from pikku_typing.wiring import registry
 
 
 def _sqlite_ready() -> bool:
@@ -88,12 +88,8 @@ async def store(store_spec: StoreSpec) -> AsyncIterator[WorkflowStateService]:
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
-    registry.clear()
-    yield
-    registry.clear()
-    registry.workflows.update(saved_w)
-    registry.rpcs.update(saved_r)
+    with isolated_registry():
+        yield
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from registry_support import isolated_registry
 from stores import make_owner
 
 from pikku_typing.errors import StateCorruptedError, StoreUnavailableError
@@ -258,13 +259,11 @@ def _commits(store: SqliteWorkflowStateService) -> list[str]:
 
 async def test_an_inline_step_costs_one_fsync(store: SqliteWorkflowStateService) -> None:
     from pikku_typing import Workflow, WorkflowRuntime, wire_workflow
-    from pikku_typing.wiring import registry
 
     async def flow(workflow: Workflow, n: int) -> int:
         return int(await workflow.do("only", lambda: n + 1))
 
-    registry.clear()
-    try:
+    with isolated_registry():
         wire_workflow(name="fsync_flow", func=flow, execution_mode="inline")
         runtime = WorkflowRuntime(store)
         client = runtime.client("fsync_flow")
@@ -279,8 +278,6 @@ async def test_an_inline_step_costs_one_fsync(store: SqliteWorkflowStateService)
         assert commits.count("no fsync") == 2, commits
         assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
         await runtime.close()
-    finally:
-        registry.clear()
 
 
 async def test_bookkeeping_commits_and_fsync_every_commit(db_path: Path) -> None:

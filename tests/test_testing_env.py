@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
+from registry_support import isolated_registry
 
 from pikku_typing import (
     InMemoryWorkflowStateService,
@@ -27,7 +28,6 @@ from pikku_typing import (
 from pikku_typing.runtime import steps as steps_module
 from pikku_typing.state.sqlite import SqliteWorkflowStateService
 from pikku_typing.testing import RunNotSettledError, WorkflowTestEnv
-from pikku_typing.wiring import registry
 
 pytest_plugins = ["pytester"]
 
@@ -36,12 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
-    registry.clear()
-    yield
-    registry.clear()
-    registry.workflows.update(saved_w)
-    registry.rpcs.update(saved_r)
+    with isolated_registry():
+        yield
 
 
 @pytest.fixture

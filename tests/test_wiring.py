@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any, TypedDict
 
 import pytest
+from registry_support import isolated_registry
 
 from pikku_typing import Workflow, WorkflowRegistrationError, pikku_func, rpc, wire_workflow
 from pikku_typing.errors import RPCNotFoundError, WorkflowNotFoundError
@@ -13,12 +14,8 @@ from pikku_typing.wiring import registry
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    saved_w, saved_r = dict(registry.workflows), dict(registry.rpcs)
-    registry.clear()
-    yield
-    registry.clear()
-    registry.workflows.update(saved_w)
-    registry.rpcs.update(saved_r)
+    with isolated_registry():
+        yield
 
 
 class In(TypedDict):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from postgres_support import create_schema_dsn, drop_schema_dsn, requires_postgres
+from registry_support import isolated_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE = "host=127.0.0.1 port=9 dbname=nope connect_timeout=2"
@@ -238,14 +239,9 @@ async def _outputs(dsn: str, run_ids: list[str]) -> list[object]:
 
 @pytest.fixture
 def clean_app() -> Iterator[None]:
-    from pikku_typing.wiring import registry
-
-    saved = dict(registry.workflows), dict(registry.rpcs)
-    yield
-    sys.modules.pop("cli_app", None)
-    registry.clear()
-    registry.workflows.update(saved[0])
-    registry.rpcs.update(saved[1])
+    with isolated_registry(clear=False):
+        yield
+        sys.modules.pop("cli_app", None)
 
 
 @pytest.mark.postgres
