@@ -109,10 +109,52 @@ class TestOnServer:
             "pikku_events", "pikku_runs", "pikku_schema_version", "pikku_steps"
         ]
 
+    async def test_step_statements_find_the_row_by_its_key(self, dsn: str) -> None:
+        """Issue 16: the generic plan of a step transition (what a prepared statement runs
+        after psycopg's 5 executions) looks the step up by (run_id, key) even on a table
+        without statistics; with the (run_id, seq) index of schema 3 it scanned every step
+        of the run (a completion cost O(steps of the run))."""
+        import re
+
+        import psycopg
+
+        from pikku_typing.state import postgres as pg
+
+        async with PostgresWorkflowStateService(dsn) as store:
+            run = await store.create_run("wf", None)
+            for n in range(3):
+                await store.insert_step(
+                    run.id, StepState(key=f"s{n}", step_name="s", kind=StepKind.INLINE)
+                )
+        names: list[str] = []
+
+        def numbered(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            for name in ("complete_step", "claim_step", "fail_step_attempt", "heartbeat_step"):
+                names.clear()
+                text = re.sub(r"%\((\w+)\)s", numbered, pg._Q[name])
+                await conn.execute(f"PREPARE p AS {text}")  # type: ignore[call-overload]
+                types = await conn.execute(
+                    "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'p'"
+                )
+                row = await types.fetchone()
+                assert row is not None
+                values = ", ".join(f"NULL::{t}" for t in row[0])
+                plan = await conn.execute(f"EXPLAIN EXECUTE p({values})")  # type: ignore[call-overload]
+                text = "\n".join(line for (line,) in await plan.fetchall())
+                await conn.execute("DEALLOCATE p")
+                run_id, key = names.index("run_id") + 1, names.index("key") + 1
+                assert f"Index Cond: ((run_id = ${run_id}) AND (key = ${key}))" in text, (name, text)
+
     async def test_step_transitions_are_hot_updates(self, dsn: str) -> None:
         """Issue 16: the indexes of pikku_steps cover only the columns that never change
-        (run_id, key, seq), so completing, failing, claiming or heartbeating a step can be a
-        HOT update (schema version 4 dropped the unused index on status, next_attempt_at)."""
+        (run_id, key), so completing, failing, claiming or heartbeating a step can be a HOT
+        update (schema version 4 dropped the unused index on status, next_attempt_at)."""
         async with PostgresWorkflowStateService(dsn) as store:
             await store.migrate()
         rows = await _query(
@@ -122,7 +164,7 @@ class TestOnServer:
             "AND (a.attnum = ANY(i.indkey) OR strpos(pg_get_expr(i.indpred, i.indrelid), a.attname) > 0) "
             "WHERE i.indrelid = 'pikku_steps'::regclass ORDER BY 1",
         )
-        assert [name for (name,) in rows] == ["key", "run_id", "seq"]
+        assert [name for (name,) in rows] == ["key", "run_id"]
 
     async def test_newer_schema_is_refused_with_a_clear_error(self, dsn: str) -> None:
         async with PostgresWorkflowStateService(dsn) as first:
