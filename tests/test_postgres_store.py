@@ -151,6 +151,29 @@ class TestOnServer:
                 run_id, key = names.index("run_id") + 1, names.index("key") + 1
                 assert f"Index Cond: ((run_id = ${run_id}) AND (key = ${key}))" in text, (name, text)
 
+    async def test_a_step_insert_takes_no_lock_on_its_run(self, dsn: str) -> None:
+        """Issue 16: inserting a step reads its run in the same statement instead of a
+        foreign key's SELECT ... FOR KEY SHARE (a row lock written to the run: the run's
+        row got an xmax); a run deleted by hand still takes its steps with it."""
+        from pikku_typing.models import ClaimOwner, StepAttempt, StepStatus
+
+        owner = ClaimOwner(host="h", pid=1, token="t1")
+        async with PostgresWorkflowStateService(dsn) as store:
+            run = await store.create_run("wf", None)
+            await store.insert_step(run.id, StepState(key="a", step_name="a", kind=StepKind.INLINE))
+            running = StepState(
+                key="b", step_name="b", kind=StepKind.INLINE, status=StepStatus.RUNNING,
+                attempt_count=1, attempts=[StepAttempt(number=1, status=StepStatus.RUNNING, owner=owner)],
+            )  # fmt: skip
+            assert await store.insert_step_at_boundary(run.id, running) is not None
+            other = await store.create_run("wf", None)
+            await store.insert_step(other.id, StepState(key="c", step_name="c", kind=StepKind.INLINE))
+        xmax = await _query(dsn, "SELECT xmax::text FROM pikku_runs WHERE id = %s", run.id)
+        assert xmax == [("0",)]  # nobody locked or updated the run's row
+        await _query(dsn, "DELETE FROM pikku_runs WHERE id = %s", run.id)
+        left = await _query(dsn, "SELECT run_id, key FROM pikku_steps ORDER BY key")
+        assert left == [(other.id, "c")]
+
     async def test_step_transitions_are_hot_updates(self, dsn: str) -> None:
         """Issue 16: the indexes of pikku_steps cover only the columns that never change
         (run_id, key), so completing, failing, claiming or heartbeating a step can be a HOT

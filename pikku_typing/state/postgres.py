@@ -804,19 +804,15 @@ class PostgresWorkflowStateService(WorkflowStateService):
         return self._step(run_id, row), run
 
     async def insert_step(self, run_id: str, step: StepState) -> StepState:
-        import psycopg
-
         validate_run_id(run_id)
         params = _insert_step_params(run_id, step)
-        try:
-            # an attempt's start is bookkeeping; a recorded result or schedule is not
-            row = await self._fetchone(
-                "insert_step", params, bookkeeping=step.status is StepStatus.RUNNING
-            )
-        except psycopg.errors.ForeignKeyViolation:
-            raise RunNotFoundError(f"no run with id {run_id!r}") from None
+        # an attempt's start is bookkeeping; a recorded result or schedule is not
+        row = await self._fetchone(
+            "insert_step", params, bookkeeping=step.status is StepStatus.RUNNING
+        )
         if row is not None:
             return _as_stored(step, params)
+        # a step with that key exists, or the run does not (get_step raises RunNotFoundError)
         existing = await self.get_step(run_id, step.key)
         if existing is None:  # deleted meanwhile (never by this store)
             raise RunNotFoundError(f"no run with id {run_id!r}")

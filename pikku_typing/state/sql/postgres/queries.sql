@@ -62,17 +62,19 @@ WHERE r.id = %(run_id)s
 
 -- name: insert_step
 -- A row (inserted = true) when the step was inserted: the caller has its values already, so
--- nothing else is sent back; none when a step with that key exists (or the run does not).
+-- nothing else is sent back; none when a step with that key exists (or the run does not: the
+-- step is inserted only for a run that exists, read in the same statement).
 INSERT INTO pikku_steps (
     run_id, key, step_name, kind, status, rpc_name, data, data_digest, result, error,
     attempt_count, max_attempts, attempts, next_attempt_at, lease_token, lease_expires_at,
     created_at, updated_at, started_at, finished_at, extra
-) VALUES (
+)
+SELECT
     %(run_id)s, %(key)s, %(step_name)s, %(kind)s, %(status)s, %(rpc_name)s, %(data)s,
     %(data_digest)s, %(result)s, %(error)s::jsonb, %(attempt_count)s, %(max_attempts)s,
     %(attempts)s::jsonb, %(next_attempt_at)s, %(lease_token)s, %(lease_expires_at)s,
     %(created_at)s, %(updated_at)s, %(started_at)s, %(finished_at)s, %(extra)s::jsonb
-)
+FROM pikku_runs WHERE id = %(run_id)s
 ON CONFLICT (run_id, key) DO NOTHING
 RETURNING true AS inserted
 
