@@ -341,25 +341,25 @@ async def _statements_by_setting(
 
     names = {text: name for name, text in pg._Q.items()}
     ran: list[tuple[str, Any]] = []
-    original = psycopg.AsyncConnection.execute
+    original = psycopg.AsyncCursor.execute  # what every statement goes through
 
     async def hooked(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(query, str) and query in names:
             params = args[0] if args else kwargs.get("params")
             own = isinstance(params, dict) and params.get("asynchronous") is True
-            ran.append((names[query], "off" if own else self))
+            ran.append((names[query], "off" if own else self.connection))
         return await original(self, query, *args, **kwargs)
 
-    psycopg.AsyncConnection.execute = hooked  # type: ignore[method-assign]
+    psycopg.AsyncCursor.execute = hooked  # type: ignore[method-assign]
     try:
         await operations(store)
     finally:
-        psycopg.AsyncConnection.execute = original  # type: ignore[method-assign]
+        psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
     settings: dict[int, str] = {id("off"): "off"}
     ran = [(name, conn) for name, conn in ran if conn == "off" or not conn.closed]
     for _, conn in ran:
         if id(conn) not in settings:
-            cur = await original(conn, "SHOW synchronous_commit")
+            cur = await conn.execute("SHOW synchronous_commit")
             row = await cur.fetchone()
             settings[id(conn)] = str(row["synchronous_commit"])
     result: dict[str, set[str]] = {}
@@ -672,7 +672,7 @@ class TestInlineStepStatements:
             from pikku_typing.state import postgres as pg
 
             names = {text: name for name, text in pg._Q.items()}
-            original = psycopg.AsyncConnection.execute
+            original = psycopg.AsyncCursor.execute  # what every statement goes through
 
             async def hooked(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
                 name = names.get(query, "other") if isinstance(query, str) else "other"
@@ -687,13 +687,21 @@ class TestInlineStepStatements:
                 counts["pool checkout"] = counts.get("pool checkout", 0) + 1
                 return await getconn(self, *args, **kwargs)
 
-            psycopg.AsyncConnection.execute = hooked  # type: ignore[method-assign]
+            make_cursor = psycopg.AsyncConnection.cursor
+
+            def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+                counts["cursor"] = counts.get("cursor", 0) + 1
+                return make_cursor(self, *args, **kwargs)
+
+            psycopg.AsyncCursor.execute = hooked  # type: ignore[method-assign]
             AsyncConnectionPool.getconn = checkout  # type: ignore[method-assign]
+            psycopg.AsyncConnection.cursor = cursor  # type: ignore[method-assign,assignment]
             try:
                 await run(store)
             finally:
-                psycopg.AsyncConnection.execute = original  # type: ignore[method-assign]
+                psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
                 AsyncConnectionPool.getconn = getconn  # type: ignore[method-assign]
+                psycopg.AsyncConnection.cursor = make_cursor  # type: ignore[method-assign]
             per_run.append(counts)
 
         try:
@@ -708,5 +716,6 @@ class TestInlineStepStatements:
         extra = {k: long.get(k, 0) - short.get(k, 0) for k in set(short) | set(long)}
         extra = {k: v for k, v in extra.items() if v}
         # five more steps: five boundary+attempt-start inserts and five results, nothing else,
-        # and no pool checkout: a pass sends them on the session holding the run's lock
+        # and no pool checkout or new cursor: a pass sends them on the session holding the
+        # run's lock, through one cursor
         assert extra == {"insert_step_at_boundary": 5, "complete_step": 5}

@@ -98,7 +98,7 @@ from pikku_typing.state.base import (
 )
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection
+    from psycopg import AsyncConnection, AsyncCursor
     from psycopg_pool import AsyncConnectionPool
 
 __all__ = [
@@ -391,9 +391,9 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._book_pool: AsyncConnectionPool[Any] | None = None
         self._lock_pool: AsyncConnectionPool[Any] | None = None
         self._guards: list[PoolGuard] = []
-        self._held: dict[str, AsyncConnection[Any]] = {}
-        """The sessions holding this process's run locks, by run: the statements of a locked
-        run go through its lock's session (see :meth:`_execute_once`)."""
+        self._held: dict[str, AsyncCursor[Any]] = {}
+        """A cursor on each session holding one of this process's run locks, by run: the
+        statements of a locked run go through its lock's session (see :meth:`_execute_once`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
         self._seed = 0
@@ -604,12 +604,15 @@ class PostgresWorkflowStateService(WorkflowStateService):
             pool = self._book_pool
         elif self._held:
             held = self._held.get(params.get("run_id"))  # type: ignore[arg-type]
-            if held is not None and not held.closed:
+            if held is not None and not held.connection.closed:
                 # the run's lock session (no pool checkout): the pass that holds the lock
-                # sends its statements here; a lost session lost the lock too (no retry)
+                # sends its statements here; a lost session lost the lock too (no retry).
+                # One cursor for them all (none made per statement): concurrent statements
+                # wait for the session's lock inside execute(), and nothing can run between
+                # a statement's execute() and its fetch (no await suspends in between).
                 try:
-                    cur = await held.execute(query, params)
-                    return await cur.fetchall() if many else await cur.fetchone()
+                    await held.execute(query, params)
+                    return await held.fetchall() if many else await held.fetchone()
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     raise self._unavailable(exc) from None
         for attempt in range(self._pool_size + 1):
@@ -1038,10 +1041,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
         try:
             if not locked:
                 raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-            self._held[run_id] = conn
+            self._held[run_id] = conn.cursor()
             yield
         finally:
-            if self._held.get(run_id) is conn:
+            held = self._held.get(run_id)
+            if held is not None and held.connection is conn:
                 del self._held[run_id]
             if locked:
                 try:
