@@ -1162,6 +1162,52 @@ async def test_a_store_outage_during_a_pass_redelivers_the_job(
     assert set(ran) == {3, 6}  # at least once each (a lost inline result runs again)
 
 
+@pytest.mark.parametrize(
+    ("mode", "eager"), [("inline", True), ("remote", True), ("remote", False)],
+    ids=["inline", "remote-eager", "remote-queued"],
+)
+async def test_attempts_cut_short_by_store_outages_do_not_use_up_the_retries(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], mode: str, eager: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step with no retries whose result cannot be stored 5 times in a row (the store is
+    away each time its attempt ends) still completes: each attempt cut short by the outage
+    is recorded as ``StoreOutage`` and runs again without using up a retry. Before, they
+    were abandoned attempts like a crash's and the step failed after 3 extra ones (a
+    database blip failed the workflow)."""
+    ran: list[int] = []
+
+    @pikku_func(name="once")
+    def once(data: Num) -> int:
+        ran.append(data["n"])
+        return data["n"] + 1
+
+    async def wf(workflow: Workflow, data: Num) -> int:
+        return int(await workflow.do("a", "once", {"n": data["n"]}, retries=0))
+
+    wire_workflow(name="blips", func=wf, execution_mode=mode)  # type: ignore[arg-type]
+    rt = new_runtime(runtimes, store, eager_steps=eager)
+    handle = await rt.client("blips").start({"n": 1})
+    original = store.complete_step
+    failures: list[int] = []
+
+    async def away(*args: Any, **kwargs: Any) -> Any:
+        if len(failures) < 5:
+            failures.append(1)
+            raise StoreUnavailableError("test outage in complete_step")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "complete_step", away)
+    await settle(rt, handle.run_id)
+    run = await rt.client("blips").get_run(handle.run_id)
+    assert run.status is RunStatus.COMPLETED, (run.status, run.error)
+    assert run.output == 2 and len(failures) == 5
+    step = (await store.get_step_states(handle.run_id))["a"]
+    assert [a.error.type if a.error else None for a in step.attempts] == [
+        "StoreOutage"] * 5 + [None]
+    assert step.max_attempts == 1 and ran == [1] * 6
+
+
 async def test_a_store_outage_in_a_step_worker_redelivers_the_step_job(
     store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -141,9 +141,11 @@ class Orchestrator:
                     return
                 outcome = await started_live.ctx.settle(started_live.task)
                 await self._finish_pass(run_id, definition, started_live, outcome)
-            except BaseException:
+            except BaseException as exc:
                 # e.g. the store went away: drop the continuation (the redelivered job
                 # replays the run from the store)
+                if isinstance(exc, StoreUnavailableError):
+                    process.mark_outage(owner.token)  # its attempts: not the steps' fault
                 await self._drop(run_id, started_live)
                 raise
             finally:
@@ -179,7 +181,9 @@ class Orchestrator:
             outcome = await live.ctx.settle(live.task)
             await self._finish_pass(run_id, definition, live, outcome)
             return True
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, StoreUnavailableError):
+                process.mark_outage(owner.token)
             await self._drop(run_id, live)
             raise
         finally:

@@ -26,6 +26,12 @@ _NO_START: Final = "x"
 _active_tokens: set[str] = set()
 """Tokens of the claims this process currently holds (its running passes and attempts)."""
 
+_outage_tokens: dict[str, None] = {}
+"""Tokens of claims this process gave up because the store failed under them (oldest first,
+at most :data:`_MAX_OUTAGE_TOKENS`): see :func:`mark_outage`."""
+
+_MAX_OUTAGE_TOKENS: Final = 10_000
+
 
 @cache
 def hostname() -> str:
@@ -85,6 +91,26 @@ def mark_active(token: str) -> None:
 
 def mark_inactive(token: str) -> None:
     _active_tokens.discard(token)
+
+
+def mark_outage(token: str) -> None:
+    """The claim ``token`` of this process ended because a store call failed under it
+    (:class:`~pikku_typing.errors.StoreUnavailableError`): its attempt, left ``running`` in
+    the store, was cut short by the infrastructure, not by the step or a crash. Whoever
+    abandons it in this process knows (:func:`ended_by_outage`) and does not count it
+    against the step's retries. Another process cannot know: it counts it, as a crash."""
+    _outage_tokens[token] = None
+    if len(_outage_tokens) > _MAX_OUTAGE_TOKENS:
+        del _outage_tokens[next(iter(_outage_tokens))]
+
+
+def ended_by_outage(owner: ClaimOwner) -> bool:
+    """Did this process give up the claim of ``owner`` because the store failed?"""
+    return is_same_process(owner) and owner.token in _outage_tokens
+
+
+def forget_outage(token: str) -> None:
+    _outage_tokens.pop(token, None)
 
 
 def _token_start(token: str) -> str | None:

@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.models import StepState, StepStatus
 from pikku_typing.runtime import attempt, process, steps
 from pikku_typing.runtime.queues.base import Job, step_queue
@@ -124,6 +125,9 @@ async def _attempt(
             )
 
         outcome = await attempt.run_attempt(services, workflow, run_id, claimed, owner, work)
+    except StoreUnavailableError:
+        process.mark_outage(owner.token)  # see steps.abandon
+        raise
     finally:
         process.mark_inactive(owner.token)
     if outcome.status == "lost":

@@ -23,6 +23,9 @@ DEFAULT_RETRIES: Final = 5
 DEFAULT_BASE_DELAY: Final = 1.0
 MAX_DELAY: Final = 300.0
 ABANDONED_ERROR: Final = "AbandonedAttempt"
+STORE_OUTAGE_ERROR: Final = "StoreOutage"
+"""The error of an attempt cut short by a store outage under its holder (see
+:func:`abandon`): it does not count against the step's retries."""
 ABANDON_GRACE: Final = 3
 """An attempt abandoned by a dead holder is run again even when the step has no retries
 left, at most this many extra times (a step that kills its process every time must end)."""
@@ -89,10 +92,19 @@ def error_info(exc: BaseException, *, step: str | None = None) -> ErrorInfo:
 
 def next_retry(step: StepState, failed_attempt: int, t: datetime) -> datetime | None:
     """When to retry after ``failed_attempt``, or ``None`` when the retries are exhausted."""
-    limit = step.max_attempts if step.max_attempts is not None else DEFAULT_RETRIES + 1
-    if failed_attempt >= limit:
+    if failed_attempt >= attempt_limit(step):
         return None
     return t + timedelta(seconds=retry_delay_seconds(step.retry_delay, failed_attempt))
+
+
+def attempt_limit(step: StepState) -> int:
+    """How many attempts the step may make: its ``max_attempts``, plus one per attempt that a
+    store outage cut short (:data:`STORE_OUTAGE_ERROR`: the infrastructure's failure, not the
+    step's, never uses up its retries)."""
+    limit = step.max_attempts if step.max_attempts is not None else DEFAULT_RETRIES + 1
+    return limit + sum(
+        1 for a in step.attempts if a.error is not None and a.error.type == STORE_OUTAGE_ERROR
+    )
 
 
 def _abandoned_count(step: StepState) -> int:
@@ -136,31 +148,46 @@ def holder_recheck_at(step: StepState, t: datetime) -> datetime | None:
 
 
 async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> StepState:
-    """End the dead holder's attempt; it is run again (see :data:`ABANDON_GRACE`)."""
+    """End the dead holder's attempt; it is run again (see :data:`ABANDON_GRACE`). An attempt
+    that this process gave up because the store failed under it (see
+    :func:`~pikku_typing.runtime.process.mark_outage`) ends as :data:`STORE_OUTAGE_ERROR`:
+    it runs again and does not count against the step's retries (a database blip never
+    fails a workflow)."""
     attempt = step.current_attempt
     owner = attempt.owner if attempt is not None else None
     t = now()
     who = f"pid {owner.pid} on {owner.host}" if owner else "an unknown holder"
-    limit = step.max_attempts if step.max_attempts is not None else DEFAULT_RETRIES + 1
-    again = step.attempt_count < limit or _abandoned_count(step) < ABANDON_GRACE
-    updated = await state.fail_step_attempt(
-        run_id,
-        step.key,
-        token=owner.token if owner else None,
-        error=ErrorInfo(
+    outage = owner is not None and process.ended_by_outage(owner)
+    if outage:
+        again = True
+        error = ErrorInfo(
+            type=STORE_OUTAGE_ERROR,
+            message=f"attempt {step.attempt_count} was cut short: the store failed under its "
+            f"holder ({who}); it runs again and does not count against the step's retries",
+            step=step.key,
+        )
+    else:
+        again = step.attempt_count < attempt_limit(step) or _abandoned_count(step) < ABANDON_GRACE
+        error = ErrorInfo(
             type=ABANDONED_ERROR,
             message=f"attempt {step.attempt_count} abandoned: its holder ({who}) is gone",
             step=step.key,
-        ),
+        )
+    updated = await state.fail_step_attempt(
+        run_id, step.key, token=owner.token if owner else None, error=error,
         retry_at=t if again else None,
     )
+    if owner is not None and outage:
+        process.forget_outage(owner.token)
     if updated is None:
         fresh = await state.get_step(run_id, step.key)
         assert fresh is not None
         return fresh
     _observe.recovery(
-        "attempt %d of step %s of run %s abandoned: its holder (%s) is gone; %s",
-        step.attempt_count, step.key, run_id, who,
+        "attempt %d of step %s of run %s %s; %s",
+        step.attempt_count, step.key, run_id,
+        f"cut short by a store outage under its holder ({who})" if outage
+        else f"abandoned: its holder ({who}) is gone",
         "it runs again" if again else "no attempt left",
         run_id=run_id, step_key=step.key, level=logging.WARNING,
     )

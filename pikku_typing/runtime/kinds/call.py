@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pikku_typing import durations
+from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.models import ErrorInfo, StepAttempt, StepKind, StepState, StepStatus
 from pikku_typing.runtime import attempt, codec, process, steps
 from pikku_typing.runtime.queues.base import step_queue
@@ -271,6 +272,9 @@ async def _attempt(
             return attempt.Work(spec.fn, spec.result_type, ctx.definition.middleware)
 
         outcome = await attempt.run_attempt(ctx.services, ctx.name, ctx.run_id, claimed, owner, work)
+    except StoreUnavailableError:
+        process.mark_outage(owner.token)  # see steps.abandon
+        raise
     finally:
         if owner is not ctx.owner:
             process.mark_inactive(owner.token)
