@@ -1208,6 +1208,43 @@ async def test_attempts_cut_short_by_store_outages_do_not_use_up_the_retries(
     assert step.max_attempts == 1 and ran == [1] * 6
 
 
+async def test_a_store_that_keeps_failing_under_a_step_ends_it_after_the_grace(
+    store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Free attempts after store outages are bounded (``OUTAGE_GRACE``, 10): a store that
+    never takes a step's result is no blip, and the step's code must not run forever. After
+    them, cut-short attempts count as abandoned ones (3 more), then the step fails."""
+    ran: list[int] = []
+
+    @pikku_func(name="never")
+    def never(data: Num) -> int:
+        ran.append(data["n"])
+        return data["n"]
+
+    async def wf(workflow: Workflow, data: Num) -> int:
+        return int(await workflow.do("a", "never", {"n": data["n"]}, retries=0))
+
+    wire_workflow(name="never_stored", func=wf, execution_mode="remote")
+    rt = WorkflowRuntime(
+        store, InProcessQueue(retry_backoff=0.001, max_retry_backoff=0.005), eager_steps=False
+    )
+    runtimes.append(rt)
+    handle = await rt.client("never_stored").start({"n": 1})
+
+    async def away(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("test outage in complete_step")
+
+    monkeypatch.setattr(store, "complete_step", away)
+    await settle(rt, handle.run_id)
+    run = await rt.client("never_stored").get_run(handle.run_id)
+    assert run.status is RunStatus.FAILED
+    step = (await store.get_step_states(handle.run_id))["a"]
+    assert [a.error.type for a in step.attempts if a.error] == (
+        ["StoreOutage"] * steps_module.OUTAGE_GRACE + ["AbandonedAttempt"] * 4
+    )
+    assert len(ran) == steps_module.OUTAGE_GRACE + 4
+
+
 async def test_a_store_outage_in_a_step_worker_redelivers_the_step_job(
     store: WorkflowStateService, runtimes: list[WorkflowRuntime], monkeypatch: pytest.MonkeyPatch
 ) -> None:

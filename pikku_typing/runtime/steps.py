@@ -26,6 +26,10 @@ ABANDONED_ERROR: Final = "AbandonedAttempt"
 STORE_OUTAGE_ERROR: Final = "StoreOutage"
 """The error of an attempt cut short by a store outage under its holder (see
 :func:`abandon`): it does not count against the step's retries."""
+OUTAGE_GRACE: Final = 10
+"""At most this many attempts of a step cut short by store outages are free (do not count
+against its retries): a store that fails under the same step more often than that is no
+blip, and the step's code (run again each time) must not run forever."""
 ABANDON_GRACE: Final = 3
 """An attempt abandoned by a dead holder is run again even when the step has no retries
 left, at most this many extra times (a step that kills its process every time must end)."""
@@ -102,9 +106,11 @@ def attempt_limit(step: StepState) -> int:
     store outage cut short (:data:`STORE_OUTAGE_ERROR`: the infrastructure's failure, not the
     step's, never uses up its retries)."""
     limit = step.max_attempts if step.max_attempts is not None else DEFAULT_RETRIES + 1
-    return limit + sum(
-        1 for a in step.attempts if a.error is not None and a.error.type == STORE_OUTAGE_ERROR
-    )
+    return limit + min(_outage_count(step), OUTAGE_GRACE)
+
+
+def _outage_count(step: StepState) -> int:
+    return sum(1 for a in step.attempts if a.error is not None and a.error.type == STORE_OUTAGE_ERROR)
 
 
 def _abandoned_count(step: StepState) -> int:
@@ -152,12 +158,14 @@ async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> 
     that this process gave up because the store failed under it (see
     :func:`~pikku_typing.runtime.process.mark_outage`) ends as :data:`STORE_OUTAGE_ERROR`:
     it runs again and does not count against the step's retries (a database blip never
-    fails a workflow)."""
+    fails a workflow), up to :data:`OUTAGE_GRACE` times per step."""
     attempt = step.current_attempt
     owner = attempt.owner if attempt is not None else None
     t = now()
     who = f"pid {owner.pid} on {owner.host}" if owner else "an unknown holder"
-    outage = owner is not None and process.ended_by_outage(owner)
+    outage = (
+        owner is not None and process.ended_by_outage(owner) and _outage_count(step) < OUTAGE_GRACE
+    )
     if outage:
         again = True
         error = ErrorInfo(
@@ -177,7 +185,7 @@ async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> 
         run_id, step.key, token=owner.token if owner else None, error=error,
         retry_at=t if again else None,
     )
-    if owner is not None and outage:
+    if owner is not None:
         process.forget_outage(owner.token)
     if updated is None:
         fresh = await state.get_step(run_id, step.key)
