@@ -641,6 +641,30 @@ class TestInlineStepStatements:
         data["k"]["n"] = 1  # the caller's value: the returned step holds a copy
         assert returned.data["k"] == {"n": None}
 
+    async def test_a_lost_lock_session_fails_the_statements_of_its_run(self, dsn: str) -> None:
+        """While this process holds a run's lock, the run's statements go through the lock's
+        session; when that session is lost, the lock is lost with it, so they fail with
+        StoreUnavailableError (reads too: no retry on another session that would let the
+        pass go on without its lock); another run's statements are not affected."""
+        from pikku_typing.errors import StoreUnavailableError
+
+        async with PostgresWorkflowStateService(dsn) as store:
+            run = await store.create_run("wf", None)
+            other = await store.create_run("wf", None)
+            # releasing the lost lock fails too, as StoreUnavailableError (not the driver's)
+            with pytest.raises(StoreUnavailableError):
+                async with store.lock_run(run.id):
+                    assert await store.get_step(run.id, "k") is None
+                    held = store._held[run.id].connection
+                    cur = await held.execute("SELECT pg_backend_pid() AS pid")
+                    backend = await cur.fetchone()
+                    assert backend is not None
+                    await _query(dsn, "SELECT pg_terminate_backend(%s)", backend["pid"])
+                    with pytest.raises(StoreUnavailableError):
+                        await store.get_step(run.id, "k")
+                    assert (await store.get_run(other.id)).id == other.id
+            assert (await store.get_run(run.id)).id == run.id  # released: the pool again
+
     async def test_an_inline_step_is_two_statements(
         self, store: PostgresWorkflowStateService
     ) -> None:

@@ -17,7 +17,9 @@ Design:
   lock connection, so a lock holder can always make progress. While this process holds a
   run's lock, the run's own statements (``params["run_id"]``, except the bookkeeping ones)
   run on that lock's session: a pass makes no pool checkout per statement (issue 16); if
-  that session is lost, so is the lock, and the statement fails (StoreUnavailableError).
+  that session is lost, so is the lock: the run's statements fail (StoreUnavailableError,
+  reads too: no retry elsewhere lets a pass go on without its lock), and so does the
+  lock's release, after the session went back to its pool closed.
 * Bookkeeping statements run on a third pool, whose sessions ``SET synchronous_commit = off``
   once when they connect (no extra round trip per statement): an attempt's start
   (``insert_step`` of a running step), claim and heartbeat, and a pass marking its run
@@ -631,6 +633,19 @@ class PostgresWorkflowStateService(WorkflowStateService):
     async def _fetchone(
         self, name: str, params: Mapping[str, Any], *, bookkeeping: bool = False
     ) -> dict[str, Any] | None:
+        if self._held and not bookkeeping and self._loop is asyncio.get_running_loop():
+            # a statement of a locked run (the hot path: every statement of a pass), on its
+            # lock's session without the two frames of _execute/_execute_once
+            held = self._held.get(params.get("run_id"))  # type: ignore[arg-type]
+            if held is not None and not held.connection.closed:
+                import psycopg
+
+                try:
+                    await held.execute(_Q[name], params)
+                    found: dict[str, Any] | None = await held.fetchone()
+                    return found
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    raise self._unavailable(exc) from None
         row: dict[str, Any] | None = await self._execute(
             _Q[name], params, many=False, read=name in _READS, bookkeeping=bookkeeping
         )
@@ -905,15 +920,21 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self, run_id: str, key: str, *, result: Any, token: str | None
     ) -> bool:
         now = c.now_utc()
+        validate_run_id(run_id)
+        try:
+            encoded = _JSON.encode(result)
+        except (TypeError, ValueError):
+            encoded = _dumps(result, f"the result of step {key!r}")  # raises, with the step
         params = {
-            "result": _dumps(result, f"the result of step {key!r}"),
+            "result": encoded,
             "now": now,
             "now_iso": _iso(now),
             "token": token,
+            "run_id": run_id,
+            "key": key,
         }
-        validate_run_id(run_id)
         # RETURNING a flag only: the caller needs whether it applied, not the row
-        if await self._fetchone("complete_step", {**params, "run_id": run_id, "key": key}):
+        if await self._fetchone("complete_step", params):
             return True
         await self._require_run(run_id)
         return False
@@ -1050,8 +1071,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
             if locked:
                 try:
                     await conn.execute("SELECT pg_advisory_unlock_all()")
-                except BaseException:
+                except BaseException as exc:
                     await _close_quietly(conn)
+                    await lock_pool.putconn(conn)
+                    if _driver_failure(exc):  # the session was lost: so was the lock
+                        raise self._unavailable(exc) from None
                     raise
             await lock_pool.putconn(conn)
 
@@ -1123,6 +1147,14 @@ class _SessionEnded(Exception):
 
 _ENDED_WHILE_IDLE: Final = frozenset({"57P01", "57P02", "57P03"})
 """admin_shutdown, crash_shutdown, cannot_connect_now: the server ended the session."""
+
+
+def _driver_failure(exc: BaseException) -> bool:
+    """A lost or refused connection (what :meth:`PostgresWorkflowStateService._unavailable`
+    translates)."""
+    import psycopg
+
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 def _ended_while_idle(exc: BaseException) -> bool:

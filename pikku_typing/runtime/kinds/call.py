@@ -257,7 +257,7 @@ async def _attempt(
             claimed is None
             or claimed.status is not StepStatus.RUNNING
             or claimed.current_attempt is None
-            or claimed.current_attempt.owner != owner
+            or (claimed.current_attempt.owner is not owner and claimed.current_attempt.owner != owner)
         ):
             # somebody else recorded or claimed it: the caller's loop handles its state
             return claimed or await _reread(ctx, spec), _NOTHING
