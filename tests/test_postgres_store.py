@@ -641,6 +641,24 @@ class TestInlineStepStatements:
         data["k"]["n"] = 1  # the caller's value: the returned step holds a copy
         assert returned.data["k"] == {"n": None}
 
+    async def test_a_lock_wait_leaves_no_lock_timeout(self, dsn: str) -> None:
+        """The lock wait sets lock_timeout on the lock's session and resets it in the same
+        round trip: the run's statements run on that session while it holds the lock (a row
+        lock wait must not time out). A wait that timed out rolled its SET back."""
+        async with (
+            PostgresWorkflowStateService(dsn) as holder,
+            PostgresWorkflowStateService(dsn, lock_pool_size=1) as waiter,
+        ):
+            run = await holder.create_run("wf", None)
+            other = await holder.create_run("wf", None)
+            async with holder.lock_run(run.id):
+                with pytest.raises(TimeoutError):
+                    async with waiter.lock_run(run.id, timeout=0.2):
+                        pass
+            async with waiter.lock_run(other.id, timeout=30):  # the same pooled session
+                cur = await waiter._held[other.id].connection.execute("SHOW lock_timeout")
+                assert await cur.fetchone() == {"lock_timeout": "0"}
+
     async def test_a_lost_lock_session_fails_the_statements_of_its_run(self, dsn: str) -> None:
         """While this process holds a run's lock, the run's statements go through the lock's
         session; when that session is lost, the lock is lost with it, so they fail with
