@@ -67,7 +67,12 @@ async def postgres_queues(
     dsn: str = store.dsn  # type: ignore[attr-defined]
 
     def new_runtime(made: list[WorkflowRuntime], store: WorkflowStateService, **kw: Any) -> WorkflowRuntime:
-        queue = PostgresQueue(dsn, poll_interval=0.05, shutdown_timeout=10)
+        # a short retry backoff (the default is 2 s, doubled per failure): the tests that
+        # make a job fail several times finish in a fraction of a second per retry
+        queue = PostgresQueue(
+            dsn, poll_interval=0.05, shutdown_timeout=10, retry_backoff=0.05,
+            max_retry_backoff=0.5,
+        )
         queues.append(queue)
         rt = WorkflowRuntime(store, queue, **kw)
         made.append(rt)
@@ -147,7 +152,7 @@ async def test_a_store_outage_is_retried_by_procrastinate(
     await rt.drain()
     assert calls and (await store.get_run(handle.run_id)).status is RunStatus.RUNNING
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60  # a generous cap: the retry backoff is a few seconds
+    deadline = loop.time() + 60  # a generous cap: the retry backoff is 0.05 s here
     while not (await store.get_run(handle.run_id)).status.is_settled:
         assert loop.time() < deadline, "the failed job was never retried"
         await asyncio.sleep(0.2)
