@@ -189,6 +189,23 @@ class TestOnServer:
         )
         assert [name for (name,) in rows] == ["key", "run_id"]
 
+    async def test_extra_fields_at_their_defaults_store_null(self, dsn: str) -> None:
+        """Issue 16: a step whose ``extra`` fields all hold their defaults stores NULL there
+        (no dict built and dumped per step); reading it gives the defaults back."""
+        if "retry_delay" not in StepState.model_fields:
+            pytest.skip("no extra field")
+        async with PostgresWorkflowStateService(dsn) as store:
+            run = await store.create_run("wf", None)
+            await store.insert_step(run.id, StepState(key="d", step_name="d", kind=StepKind.INLINE))
+            await store.insert_step(
+                run.id,
+                StepState(key="f", step_name="f", kind=StepKind.INLINE, retry_delay=2.5),  # type: ignore[call-arg]
+            )
+            got = await store.get_step_states(run.id)
+        assert got["d"].retry_delay is None and got["f"].retry_delay == 2.5  # type: ignore[attr-defined]
+        rows = await _query(dsn, "SELECT key, extra::text FROM pikku_steps ORDER BY key")
+        assert rows == [("d", None), ("f", '{"retry_delay": 2.5}')]
+
     async def test_newer_schema_is_refused_with_a_clear_error(self, dsn: str) -> None:
         async with PostgresWorkflowStateService(dsn) as first:
             await first.migrate()

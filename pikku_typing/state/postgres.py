@@ -286,9 +286,21 @@ def _extra(step: StepState) -> dict[str, Any]:
     return values
 
 
+_EXTRA_DEFAULTS: Final = {name: StepState.model_fields[name].default for name in _EXTRA_FIELDS}
+"""The defaults of the ``extra`` fields: a step whose extra fields all hold them stores NULL
+(reading it back gives the same defaults), without building and dumping the dict."""
+
+_ATTEMPT_JSON: Final = StepAttempt.__pydantic_serializer__.to_json
+"""What ``StepAttempt.model_dump_json()`` returns (as bytes), without its Python layer."""
+
+
 def _insert_step_params(run_id: str, step: StepState) -> dict[str, Any]:
     running = c.running_attempt(step, None)
-    extra = _extra(step) if _EXTRA_FIELDS else {}
+    extra = (
+        _extra(step)
+        if any(getattr(step, name) != default for name, default in _EXTRA_DEFAULTS.items())
+        else None
+    )
     return {
         "run_id": run_id,
         "key": step.key,
@@ -304,8 +316,8 @@ def _insert_step_params(run_id: str, step: StepState) -> dict[str, Any]:
         "error": None if step.error is None else step.error.model_dump_json(),
         "attempt_count": step.attempt_count,
         "max_attempts": step.max_attempts,
-        # the same JSON as json.dumps([a.model_dump(mode="json") ...]), in half the time
-        "attempts": "[" + ",".join(a.model_dump_json() for a in step.attempts) + "]",
+        # the same JSON as json.dumps([a.model_dump(mode="json") ...]), in a third of the time
+        "attempts": "[" + ",".join(_ATTEMPT_JSON(a).decode() for a in step.attempts) + "]",
         "next_attempt_at": _utc(step.next_attempt_at),
         "lease_token": running.owner.token if running is not None and running.owner else None,
         "lease_expires_at": running.lease_expires_at if running is not None else None,
