@@ -778,3 +778,97 @@ class TestInlineStepStatements:
         # and no pool checkout or new cursor: a pass sends them on the session holding the
         # run's lock, through one cursor
         assert extra == {"insert_step_at_boundary": 5, "complete_step": 5}
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(PG_DSN is None, reason="PIKKU_TEST_POSTGRES_DSN not set")
+class TestStepJobClaim:
+    """Issue 16: a step job's first move on PostgreSQL is one statement: the due attempt of a
+    run that goes on is claimed at once (``claim_due_step``) instead of reading the step and
+    its run (``get_step_and_run``) and then claiming (``claim_step``)."""
+
+    pytestmark = list(POSTGRES_MARKS)
+
+    async def test_claim_due_step_claims_only_while_the_run_goes_on(self, dsn: str) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from pikku_typing.models import ClaimOwner, RunStatus, StepStatus
+        from pikku_typing.state.base import RunChanges
+
+        owner = ClaimOwner(host="h", pid=1, token="t1")
+
+        def scheduled(key: str, **kw: Any) -> StepState:
+            return StepState(key=key, step_name=key, kind=StepKind.RPC, rpc_name="x",
+                             status=StepStatus.SCHEDULED, **kw)  # fmt: skip
+
+        async with PostgresWorkflowStateService(dsn) as store:
+            run = await store.create_run("wf", None)
+            later = datetime.now(UTC) + timedelta(hours=1)
+            for step in (scheduled("a"), scheduled("later", next_attempt_at=later)):
+                await store.insert_step(run.id, step)
+            claimed = await store.claim_due_step(run.id, "a", owner=owner, lease_seconds=30)
+            assert claimed is not None and claimed.status is StepStatus.RUNNING
+            assert claimed.attempt_count == 1 and claimed.current_attempt is not None
+            assert claimed.current_attempt.owner == owner
+            assert claimed == await store.get_step(run.id, "a")
+            # held, not due, no such step: not claimed (the caller reads and decides)
+            assert await store.claim_due_step(run.id, "a", owner=owner, lease_seconds=30) is None
+            assert await store.claim_due_step(
+                run.id, "later", owner=owner, lease_seconds=30) is None  # fmt: skip
+            assert await store.claim_due_step(run.id, "nope", owner=owner, lease_seconds=30) is None
+            # a cancel request, then a settled run: a step boundary, nothing claimed
+            await store.insert_step(run.id, scheduled("b"))
+            await store.update_run(run.id, RunChanges(cancel_requested=True))
+            assert await store.claim_due_step(run.id, "b", owner=owner, lease_seconds=30) is None
+            await store.update_run(
+                run.id, RunChanges(cancel_requested=False, status=RunStatus.COMPLETED)
+            )
+            assert await store.claim_due_step(run.id, "b", owner=owner, lease_seconds=30) is None
+            assert (await store.get_step(run.id, "b")).status is StepStatus.SCHEDULED  # type: ignore[union-attr]
+
+    async def test_a_step_job_claims_without_reading_first(self, dsn: str) -> None:
+        import psycopg
+        from registry_support import isolated_registry
+
+        from pikku_typing import (
+            InProcessQueue,
+            Workflow,
+            WorkflowRuntime,
+            pikku_func,
+            wire_workflow,
+        )
+        from pikku_typing.runtime.queues.base import orchestrator_queue, step_queue
+        from pikku_typing.state import postgres as pg
+
+        async def flow(workflow: Workflow, n: int) -> int:
+            return int(await workflow.do("only", "claim.add", n))
+
+        names = {text: name for name, text in pg._Q.items()}
+        ran: list[str] = []
+        original = psycopg.AsyncCursor.execute
+
+        async def hooked(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(query, str) and query in names:
+                ran.append(names[query])
+            return await original(self, query, *args, **kwargs)
+
+        with isolated_registry():
+            pikku_func(name="claim.add")(lambda n: n + 1)  # type: ignore[arg-type, return-value]
+            wire_workflow(name="claim_flow", func=flow, execution_mode="remote")
+            store = PostgresWorkflowStateService(dsn)
+            rt = WorkflowRuntime(store, InProcessQueue(), eager_steps=False)
+            try:
+                run_id = (await rt.client("claim_flow").start(1)).run_id
+                await rt.drain(queues=[orchestrator_queue("claim_flow")])  # the step queued
+                psycopg.AsyncCursor.execute = hooked  # type: ignore[method-assign]
+                try:
+                    await rt.drain(queues=[step_queue("claim_flow", "claim.add")])
+                finally:
+                    psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
+                await rt.drain()
+                assert (await store.get_run(run_id)).output == 2
+            finally:
+                await rt.close()
+                await store.close()
+        assert ran[:2] == ["claim_due_step", "complete_step"], ran
+        assert "get_step_and_run" not in ran and "claim_step" not in ran

@@ -3,7 +3,9 @@
 A pass that reaches a new RPC step of a ``remote`` workflow records it ``scheduled``, queues
 a step job on the step's queue and parks. :func:`run_step` (what the step worker runs):
 
-1. reads the step; a settled step, a settled run or a duplicate delivery does nothing; a
+1. claims the step's due attempt at once where the store can do it in one statement while
+   the run goes on (``claim_due_step``, PostgreSQL: then straight to 4), else reads the step
+   and its run; a settled step, a settled run or a duplicate delivery does nothing; a
    cancel request wakes the orchestrator instead (a step boundary);
 2. a running attempt held by a live holder is left to it (re-checked when its lease runs
    out); one held by a dead holder is abandoned;
@@ -22,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from pikku_typing.errors import StoreUnavailableError
-from pikku_typing.models import StepState, StepStatus
+from pikku_typing.models import ClaimOwner, StepState, StepStatus
 from pikku_typing.runtime import attempt, process, steps
 from pikku_typing.runtime.queues.base import Job, step_queue
 from pikku_typing.runtime.services import Services, enqueue_orchestrator, enqueue_step
@@ -48,6 +50,22 @@ async def run_step(
     :meth:`~pikku_typing.runtime.orchestrator.Orchestrator.run_step`); by default, and on
     every other path, an orchestrator pass is queued."""
     state = services.state
+    # the common case in one statement where the store can (PostgreSQL): a due attempt of a
+    # run that goes on is claimed at once, without reading the step and the run first
+    owner = steps.claim_owner()
+    try:
+        claimed = await state.claim_due_step(
+            run_id, key, owner=owner, lease_seconds=services.lease_seconds
+        )
+    except BaseException as exc:
+        if isinstance(exc, StoreUnavailableError):
+            process.mark_outage(owner.token)  # the claim may have taken effect: steps.abandon
+        process.mark_inactive(owner.token)
+        raise
+    if claimed is None:
+        process.mark_inactive(owner.token)
+    elif not await _attempt(services, workflow, run_id, claimed, wake, (claimed, owner)):
+        return
     while True:
         found = await state.get_step_and_run(run_id, key)  # one read on PostgreSQL
         if found is None:
@@ -104,14 +122,23 @@ async def _recheck_at_lease_end(
 
 
 async def _attempt(
-    services: Services, workflow: str, run_id: str, step: StepState, wake: Wake | None
+    services: Services,
+    workflow: str,
+    run_id: str,
+    step: StepState,
+    wake: Wake | None,
+    held: tuple[StepState, ClaimOwner] | None = None,
 ) -> bool:
-    """Claim and run one attempt; return True to try the next attempt in this job."""
-    owner = steps.claim_owner()
+    """Claim and run one attempt (``held``: already claimed, with its owner); return True to
+    try the next attempt in this job."""
+    owner = steps.claim_owner() if held is None else held[1]
     try:
-        claimed = await services.state.claim_step(
-            run_id, step.key, owner=owner, lease_seconds=services.lease_seconds
-        )
+        if held is None:
+            claimed = await services.state.claim_step(
+                run_id, step.key, owner=owner, lease_seconds=services.lease_seconds
+            )
+        else:
+            claimed = held[0]
         if claimed is None:
             return False  # another worker won, or a duplicate delivery
         rpc_name = claimed.rpc_name

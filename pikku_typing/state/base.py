@@ -252,6 +252,18 @@ class WorkflowStateService(ABC):
         ``lease_expires_at = now + lease_seconds``. Returns the updated step, or ``None`` when
         another claimer won or the step is not claimable."""
 
+    async def claim_due_step(
+        self, run_id: str, key: str, *, owner: ClaimOwner, lease_seconds: float
+    ) -> StepState | None:
+        """A step job's first move where a store can make it in one statement: claim the
+        step's next attempt as :meth:`claim_step` does (now), but only while its run goes on
+        (no cancel request, not settled). ``None``: not claimed this way, and the caller
+        reads the step and its run and decides, as without it (a settled step, a held
+        attempt, a retry not due, a cancel request...). The default never claims (two reads
+        and a claim are no slower than one of each on an embedded store); PostgreSQL
+        claims in one statement (a step job's read saved)."""
+        return None
+
     @abstractmethod
     async def heartbeat_step(
         self, run_id: str, key: str, *, token: str, lease_seconds: float

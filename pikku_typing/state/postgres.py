@@ -895,6 +895,16 @@ class PostgresWorkflowStateService(WorkflowStateService):
         step = await self._step_update("schedule_step", run_id, key, params)
         return step if step is not None else await self._require_step(run_id, key)
 
+    async def claim_due_step(
+        self, run_id: str, key: str, *, owner: ClaimOwner, lease_seconds: float
+    ) -> StepState | None:
+        validate_run_id(run_id)
+        params = self._claim_params(owner, lease_seconds, None)
+        row = await self._fetchone(
+            "claim_due_step", {**params, "run_id": run_id, "key": key}, bookkeeping=True
+        )
+        return None if row is None else self._step(run_id, row)
+
     async def claim_step(
         self,
         run_id: str,
@@ -904,6 +914,13 @@ class PostgresWorkflowStateService(WorkflowStateService):
         lease_seconds: float,
         now: datetime | None = None,
     ) -> StepState | None:
+        params = self._claim_params(owner, lease_seconds, now)
+        return await self._step_update("claim_step", run_id, key, params, bookkeeping=True)
+
+    @staticmethod
+    def _claim_params(
+        owner: ClaimOwner, lease_seconds: float, now: datetime | None
+    ) -> dict[str, Any]:
         when = c.now_utc() if now is None else c.aware(now)
         lease = when + timedelta(seconds=lease_seconds)
         attempt = json.dumps(
@@ -916,8 +933,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 "error": None,
             }
         )
-        params = {"attempt": attempt, "token": owner.token, "lease": lease, "now": when}
-        return await self._step_update("claim_step", run_id, key, params, bookkeeping=True)
+        return {"attempt": attempt, "token": owner.token, "lease": lease, "now": when}
 
     async def heartbeat_step(
         self, run_id: str, key: str, *, token: str, lease_seconds: float

@@ -132,6 +132,28 @@ WHERE run_id = %(run_id)s AND key = %(key)s
     AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
 RETURNING *
 
+-- name: claim_due_step
+-- claim_step, only while the run goes on (no cancel request, not settled): what a step job
+-- does first, in one statement instead of reading the step and its run and then claiming.
+UPDATE pikku_steps SET
+    status = 'running',
+    attempt_count = attempt_count + 1,
+    attempts = attempts || jsonb_build_array(
+        jsonb_build_object('number', attempt_count + 1) || %(attempt)s::jsonb),
+    next_attempt_at = NULL,
+    lease_token = %(token)s,
+    lease_expires_at = %(lease)s,
+    started_at = coalesce(started_at, %(now)s),
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s AND key = %(key)s
+    AND status IN ('pending', 'scheduled')
+    AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
+    AND EXISTS (
+        SELECT 1 FROM pikku_runs
+        WHERE id = %(run_id)s AND NOT cancel_requested
+            AND status NOT IN ('completed', 'failed', 'cancelled'))
+RETURNING *
+
 -- name: heartbeat_step
 UPDATE pikku_steps SET
     attempts = jsonb_set(attempts, '{-1,lease_expires_at}', to_jsonb(%(lease_iso)s::text)),
