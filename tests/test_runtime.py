@@ -1091,7 +1091,8 @@ async def test_sweep_wakes_a_suspended_run_whose_step_holder_died(
     job = Job(queue="x", kind="orchestrate", workflow="sw", run_id=run_id)
     await run_orchestrator_job(rt, job)  # the pass: the step is queued, the run suspended
     assert (await store.get_run(run_id)).status.value == "suspended"
-    holder = steps_module.claim_owner()  # a claim of this process that is held (alive)
+    holder = process.new_owner()  # a claim of this process that is held (alive)
+    process.mark_active(holder.token)
     claimed = await store.claim_step(run_id, "s", owner=holder, lease_seconds=600)
     assert claimed is not None and claimed.status.value == "running"
     fresh = new_runtime(runtimes, store, eager_steps=False)  # its queue holds no job

@@ -121,35 +121,31 @@ class Orchestrator:
                 await self._unknown_workflow(run, exc)
                 return
             owner = process.new_owner()
-            process.mark_active(owner.token)
             started_live: _Live | None = None
-            try:
-                changes = RunChanges(status=RunStatus.RUNNING, owner=owner, wake_at=None)
-                if run.error is not None and run.error.type == WorkflowNotFoundError.__name__:
-                    # a worker that has the workflow now: the run goes on, the note goes
-                    changes = RunChanges(
-                        status=RunStatus.RUNNING, owner=owner, wake_at=None, error=None
+            with process.holding(owner.token):  # a store outage: its attempts are not counted
+                try:
+                    changes = RunChanges(status=RunStatus.RUNNING, owner=owner, wake_at=None)
+                    if run.error is not None and run.error.type == WorkflowNotFoundError.__name__:
+                        # a worker that has the workflow now: the run goes on, the note goes
+                        changes = RunChanges(
+                            status=RunStatus.RUNNING, owner=owner, wake_at=None, error=None
+                        )
+                    started = await state.transition_run(
+                        run_id, (RunStatus.RUNNING, RunStatus.SUSPENDED), changes
                     )
-                started = await state.transition_run(
-                    run_id, (RunStatus.RUNNING, RunStatus.SUSPENDED), changes
-                )
-                if started is None:  # settled meanwhile
-                    self.s.on_settled(run_id)
-                    return
-                started_live = await self._start(started, definition, owner)
-                if started_live is None:
-                    return
-                outcome = await started_live.ctx.settle(started_live.task)
-                await self._finish_pass(run_id, definition, started_live, outcome)
-            except BaseException as exc:
-                # e.g. the store went away: drop the continuation (the redelivered job
-                # replays the run from the store)
-                if isinstance(exc, StoreUnavailableError):
-                    process.mark_outage(owner.token)  # its attempts: not the steps' fault
-                await self._drop(run_id, started_live)
-                raise
-            finally:
-                process.mark_inactive(owner.token)
+                    if started is None:  # settled meanwhile
+                        self.s.on_settled(run_id)
+                        return
+                    started_live = await self._start(started, definition, owner)
+                    if started_live is None:
+                        return
+                    outcome = await started_live.ctx.settle(started_live.task)
+                    await self._finish_pass(run_id, definition, started_live, outcome)
+                except BaseException:
+                    # e.g. the store went away: drop the continuation (the redelivered job
+                    # replays the run from the store)
+                    await self._drop(run_id, started_live)
+                    raise
 
     async def _resume(self, run_id: str, live: _Live, fresh: StepState | None) -> bool:
         """A pass that resumes the run's live continuation, if it is still the run's.
@@ -160,34 +156,32 @@ class Orchestrator:
         continuation wrote (no other process ran a pass since), no cancel request, no note.
         Else the continuation is discarded and ``False`` returned: the caller reads the run
         and replays it (the run may now be ``running``, which a replay accepts)."""
-        owner = live.owner
-        process.mark_active(owner.token)
-        try:
-            started = await self.s.state.transition_run(
-                run_id, (RunStatus.SUSPENDED,), RunChanges(status=RunStatus.RUNNING, wake_at=None)
-            )
-            definition = None if started is None else self.s.registry.workflows.get(started.workflow)
-            if (
-                started is None
-                or definition is None
-                or started.cancel_requested
-                or started.error is not None
-                or started.owner is None
-                or started.owner.token != owner.token
-            ):
-                await self._discard(live)
-                return False
-            await live.ctx.resume(fresh)
-            outcome = await live.ctx.settle(live.task)
-            await self._finish_pass(run_id, definition, live, outcome)
-            return True
-        except BaseException as exc:
-            if isinstance(exc, StoreUnavailableError):
-                process.mark_outage(owner.token)
-            await self._drop(run_id, live)
-            raise
-        finally:
-            process.mark_inactive(owner.token)
+        with process.holding(live.owner.token):
+            try:
+                started = await self.s.state.transition_run(
+                    run_id, (RunStatus.SUSPENDED,),
+                    RunChanges(status=RunStatus.RUNNING, wake_at=None),
+                )
+                definition = (
+                    None if started is None else self.s.registry.workflows.get(started.workflow)
+                )
+                if (
+                    started is None
+                    or definition is None
+                    or started.cancel_requested
+                    or started.error is not None
+                    or started.owner is None
+                    or started.owner.token != live.owner.token
+                ):
+                    await self._discard(live)
+                    return False
+                await live.ctx.resume(fresh)
+                outcome = await live.ctx.settle(live.task)
+                await self._finish_pass(run_id, definition, live, outcome)
+                return True
+            except BaseException:
+                await self._drop(run_id, live)
+                raise
 
     async def _drop(self, run_id: str, live: _Live | None) -> None:
         """A pass failed (e.g. the store went away): drop its continuation; the redelivered

@@ -11,12 +11,15 @@ only its lease can tell).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from functools import cache
 from typing import Final, Literal
 
+from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.models import ClaimOwner
 
 Liveness = Literal["alive", "dead", "unknown"]
@@ -91,6 +94,22 @@ def mark_active(token: str) -> None:
 
 def mark_inactive(token: str) -> None:
     _active_tokens.discard(token)
+
+
+@contextlib.contextmanager
+def holding(token: str) -> Iterator[None]:
+    """While the block runs, this process holds the claim ``token`` (:func:`mark_active`);
+    when the block ends it no longer does, and when it ends with
+    :class:`~pikku_typing.errors.StoreUnavailableError` the claim was cut short by the store
+    (:func:`mark_outage`). Every pass and every attempt holds its claim this way."""
+    _active_tokens.add(token)
+    try:
+        yield
+    except StoreUnavailableError:
+        mark_outage(token)
+        raise
+    finally:
+        _active_tokens.discard(token)
 
 
 def mark_outage(token: str) -> None:

@@ -23,8 +23,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from pikku_typing.errors import StoreUnavailableError
-from pikku_typing.models import ClaimOwner, StepState, StepStatus
+from pikku_typing.models import StepState, StepStatus
 from pikku_typing.runtime import attempt, process, steps
 from pikku_typing.runtime.queues.base import Job, step_queue
 from pikku_typing.runtime.services import Services, enqueue_orchestrator, enqueue_step
@@ -52,19 +51,7 @@ async def run_step(
     state = services.state
     # the common case in one statement where the store can (PostgreSQL): a due attempt of a
     # run that goes on is claimed at once, without reading the step and the run first
-    owner = steps.claim_owner()
-    try:
-        claimed = await state.claim_due_step(
-            run_id, key, owner=owner, lease_seconds=services.lease_seconds
-        )
-    except BaseException as exc:
-        if isinstance(exc, StoreUnavailableError):
-            process.mark_outage(owner.token)  # the claim may have taken effect: steps.abandon
-        process.mark_inactive(owner.token)
-        raise
-    if claimed is None:
-        process.mark_inactive(owner.token)
-    elif not await _attempt(services, workflow, run_id, claimed, wake, (claimed, owner)):
+    if not await _attempt(services, workflow, run_id, key, wake, first=True):
         return
     while True:
         found = await state.get_step_and_run(run_id, key)  # one read on PostgreSQL
@@ -97,7 +84,7 @@ async def run_step(
                 continue
             await enqueue_step(services.queue, workflow, run_id, step)
             return
-        if not await _attempt(services, workflow, run_id, step, wake):
+        if not await _attempt(services, workflow, run_id, step.key, wake):
             return
 
 
@@ -125,22 +112,29 @@ async def _attempt(
     services: Services,
     workflow: str,
     run_id: str,
-    step: StepState,
+    key: str,
     wake: Wake | None,
-    held: tuple[StepState, ClaimOwner] | None = None,
+    *,
+    first: bool = False,
 ) -> bool:
-    """Claim and run one attempt (``held``: already claimed, with its owner); return True to
-    try the next attempt in this job."""
-    owner = steps.claim_owner() if held is None else held[1]
-    try:
-        if held is None:
-            claimed = await services.state.claim_step(
-                run_id, step.key, owner=owner, lease_seconds=services.lease_seconds
+    """Claim and run one attempt; return True to try the next attempt in this job (the
+    caller reads the step and decides). ``first``: the job's first move, a claim only while
+    the run goes on (``claim_due_step``): not claimed that way (a store that cannot, or a
+    step or run that needs a look) returns True as well."""
+    owner = process.new_owner()
+    with process.holding(owner.token):
+        if first:
+            claimed = await services.state.claim_due_step(
+                run_id, key, owner=owner, lease_seconds=services.lease_seconds
             )
+            if claimed is None:
+                return True
         else:
-            claimed = held[0]
-        if claimed is None:
-            return False  # another worker won, or a duplicate delivery
+            claimed = await services.state.claim_step(
+                run_id, key, owner=owner, lease_seconds=services.lease_seconds
+            )
+            if claimed is None:
+                return False  # another worker won, or a duplicate delivery
         rpc_name = claimed.rpc_name
         assert rpc_name is not None
 
@@ -152,11 +146,6 @@ async def _attempt(
             )
 
         outcome = await attempt.run_attempt(services, workflow, run_id, claimed, owner, work)
-    except StoreUnavailableError:
-        process.mark_outage(owner.token)  # see steps.abandon
-        raise
-    finally:
-        process.mark_inactive(owner.token)
     if outcome.status == "lost":
         return False  # our claim was abandoned meanwhile
     if outcome.status == "failed" and outcome.retry_at is not None:

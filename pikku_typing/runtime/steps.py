@@ -14,7 +14,7 @@ from pikku_typing import _clock
 from pikku_typing._log import describe, fields, runtime_log
 from pikku_typing.durations import parse_duration
 from pikku_typing.errors import PikkuError
-from pikku_typing.models import ClaimOwner, ErrorInfo, StepState, StepStatus
+from pikku_typing.models import ErrorInfo, StepState, StepStatus
 from pikku_typing.runtime import _observe, process
 from pikku_typing.state.base import WorkflowStateService
 from pikku_typing.wiring import StepCall, StepMiddleware
@@ -106,15 +106,12 @@ def attempt_limit(step: StepState) -> int:
     store outage cut short (:data:`STORE_OUTAGE_ERROR`: the infrastructure's failure, not the
     step's, never uses up its retries)."""
     limit = step.max_attempts if step.max_attempts is not None else DEFAULT_RETRIES + 1
-    return limit + min(_outage_count(step), OUTAGE_GRACE)
+    return limit + min(_ended_with(step, STORE_OUTAGE_ERROR), OUTAGE_GRACE)
 
 
-def _outage_count(step: StepState) -> int:
-    return sum(1 for a in step.attempts if a.error is not None and a.error.type == STORE_OUTAGE_ERROR)
-
-
-def _abandoned_count(step: StepState) -> int:
-    return sum(1 for a in step.attempts if a.error is not None and a.error.type == ABANDONED_ERROR)
+def _ended_with(step: StepState, error_type: str) -> int:
+    """How many of the step's attempts ended with an error of ``error_type``."""
+    return sum(1 for a in step.attempts if a.error is not None and a.error.type == error_type)
 
 
 def holder_abandoned(step: StepState, t: datetime) -> bool:
@@ -164,7 +161,8 @@ async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> 
     t = now()
     who = f"pid {owner.pid} on {owner.host}" if owner else "an unknown holder"
     outage = (
-        owner is not None and process.ended_by_outage(owner) and _outage_count(step) < OUTAGE_GRACE
+        owner is not None and process.ended_by_outage(owner)
+        and _ended_with(step, STORE_OUTAGE_ERROR) < OUTAGE_GRACE
     )
     if outage:
         again = True
@@ -175,7 +173,7 @@ async def abandon(state: WorkflowStateService, run_id: str, step: StepState) -> 
             step=step.key,
         )
     else:
-        again = step.attempt_count < attempt_limit(step) or _abandoned_count(step) < ABANDON_GRACE
+        again = step.attempt_count < attempt_limit(step) or _ended_with(step, ABANDONED_ERROR) < ABANDON_GRACE
         error = ErrorInfo(
             type=ABANDONED_ERROR,
             message=f"attempt {step.attempt_count} abandoned: its holder ({who}) is gone",
@@ -280,9 +278,3 @@ async def call_with_middleware(
         return call_next
 
     return await wrap(0)()
-
-
-def claim_owner() -> ClaimOwner:
-    owner = process.new_owner()
-    process.mark_active(owner.token)
-    return owner

@@ -19,13 +19,13 @@ parks the step (the run is suspended until then).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pikku_typing import durations
-from pikku_typing.errors import StoreUnavailableError
 from pikku_typing.models import ErrorInfo, StepAttempt, StepKind, StepState, StepStatus
 from pikku_typing.runtime import attempt, codec, process, steps
 from pikku_typing.runtime.queues.base import step_queue
@@ -243,12 +243,15 @@ async def _attempt(
     with ``claim_step`` by a new owner). Return ``(None, value)`` when this attempt stored
     the value, else ``(step as it is after the attempt, _NOTHING)``."""
     state = ctx.services.state
+    held: contextlib.AbstractContextManager[None]
     if step is None:
-        owner = ctx.owner
+        owner = ctx.owner  # held by the pass (Orchestrator.run_pass)
         claimed: StepState | None = await _insert_claimed(ctx, spec)
+        held = contextlib.nullcontext()
     else:
-        owner = steps.claim_owner()
-    try:
+        owner = process.new_owner()
+        held = process.holding(owner.token)
+    with held:
         if step is not None:
             claimed = await state.claim_step(
                 ctx.run_id, spec.key, owner=owner, lease_seconds=ctx.services.lease_seconds
@@ -272,12 +275,6 @@ async def _attempt(
             return attempt.Work(spec.fn, spec.result_type, ctx.definition.middleware)
 
         outcome = await attempt.run_attempt(ctx.services, ctx.name, ctx.run_id, claimed, owner, work)
-    except StoreUnavailableError:
-        process.mark_outage(owner.token)  # see steps.abandon
-        raise
-    finally:
-        if owner is not ctx.owner:
-            process.mark_inactive(owner.token)
     if outcome.status == "succeeded":
         await ctx.share_loop()
         return None, outcome.value
