@@ -616,19 +616,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
             pool = await self._ensure_open()
         if bookkeeping and self._book_pool is not None:
             pool = self._book_pool
-        elif self._held:
-            held = self._held.get(params.get("run_id"))  # type: ignore[arg-type]
-            if held is not None and not held.connection.closed:
-                # the run's lock session (no pool checkout): the pass that holds the lock
-                # sends its statements here; a lost session lost the lock too (no retry).
-                # One cursor for them all (none made per statement): concurrent statements
-                # wait for the session's lock inside execute(), and nothing can run between
-                # a statement's execute() and its fetch (no await suspends in between).
-                try:
-                    await held.execute(query, params)
-                    return await held.fetchall() if many else await held.fetchone()
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                    raise self._unavailable(exc) from None
+        elif self._held and (held := self._held_cursor(params)) is not None:
+            return await self._on_lock_session(held, query, params, many=many)
         for attempt in range(self._pool_size + 1):
             try:
                 async with pool.connection() as conn:
@@ -642,22 +631,40 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 raise self._unavailable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _held_cursor(self, params: Mapping[str, Any]) -> AsyncCursor[Any] | None:
+        """The cursor on the lock session of the statement's run, while this process holds
+        that run's lock and the session is open."""
+        held = self._held.get(params.get("run_id"))  # type: ignore[arg-type]
+        return held if held is not None and not held.connection.closed else None
+
+    async def _on_lock_session(
+        self, held: AsyncCursor[Any], query: str, params: Mapping[str, Any], *, many: bool
+    ) -> Any:
+        """A statement of a locked run on its lock's session (no pool checkout): the pass
+        that holds the lock sends its statements here; a lost session lost the lock too, so
+        there is no retry elsewhere. One cursor for them all (none made per statement):
+        concurrent statements wait for the session's lock inside execute(), and nothing can
+        run between a statement's execute() and its fetch (no await suspends in between)."""
+        import psycopg
+
+        try:
+            await held.execute(query, params)
+            return await held.fetchall() if many else await held.fetchone()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._unavailable(exc) from None
+
     async def _fetchone(
         self, name: str, params: Mapping[str, Any], *, bookkeeping: bool = False
     ) -> dict[str, Any] | None:
         if self._held and not bookkeeping and self._loop is asyncio.get_running_loop():
             # a statement of a locked run (the hot path: every statement of a pass), on its
             # lock's session without the two frames of _execute/_execute_once
-            held = self._held.get(params.get("run_id"))  # type: ignore[arg-type]
-            if held is not None and not held.connection.closed:
-                import psycopg
-
-                try:
-                    await held.execute(_Q[name], params)
-                    found: dict[str, Any] | None = await held.fetchone()
-                    return found
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                    raise self._unavailable(exc) from None
+            held = self._held_cursor(params)
+            if held is not None:
+                found: dict[str, Any] | None = await self._on_lock_session(
+                    held, _Q[name], params, many=False
+                )
+                return found
         row: dict[str, Any] | None = await self._execute(
             _Q[name], params, many=False, read=name in _READS, bookkeeping=bookkeeping
         )
@@ -899,11 +906,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self, run_id: str, key: str, *, owner: ClaimOwner, lease_seconds: float
     ) -> StepState | None:
         validate_run_id(run_id)
-        params = self._claim_params(owner, lease_seconds, None)
+        params = self._claim_params(owner, lease_seconds, None, run_goes_on=True)
         row = await self._fetchone(
-            "claim_due_step", {**params, "run_id": run_id, "key": key}, bookkeeping=True
+            "claim_step", {**params, "run_id": run_id, "key": key}, bookkeeping=True
         )
-        return None if row is None else self._step(run_id, row)
+        return None if row is None else self._step(run_id, row)  # a miss: the caller reads
 
     async def claim_step(
         self,
@@ -914,12 +921,12 @@ class PostgresWorkflowStateService(WorkflowStateService):
         lease_seconds: float,
         now: datetime | None = None,
     ) -> StepState | None:
-        params = self._claim_params(owner, lease_seconds, now)
+        params = self._claim_params(owner, lease_seconds, now, run_goes_on=False)
         return await self._step_update("claim_step", run_id, key, params, bookkeeping=True)
 
     @staticmethod
     def _claim_params(
-        owner: ClaimOwner, lease_seconds: float, now: datetime | None
+        owner: ClaimOwner, lease_seconds: float, now: datetime | None, *, run_goes_on: bool
     ) -> dict[str, Any]:
         when = c.now_utc() if now is None else c.aware(now)
         lease = when + timedelta(seconds=lease_seconds)
@@ -933,7 +940,10 @@ class PostgresWorkflowStateService(WorkflowStateService):
                 "error": None,
             }
         )
-        return {"attempt": attempt, "token": owner.token, "lease": lease, "now": when}
+        return {
+            "attempt": attempt, "token": owner.token, "lease": lease, "now": when,
+            "run_goes_on": run_goes_on,
+        }
 
     async def heartbeat_step(
         self, run_id: str, key: str, *, token: str, lease_seconds: float
@@ -949,12 +959,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
     ) -> bool:
         now = c.now_utc()
         validate_run_id(run_id)
-        try:
-            encoded = _JSON.encode(result)
-        except (TypeError, ValueError):
-            encoded = _dumps(result, f"the result of step {key!r}")  # raises, with the step
         params = {
-            "result": encoded,
+            "result": _dumps(result, f"the result of step {key!r}"),
             "now": now,
             "now_iso": _iso(now),
             "token": token,

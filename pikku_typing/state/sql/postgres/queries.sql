@@ -116,7 +116,9 @@ WHERE run_id = %(run_id)s AND key = %(key)s AND status = 'pending'
 RETURNING *
 
 -- name: claim_step
--- The attempt parameter is the new attempt (without its number) as a JSON object.
+-- The attempt parameter is the new attempt (without its number) as a JSON object. With
+-- run_goes_on (claim_due_step: a step job's first move), only while the run has no cancel
+-- request and is not settled.
 UPDATE pikku_steps SET
     status = 'running',
     attempt_count = attempt_count + 1,
@@ -130,28 +132,10 @@ UPDATE pikku_steps SET
 WHERE run_id = %(run_id)s AND key = %(key)s
     AND status IN ('pending', 'scheduled')
     AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
-RETURNING *
-
--- name: claim_due_step
--- claim_step, only while the run goes on (no cancel request, not settled): what a step job
--- does first, in one statement instead of reading the step and its run and then claiming.
-UPDATE pikku_steps SET
-    status = 'running',
-    attempt_count = attempt_count + 1,
-    attempts = attempts || jsonb_build_array(
-        jsonb_build_object('number', attempt_count + 1) || %(attempt)s::jsonb),
-    next_attempt_at = NULL,
-    lease_token = %(token)s,
-    lease_expires_at = %(lease)s,
-    started_at = coalesce(started_at, %(now)s),
-    updated_at = %(now)s
-WHERE run_id = %(run_id)s AND key = %(key)s
-    AND status IN ('pending', 'scheduled')
-    AND (next_attempt_at IS NULL OR next_attempt_at <= %(now)s)
-    AND EXISTS (
+    AND (NOT %(run_goes_on)s OR EXISTS (
         SELECT 1 FROM pikku_runs
         WHERE id = %(run_id)s AND NOT cancel_requested
-            AND status NOT IN ('completed', 'failed', 'cancelled'))
+            AND status NOT IN ('completed', 'failed', 'cancelled')))
 RETURNING *
 
 -- name: heartbeat_step
