@@ -89,7 +89,7 @@ class _Dispatch:
     """What a procrastinate worker run hands to the task: the handler and a job counter."""
 
     handler: JobHandler
-    retry: _Retry | None = None
+    retry: _Retry
     count: int = 0
     running: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -144,9 +144,10 @@ class PostgresQueue(WorkflowQueue):
         self._heartbeat_interval = heartbeat_interval
         self._stalled_after = stalled_after
         self._shutdown_timeout = shutdown_timeout
-        self._max_job_retries = max(max_job_retries, 0)
-        self._retry_backoff = max(retry_backoff, 0.0)
-        self._max_retry_backoff = max(max_retry_backoff, self._retry_backoff)
+        self._backoff = _Backoff(
+            max(max_job_retries, 0), max(retry_backoff, 0.0),
+            max(max_retry_backoff, retry_backoff, 0.0),
+        )
         self._keep_finished = keep_finished
         self._connect_timeout = connect_timeout
         self._app: App | None = None
@@ -232,9 +233,7 @@ class PostgresQueue(WorkflowQueue):
             app.task(
                 name=TASK_NAME,
                 pass_context=True,
-                retry=_retry_strategy(
-                    self._max_job_retries, self._retry_backoff, self._max_retry_backoff
-                ),
+                retry=_retry_strategy(self._backoff),
             )(_run_job)
             try:
                 await app.open_async(pool)
@@ -252,9 +251,6 @@ class PostgresQueue(WorkflowQueue):
         await self._ensure_open()
 
     # ------------------------------------------------------------------ retries
-    def _retry_delay(self, failures: int) -> float:
-        return min(self._retry_backoff * 2.0 ** (failures - 1), self._max_retry_backoff)
-
     async def _retry_later(
         self, context: JobContext, payload: dict[str, Any], failures: int, exc: BaseException
     ) -> bool:
@@ -268,9 +264,7 @@ class PostgresQueue(WorkflowQueue):
         from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 
         held = context.job
-        delay = self._retry_delay(failures)
-        _log_failure(held.id, held.queue, failures, self._max_job_retries, delay,
-                     self._max_retry_backoff, exc)
+        delay = self._backoff.failed(held.id, held.queue, failures, exc)
         deferrer = context.app.configure_task(
             TASK_NAME,
             queue=held.queue,
@@ -517,32 +511,39 @@ def _connection_lost(exc: BaseException) -> bool:
     return False
 
 
-def _log_failure(
-    job_id: int | None, queue: str, failures: int, max_job_retries: int, delay: float,
-    max_backoff: float, exc: BaseException,
-) -> None:
-    """Log a failed job: a warning per retry, one error when it failed ``max_job_retries``
-    times (it is kept and retried every ``max_backoff`` seconds)."""
-    if failures == max_job_retries + 1:
-        log.error(
-            "job %s (%s) failed %d times (%s: %s); kept, retried every %gs",
-            job_id, queue, failures, type(exc).__name__, exc, max_backoff,
-        )
-    elif failures <= max_job_retries:
-        log.warning(
-            "job %s (%s) failed (%s: %s); retry %d/%d in %gs",
-            job_id, queue, type(exc).__name__, exc, failures, max_job_retries, delay,
-        )
+@dataclass(frozen=True)
+class _Backoff:
+    """When a failed job runs again: ``first`` seconds after its first failure, doubled per
+    failure up to ``cap``; never given up (after ``max_job_retries`` failures it is logged
+    once as an error and retried every ``cap`` seconds)."""
+
+    max_job_retries: int
+    first: float
+    cap: float
+
+    def failed(self, job_id: int | None, queue: str, failures: int, exc: BaseException) -> float:
+        """Log the ``failures``-th failure of a job; return the seconds until its retry."""
+        delay = min(self.first * 2.0 ** (failures - 1), self.cap)
+        if failures == self.max_job_retries + 1:
+            log.error(
+                "job %s (%s) failed %d times (%s: %s); kept, retried every %gs",
+                job_id, queue, failures, type(exc).__name__, exc, self.cap,
+            )
+        elif failures <= self.max_job_retries:
+            log.warning(
+                "job %s (%s) failed (%s: %s); retry %d/%d in %gs",
+                job_id, queue, type(exc).__name__, exc, failures, self.max_job_retries, delay,
+            )
+        return delay
 
 
-def _retry_strategy(max_job_retries: int, backoff: float, max_backoff: float) -> Any:
+def _retry_strategy(backoff: _Backoff) -> Any:
     """procrastinate's retry decision for a job that failed without being queued again by
     :meth:`PostgresQueue._retry_later` (the database was away, or the worker is being
-    interrupted): again after ``backoff`` seconds doubled per failure, capped at
-    ``max_backoff``; never given up. Only errors of the infrastructure reach the queue (a
-    step's own error is recorded as its attempt's), so a job that keeps failing waits for
-    the store to come back; dropping it would strand its run (a suspended run whose step
-    job is gone is woken by nothing, not even the sweep)."""
+    interrupted): the same ``backoff``, never given up. Only errors of the infrastructure
+    reach the queue (a step's own error is recorded as its attempt's), so a job that keeps
+    failing waits for the store to come back; dropping it would strand its run (a suspended
+    run whose step job is gone is woken by nothing, not even the sweep)."""
     from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
     class _KeepRetrying(BaseRetryStrategy):
@@ -550,9 +551,7 @@ def _retry_strategy(max_job_retries: int, backoff: float, max_backoff: float) ->
             self, *, exception: BaseException, job: Any
         ) -> RetryDecision | None:
             failures = int(job.task_kwargs.get("failures", 0)) + int(job.attempts) + 1
-            delay = min(backoff * 2.0 ** (failures - 1), max_backoff)
-            _log_failure(job.id, job.queue, failures, max_job_retries, delay, max_backoff,
-                         exception)
+            delay = backoff.failed(job.id, job.queue, failures, exception)
             return RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
 
     return _KeepRetrying()
@@ -589,7 +588,7 @@ async def _run_job(context: JobContext, job: dict[str, Any], failures: int = 0) 
         raise
     except Exception as exc:
         status = f"error {type(exc).__name__}: {exc}"
-        if dispatch.retry is None or not await dispatch.retry(context, job, failures + 1, exc):
+        if not await dispatch.retry(context, job, failures + 1, exc):
             raise
     except BaseException as exc:  # an interrupt: the worker stops, procrastinate keeps it
         status = f"error {type(exc).__name__}: {exc}"
