@@ -274,6 +274,9 @@ class FlakyStore(WorkflowStateService):
     async def complete_step(self, *a: Any, **k: Any) -> Any:
         return await self._call("complete_step", *a, **k)
 
+    async def complete_step_later(self, *a: Any, **k: Any) -> Any:
+        return await self._call("complete_step_later", *a, **k)  # PostgreSQL: write-behind
+
     async def fail_step_attempt(self, *a: Any, **k: Any) -> Any:
         return await self._call("fail_step_attempt", *a, **k)
 

@@ -546,9 +546,11 @@ class TestStepAndRunInOneRead:
 @pytest.mark.postgres
 @pytest.mark.skipif(PG_DSN is None, reason="PIKKU_TEST_POSTGRES_DSN not set")
 class TestInlineStepStatements:
-    """Issue 16: an inline step is two statements on PostgreSQL, the step boundary folded
-    into the attempt's insert (asynchronous commit) and the result (synchronous commit); an
-    insert sends back a flag, and the step it returns is the one a read gives back."""
+    """Issue 16: an inline step is one statement on PostgreSQL in a pass: the step boundary
+    folded into the attempt's insert, with the result of the step before written behind into
+    the same statement (one synchronous commit); alone (no result held back), the insert
+    commits asynchronously and the result synchronously; an insert sends back a flag, and
+    the step it returns is the one a read gives back."""
 
     pytestmark = list(POSTGRES_MARKS)
 
@@ -700,7 +702,7 @@ class TestInlineStepStatements:
                     assert (await store.get_run(other.id)).id == other.id
             assert (await store.get_run(run.id)).id == run.id  # released: the pool again
 
-    async def test_an_inline_step_is_two_statements(
+    async def test_an_inline_step_is_one_statement(
         self, store: PostgresWorkflowStateService
     ) -> None:
         from pikku_typing import InProcessQueue, Workflow, WorkflowRuntime, wire_workflow
@@ -774,10 +776,12 @@ class TestInlineStepStatements:
         short, long = per_run[1], per_run[2]
         extra = {k: long.get(k, 0) - short.get(k, 0) for k in set(short) | set(long)}
         extra = {k: v for k, v in extra.items() if v}
-        # five more steps: five boundary+attempt-start inserts and five results, nothing else,
-        # and no pool checkout or new cursor: a pass sends them on the session holding the
-        # run's lock, through one cursor
-        assert extra == {"insert_step_at_boundary": 5, "complete_step": 5}
+        # five more steps: five statements, each the result of the step before (written
+        # behind) with the boundary and attempt start of the next, nothing else, and no pool
+        # checkout or new cursor: a pass sends them on the session holding the run's lock,
+        # through one cursor (the last step's result goes before the run's settlement, as
+        # in the short run)
+        assert extra == {"complete_then_insert_step_at_boundary": 5}
 
 
 @pytest.mark.postgres
@@ -874,3 +878,175 @@ class TestStepJobClaim:
                 await store.close()
         assert ran[:2] == ["claim_due_step", "complete_step"], ran
         assert "get_step_and_run" not in ran and "claim_step" not in ran
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(PG_DSN is None, reason="PIKKU_TEST_POSTGRES_DSN not set")
+class TestWriteBehind:
+    """Issue 16: ``complete_step_later`` while this process holds the run's lock holds the
+    result back and sends it with the run's next statement: a step's insert carries it in
+    the same statement, committed synchronously; any other statement of the run sends it
+    first; the lock's release sends it at the latest; a claim taken over meanwhile is a
+    ``StepCompletionLostError`` and nothing of the statement applies."""
+
+    pytestmark = list(POSTGRES_MARKS)
+
+    @staticmethod
+    def _running(key: str, token: str) -> StepState:
+        from pikku_typing.models import ClaimOwner, StepAttempt, StepStatus
+
+        owner = ClaimOwner(host="h", pid=1, token=token)
+        return StepState(
+            key=key, step_name=key, kind=StepKind.INLINE, status=StepStatus.RUNNING,
+            attempt_count=1, attempts=[StepAttempt(number=1, status=StepStatus.RUNNING, owner=owner)],
+        )  # fmt: skip
+
+    async def _stored(self, dsn: str, run_id: str) -> dict[str, tuple[str, Any]]:
+        rows = await _query(dsn, "SELECT key, status, result FROM pikku_steps WHERE run_id = %s", run_id)
+        return {key: (status, result) for key, status, result in rows}
+
+    async def test_the_next_insert_carries_the_result_in_one_synchronous_statement(
+        self, dsn: str
+    ) -> None:
+        # the test server commits asynchronously: the sessions' own setting, as a real one's
+        store = PostgresWorkflowStateService(_with_options(dsn, "-c synchronous_commit=on"))
+        try:
+            run = await store.create_run("wf", None)
+            async with store.lock_run(run.id):
+                await store.insert_step_at_boundary(run.id, self._running("a", "t1"))
+                assert await store.complete_step_later(run.id, "a", result=7, token="t1")
+                # held back: another session does not see it yet
+                assert (await self._stored(dsn, run.id))["a"][0] == "running"
+
+                async def next_step(s: PostgresWorkflowStateService) -> None:
+                    assert await s.insert_step_at_boundary(run.id, self._running("b", "t2"))
+
+                # one statement, on a session that commits synchronously (the lock's)
+                assert await _statements_by_setting(store, next_step) == {
+                    "complete_then_insert_step_at_boundary": {"on"}
+                }
+                assert await self._stored(dsn, run.id) == {
+                    "a": ("succeeded", "7"), "b": ("running", None)
+                }
+                assert store._pending == {}
+        finally:
+            await store.close()
+
+    async def test_any_other_statement_of_the_run_or_the_release_sends_it(
+        self, dsn: str
+    ) -> None:
+        from pikku_typing.models import StepStatus
+
+        store = PostgresWorkflowStateService(dsn)
+        try:
+            run = await store.create_run("wf", None)
+            other = await store.create_run("wf", None)
+            async with store.lock_run(run.id):
+                await store.insert_step_at_boundary(run.id, self._running("a", "t1"))
+                await store.complete_step_later(run.id, "a", result="x", token="t1")
+                await store.get_run(other.id)  # another run's statement: still held back
+                assert (await self._stored(dsn, run.id))["a"][0] == "running"
+                step = await store.get_step(run.id, "a")  # the run's own read sends it first
+                assert step is not None and step.status is StepStatus.SUCCEEDED
+                assert step.result == "x"
+                await store.insert_step_at_boundary(run.id, self._running("b", "t2"))
+                await store.complete_step_later(run.id, "b", result=[1], token="t2")
+                await store.complete_step_later(run.id, "b", result=[2], token="t2")
+            # released: sent before the unlock (the second one no longer applied: logged)
+            assert (await self._stored(dsn, run.id))["b"] == ("succeeded", "[1]")
+            assert store._pending == {}
+        finally:
+            await store.close()
+
+    async def test_without_the_lock_it_is_stored_at_once(self, dsn: str) -> None:
+        store = PostgresWorkflowStateService(dsn)
+        try:
+            run = await store.create_run("wf", None)
+            await store.insert_step(run.id, self._running("a", "t1"))
+            assert await store.complete_step_later(run.id, "a", result=1, token="t1")
+            assert (await self._stored(dsn, run.id))["a"] == ("succeeded", "1")
+            assert not await store.complete_step_later(run.id, "a", result=2, token="t1")
+        finally:
+            await store.close()
+
+    async def test_a_claim_taken_over_meanwhile_is_lost_and_nothing_applies(
+        self, dsn: str
+    ) -> None:
+        from datetime import UTC, datetime
+
+        from pikku_typing.models import ErrorInfo
+        from pikku_typing.state.base import StepCompletionLostError
+
+        store = PostgresWorkflowStateService(dsn)
+        other = PostgresWorkflowStateService(dsn)  # another process abandons the attempt
+        try:
+            run = await store.create_run("wf", None)
+            async with store.lock_run(run.id):
+                await store.insert_step_at_boundary(run.id, self._running("a", "t1"))
+                await store.complete_step_later(run.id, "a", result=7, token="t1")
+                await other.fail_step_attempt(
+                    run.id, "a", token=None, error=ErrorInfo(type="AbandonedAttempt", message="m"),
+                    retry_at=datetime.now(UTC),
+                )
+                with pytest.raises(StepCompletionLostError, match="'a'"):
+                    await store.insert_step_at_boundary(run.id, self._running("b", "t2"))
+                assert store._pending == {}
+            stored = await self._stored(dsn, run.id)
+            assert stored == {"a": ("scheduled", None)}  # no result, no step b
+        finally:
+            await store.close()
+            await other.close()
+
+    async def test_a_pass_whose_held_back_result_is_lost_runs_again(self, dsn: str) -> None:
+        """End to end: the first attempt of step ``a`` is taken over by another process
+        while its code runs (abandoned, due again); its result, held back, does not apply
+        when the insert of step ``b`` carries it: the pass is abandoned (step ``b`` is not
+        inserted), the job runs again and the replay runs ``a`` again: the run completes
+        with the second attempt's value."""
+        from datetime import UTC, datetime
+
+        from registry_support import isolated_registry
+
+        from pikku_typing import InProcessQueue, Workflow, WorkflowRuntime, wire_workflow
+        from pikku_typing.models import ErrorInfo, RunStatus
+
+        store = PostgresWorkflowStateService(dsn)
+        other = PostgresWorkflowStateService(dsn)
+        ran: list[int] = []
+        run_ids: list[str] = []
+
+        async def body() -> int:
+            ran.append(len(ran) + 1)
+            if len(ran) == 1:
+                await other.fail_step_attempt(
+                    run_ids[0], "a", token=None, retry_at=datetime.now(UTC),
+                    error=ErrorInfo(type="AbandonedAttempt", message="taken over"),
+                )
+            return len(ran) * 10
+
+        async def flow(workflow: Workflow, _: None) -> int:
+            a = int(await workflow.do("a", body))
+            b = int(await workflow.do("b", lambda: a + 1))
+            return b
+
+        with isolated_registry():
+            wire_workflow(name="pg_lost_result", func=flow, execution_mode="inline")
+            runtime = WorkflowRuntime(store, InProcessQueue(retry_backoff=0.001))
+            try:
+                client = runtime.client("pg_lost_result")
+                handle = await client.start(None)
+                run_ids.append(handle.run_id)
+                await runtime.drain()
+                assert await client.result(handle.run_id, timeout=60) == 21
+                run = await client.get_run(handle.run_id)
+                assert run.status is RunStatus.COMPLETED
+                steps = await store.get_step_states(handle.run_id)
+                assert ran == [1, 2]
+                assert [x.error.type if x.error else None for x in steps["a"].attempts] == [
+                    "AbandonedAttempt", None
+                ]
+                assert steps["b"].attempt_count == 1
+            finally:
+                await runtime.close()
+                await store.close()
+                await other.close()

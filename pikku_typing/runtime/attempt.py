@@ -111,10 +111,14 @@ async def run_attempt(
     step: StepState,
     owner: ClaimOwner,
     work: Callable[[], Work],
+    *,
+    write_behind: bool = False,
 ) -> Attempt:
     """Run the claimed attempt ``step.attempt_count`` of ``step`` (held by ``owner``) and
     record its outcome. ``work`` is resolved inside the attempt: an error resolving it (an
-    RPC no longer registered) is the attempt's error, like an error of the step's code."""
+    RPC no longer registered) is the attempt's error, like an error of the step's code.
+    ``write_behind``: a pass that holds the run's lock ran it, so its result is stored with
+    ``complete_step_later`` (the store may send it with the pass's next statement)."""
     state = services.state
     what = f"workflow {workflow!r} run {run_id!r} step {step.key!r}"
     # logs "started" now and succeeded/failed below; a span while OpenTelemetry is on
@@ -165,7 +169,8 @@ async def run_attempt(
             return Attempt("lost")
         observed.failed(exc, retry_at, t)
         return Attempt("failed", step=updated, retry_at=retry_at)
-    if not await state.complete_step(run_id, step.key, result=encoded, token=owner.token):
+    complete = state.complete_step_later if write_behind else state.complete_step
+    if not await complete(run_id, step.key, result=encoded, token=owner.token):
         observed.abandoned()
         return Attempt("lost")
     observed.succeeded()

@@ -33,7 +33,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, final
 
-from pikku_typing.errors import InvalidRunIdError, StepNotFoundError
+from pikku_typing.errors import InvalidRunIdError, StepNotFoundError, StoreUnavailableError
 from pikku_typing.models import (
     ClaimOwner,
     ErrorInfo,
@@ -55,6 +55,13 @@ def validate_run_id(run_id: object) -> str:
             "(starting with a letter or digit, no '..')"
         )
     return run_id
+
+
+class StepCompletionLostError(StoreUnavailableError):
+    """A write-behind completion (:meth:`WorkflowStateService.complete_step_later`) did not
+    apply when the store sent it: the attempt's claim no longer held. The pass went on with
+    a result that is not recorded, so it is abandoned like one the store failed under (the
+    job runs again and replays the run from what is recorded)."""
 
 
 @dataclass(frozen=True)
@@ -277,6 +284,22 @@ class WorkflowStateService(ABC):
         """Store the result and mark the step ``succeeded``. With a ``token``, only if that
         token holds the running attempt; with ``None`` (sleeps), only if the step has not
         succeeded yet. Returns whether the result was stored."""
+
+    async def complete_step_later(
+        self, run_id: str, key: str, *, result: Any, token: str
+    ) -> bool:
+        """:meth:`complete_step` as a pass stores the result of an attempt it ran itself,
+        while it holds the run's lock (``lock_run``). A store may hold the completion back
+        (write-behind) and send it with the run's next statement, in the same transaction,
+        or before it, and at the latest when the lock is released: the result is durable
+        before anything else of the run is stored (the next step's claim, before that step's
+        code runs; the run's settlement), and only the workflow's own code between two steps
+        runs before that. A crash in between re-runs the attempt, as a crash just before
+        :meth:`complete_step` does. When a held-back completion no longer applies (its claim
+        was taken over), the statement that sends it raises
+        :class:`StepCompletionLostError`. ``True``: stored, or held back. The default stores
+        it at once (PostgreSQL holds it back: one round trip per step instead of two)."""
+        return await self.complete_step(run_id, key, result=result, token=token)
 
     @abstractmethod
     async def fail_step_attempt(

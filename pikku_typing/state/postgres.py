@@ -64,6 +64,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -95,6 +96,7 @@ from pikku_typing.state.base import (
     UNSET,
     DamagedRun,
     RunChanges,
+    StepCompletionLostError,
     WorkflowStateService,
     validate_run_id,
 )
@@ -116,7 +118,26 @@ _MIGRATIONS: Final = _sql.migrations("postgres")
 SCHEMA_VERSION: Final = max(_MIGRATIONS)
 """Latest schema version this code knows (``pikku_schema_version``)."""
 
-_Q: Final = _sql.queries("postgres")
+_DONE_NAMES: Final = ("result", "now", "now_iso", "token", "key")
+"""The parameters of ``complete_step`` that ``complete_then_insert_step_at_boundary`` takes
+prefixed ``done_`` (``run_id`` is the same run's)."""
+
+
+_DONE_PARAMS: Final = re.compile(r"%\((" + "|".join(_DONE_NAMES) + r")\)s")
+
+
+def _compose(queries: dict[str, str]) -> dict[str, str]:
+    """The named statements, with ``complete_step`` (its parameters prefixed ``done_``) put
+    into ``complete_then_insert_step_at_boundary`` where its ``COMPLETE_STEP`` line stands:
+    one text of the completion for both statements."""
+    composed = dict(queries)
+    done = _DONE_PARAMS.sub(r"%(done_\1)s", queries["complete_step"])
+    name = "complete_then_insert_step_at_boundary"
+    composed[name] = queries[name].replace("COMPLETE_STEP", done, 1)
+    return composed
+
+
+_Q: Final = _compose(_sql.queries("postgres"))
 """The named statements of ``pikku_typing/state/sql/postgres/queries.sql``."""
 
 # A fixed key for the transaction-level advisory lock that serialises migrations.
@@ -347,6 +368,18 @@ def _as_stored(step: StepState, params: Mapping[str, Any]) -> StepState:
     return step.model_copy(update=update) if update else step
 
 
+def _complete_params(run_id: str, key: str, result: Any, token: str | None) -> dict[str, Any]:
+    now = c.now_utc()
+    return {
+        "result": _dumps(result, f"the result of step {key!r}"),
+        "now": now,
+        "now_iso": _iso(now),
+        "token": token,
+        "run_id": run_id,
+        "key": key,
+    }
+
+
 READ_RETRY_DELAYS: Final = (0.05, 0.2, 0.8)
 """Backoff (seconds) of the retries of a read whose connection failed: bounded, ~1 s."""
 
@@ -406,6 +439,9 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._lock_pool: AsyncConnectionPool[Any] | None = None
         self._guards: list[PoolGuard] = []
         self._held: dict[str, AsyncCursor[Any]] = {}
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        """Write-behind completions of locked runs, by run (``complete_step`` parameters):
+        sent with or before the run's next statement (see :meth:`complete_step_later`)."""
         """A cursor on each session holding one of this process's run locks, by run: the
         statements of a locked run go through its lock's session (see :meth:`_execute_once`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -589,6 +625,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
         retried with a bounded backoff (:data:`READ_RETRY_DELAYS`) before
         :class:`StoreUnavailableError`; a write is not (its outcome is unknown: the runtime's
         redelivery of the job decides)."""
+        if self._pending:
+            await self._flush(params.get("run_id"))
         try:
             return await self._execute_once(query, params, many=many, bookkeeping=bookkeeping)
         except StoreUnavailableError as exc:
@@ -656,10 +694,12 @@ class PostgresWorkflowStateService(WorkflowStateService):
     async def _fetchone(
         self, name: str, params: Mapping[str, Any], *, bookkeeping: bool = False
     ) -> dict[str, Any] | None:
-        if self._held and not bookkeeping and self._loop is asyncio.get_running_loop():
+        if self._held and self._loop is asyncio.get_running_loop():
+            if self._pending:  # a held-back completion of the run goes first
+                await self._flush(params.get("run_id"))
             # a statement of a locked run (the hot path: every statement of a pass), on its
             # lock's session without the two frames of _execute/_execute_once
-            held = self._held_cursor(params)
+            held = None if bookkeeping else self._held_cursor(params)
             if held is not None:
                 found: dict[str, Any] | None = await self._on_lock_session(
                     held, _Q[name], params, many=False
@@ -857,15 +897,27 @@ class PostgresWorkflowStateService(WorkflowStateService):
 
     async def insert_step_at_boundary(self, run_id: str, step: StepState) -> StepState | None:
         """One statement (``INSERT ... SELECT ... FROM pikku_runs WHERE`` the run goes on):
-        the run's check and the step's insert, on the bookkeeping pool for an attempt's
-        start like :meth:`insert_step`; only a miss on an existing step reads more."""
+        the run's check and the step's insert, committed asynchronously for an attempt's
+        start like :meth:`insert_step`; only a miss on an existing step reads more. With a
+        held-back completion of the run (:meth:`complete_step_later`), that completion too,
+        in the same statement, committed synchronously."""
         validate_run_id(run_id)
         params = _insert_step_params(run_id, step)
-        # the statement sets its own transaction's synchronous_commit: any session will do
-        params["asynchronous"] = (
-            step.status is StepStatus.RUNNING and not self.synchronous_every_commit
-        )
-        row = await self._fetchone("insert_step_at_boundary", params)
+        held = self._held_cursor(params) if self._pending.get(run_id) else None
+        if held is not None:
+            done = await self._take_last_pending(run_id)
+            params.update({f"done_{name}": done[name] for name in _DONE_NAMES})
+            row = await self._on_lock_session(
+                held, _Q["complete_then_insert_step_at_boundary"], params, many=False
+            )
+            if row is not None and not row["completed"]:
+                raise self._lost(done)
+        else:
+            # the statement sets its own transaction's synchronous_commit: any session will do
+            params["asynchronous"] = (
+                step.status is StepStatus.RUNNING and not self.synchronous_every_commit
+            )
+            row = await self._fetchone("insert_step_at_boundary", params)
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
         if not row["goes_on"]:
@@ -957,21 +1009,56 @@ class PostgresWorkflowStateService(WorkflowStateService):
     async def complete_step(
         self, run_id: str, key: str, *, result: Any, token: str | None
     ) -> bool:
-        now = c.now_utc()
         validate_run_id(run_id)
-        params = {
-            "result": _dumps(result, f"the result of step {key!r}"),
-            "now": now,
-            "now_iso": _iso(now),
-            "token": token,
-            "run_id": run_id,
-            "key": key,
-        }
+        params = _complete_params(run_id, key, result, token)
         # RETURNING a flag only: the caller needs whether it applied, not the row
         if await self._fetchone("complete_step", params):
             return True
         await self._require_run(run_id)
         return False
+
+    async def complete_step_later(
+        self, run_id: str, key: str, *, result: Any, token: str
+    ) -> bool:
+        """Write-behind, while this process holds the run's lock: the completion is held back
+        and sent with the run's next statement. A step's insert carries it in the same
+        statement and one synchronous commit (``complete_then_insert_step_at_boundary``: one
+        round trip per step instead of two); any other statement of the run sends it first;
+        the lock's release sends it at the latest. Without the lock: :meth:`complete_step`."""
+        validate_run_id(run_id)
+        if self._held_cursor({"run_id": run_id}) is None:
+            return await self.complete_step(run_id, key, result=result, token=token)
+        self._pending.setdefault(run_id, []).append(_complete_params(run_id, key, result, token))
+        return True
+
+    async def _take_last_pending(self, run_id: str) -> dict[str, Any]:
+        """The run's last held-back completion, after the others (if any) were sent."""
+        pending = self._pending.pop(run_id)
+        done = pending.pop()
+        if pending:
+            self._pending[run_id] = pending
+            await self._flush(run_id)
+        return done
+
+    async def _flush(self, run_id: str | None) -> None:
+        """Send the held-back completions of ``run_id`` (none: nothing to do), each a
+        synchronous commit; :meth:`_lost` when one no longer applies."""
+        pending = self._pending.pop(run_id, None) if run_id is not None else None
+        for params in pending or ():
+            held = self._held_cursor(params)
+            if held is not None:
+                row = await self._on_lock_session(held, _Q["complete_step"], params, many=False)
+            else:
+                row = await self._execute_once(_Q["complete_step"], params, many=False)
+            if not row:
+                raise self._lost(params)
+
+    def _lost(self, params: Mapping[str, Any]) -> StepCompletionLostError:
+        return StepCompletionLostError(
+            f"PostgreSQL at {self._where}: the result of step {params['key']!r} of run "
+            f"{params['run_id']!r} was not stored: its attempt's claim no longer held "
+            "(taken over meanwhile); the pass is abandoned and runs again"
+        )
 
     async def fail_step_attempt(
         self,
@@ -1097,7 +1184,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
             if not locked:
                 raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
             self._held[run_id] = conn.cursor()
-            yield
+            try:
+                yield
+            finally:
+                if run_id in self._pending:
+                    await self._flush_at_release(run_id)
         finally:
             held = self._held.get(run_id)
             if held is not None and held.connection is conn:
@@ -1112,6 +1203,17 @@ class PostgresWorkflowStateService(WorkflowStateService):
                         raise self._unavailable(exc) from None
                     raise
             await lock_pool.putconn(conn)
+
+    async def _flush_at_release(self, run_id: str) -> None:
+        """The last chance of a held-back completion: a pass that ended without another
+        statement of its run (an error, a cancellation). Best effort: when it cannot be
+        stored, its attempt stays running and is taken over like a crashed one."""
+        try:
+            await self._flush(run_id)
+        except (StoreUnavailableError, RunNotFoundError) as exc:
+            self._pending.pop(run_id, None)
+            _log.warning("a step result of run %s was not stored before its lock was "
+                         "released: %s", run_id, exc)
 
     async def _acquire(
         self,

@@ -274,7 +274,11 @@ async def _attempt(
             assert spec.fn is not None
             return attempt.Work(spec.fn, spec.result_type, ctx.definition.middleware)
 
-        outcome = await attempt.run_attempt(ctx.services, ctx.name, ctx.run_id, claimed, owner, work)
+        # the pass's own first attempt: its result may be written behind, with the pass's
+        # next statement (the store's complete_step_later)
+        outcome = await attempt.run_attempt(
+            ctx.services, ctx.name, ctx.run_id, claimed, owner, work, write_behind=step is None
+        )
     if outcome.status == "succeeded":
         await ctx.share_loop()
         return None, outcome.value
