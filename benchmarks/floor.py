@@ -21,15 +21,16 @@ on a fresh database or schema.
     (target <= 2x the SQLite floor; and the alternative that fsyncs the attempt start too,
     ``fsync_every_commit=True``), SQLite remote (<= 4x; on the default queue of the store,
     ``StoreQueue``, whose job commits are not fsynced),
-    PostgreSQL inline (<= 2.5x the PostgreSQL floor; and the alternative that commits the
-    attempt start synchronously too, ``synchronous_every_commit=True``), PostgreSQL remote on
+    PostgreSQL inline (<= 2.5x the PostgreSQL floor; and the alternatives that commit each
+    step's result before the workflow's code goes on, ``write_behind=False``, and also the
+    attempt start synchronously, ``synchronous_every_commit=True``), PostgreSQL remote on
     ``PostgresQueue`` in one process (<= 6x). The test server of ``scripts/postgres.sh`` runs
     with ``fsync=off``, which hides commit costs: for the real floor pass ``--dsn`` of a
     second server started with ``PIKKU_PG_DURABLE=1`` (see that script).
 [2] **trips**: statements sent to PostgreSQL per step (a psycopg hook counts every
     ``cursor.execute``/``executemany`` and every transaction block, the store's and
     procrastinate's), inline and remote; and the WAL flushes (fsyncs) per inline step from
-    ``pg_stat_wal``, with and without ``synchronous_every_commit``.
+    ``pg_stat_wal``, with the defaults and with the two alternatives above.
 [3] **throughput**: remote steps per second with 1 and 2 ``pikku-worker`` processes on
     ``PostgresQueue`` against procrastinate's own throughput for a no-op job with the same
     number of worker processes on the same server (target >= 0.5x).
@@ -106,18 +107,25 @@ the queue (``WorkflowRuntime(eager_steps=False)``: a step job and a pass per ste
 # ------------------------------------------------------------------ children: the floor
 
 
-def child_pg_sync_all(steps: int, dsn: str) -> dict[str, Any]:
-    """pg inline with ``synchronous_every_commit=True`` (the alternative): the same flow and
-    set-up as ``runtime_postgres.py``, with every store of this process built that way."""
+ALTERNATIVES: dict[str, dict[str, bool]] = {
+    "no-write-behind": {"write_behind": False},
+    "strict": {"write_behind": False, "synchronous_every_commit": True},
+}
+"""The alternatives to the PostgreSQL store's defaults that ``pg inline*`` and ``pg inline**``
+measure: each step's result committed before the workflow's code goes on (instead of with
+the next step's insert), and also every attempt start committed synchronously."""
+
+
+def child_pg_alternative(name: str, steps: int, dsn: str) -> dict[str, Any]:
+    """pg inline with the store options ``ALTERNATIVES[name]``: the same flow and set-up as
+    ``runtime_postgres.py``, with every store of this process built that way."""
     from functools import partialmethod
 
     from runtime_postgres import child_pikku
 
     from pikku_typing.state.postgres import PostgresWorkflowStateService as Store
 
-    Store.__init__ = partialmethod(  # type: ignore[method-assign]
-        Store.__init__, synchronous_every_commit=True
-    )
+    Store.__init__ = partialmethod(Store.__init__, **ALTERNATIVES[name])  # type: ignore[method-assign]
     return child_pikku("inline", steps, dsn)
 
 
@@ -244,8 +252,8 @@ def child_trips(mode: str, steps: int, dsn: str, _directory: Path) -> dict[str, 
 
 def child_wal_flushes(steps: int, dsn: str, _directory: Path) -> dict[str, Any]:
     """WAL flushes (``pg_stat_wal.wal_sync``, the server's fsyncs of the WAL) per inline
-    step, with the default store (the attempt's start an asynchronous commit) and with
-    ``synchronous_every_commit=True``: a count, not a time, so a loaded machine does not
+    step, with the default store (a step's result and the next attempt's start: one
+    synchronous commit) and with the ``ALTERNATIVES``: a count, not a time, so a loaded machine does not
     blur it. The view is the whole server's: anything else committing meanwhile adds to it
     (run on a server nobody else writes to)."""
     import psycopg
@@ -270,11 +278,12 @@ def child_wal_flushes(steps: int, dsn: str, _directory: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {"default": asyncio.run(main())}
     init = Store.__init__
-    Store.__init__ = partialmethod(init, synchronous_every_commit=True)  # type: ignore[method-assign]
-    try:
-        out["synchronous_every_commit"] = asyncio.run(main())
-    finally:
-        Store.__init__ = init  # type: ignore[method-assign]
+    for name, options in ALTERNATIVES.items():
+        Store.__init__ = partialmethod(init, **options)  # type: ignore[method-assign]
+        try:
+            out[name] = asyncio.run(main())
+        finally:
+            Store.__init__ = init  # type: ignore[method-assign]
     return out
 
 
@@ -451,7 +460,7 @@ def _verdict(ratio: float, target: float, higher_is_better: bool = False) -> str
 def section_floor(dsn: str, reps: int, steps: int) -> None:
     names = ["sqlite floor", "sqlite inline", "sqlite remote", "sqlite remote q",
              "sqlite remote ip", "sqlite remote ip q", "pg floor", "pg inline", "pg remote",
-             "pg remote q", "sqlite inline*", "pg inline*", "pg floor sync"]
+             "pg remote q", "sqlite inline*", "pg inline*", "pg inline**", "pg floor sync"]
     samples: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}  # client CPU (process_time)
 
@@ -487,8 +496,9 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
         pg("pg inline", _with_schema(
             dsn, lambda d: run_script("runtime_postgres.py", "pikku", "inline", str(steps), d)
         ), "per_step_us")
-        pg("pg inline*", _with_schema(
-            dsn, lambda d: run_child("pg-sync-all", str(steps), d)), "per_step_us")
+        for name, option in (("pg inline*", "no-write-behind"), ("pg inline**", "strict")):
+            pg(name, _with_schema(dsn, lambda d, option=option: run_child(
+                "pg-alternative", option, str(steps), d)), "per_step_us")
         for name, env in (("pg remote", EAGER), ("pg remote q", QUEUED)):
             pg(name, _with_schema(dsn, lambda d, env=env: run_script(
                 "runtime_postgres.py", "pikku", "remote", str(remote_steps), d, **env
@@ -506,7 +516,7 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
                                           ("sqlite remote", 4.0), ("sqlite remote q", 4.0),
                                           ("sqlite remote ip", 4.0),
                                           ("sqlite remote ip q", 4.0))),
-                        ("pg floor", (("pg inline", 2.5), ("pg inline*", 2.5),
+                        ("pg floor", (("pg inline", 2.5), ("pg inline*", 2.5), ("pg inline**", 2.5),
                                       ("pg remote", 6.0), ("pg remote q", 6.0)))):
         print(f"    {floor:18s} {med[floor]:8.0f} us/commit  ({fmt(samples[floor])}){_cpu(floor)}")
         if floor == "pg floor":
@@ -518,10 +528,12 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
             ratio = med[name] / med[floor]
             print(f"    {name:18s} {med[name]:8.0f} us/step    = {ratio:5.1f}x floor  "
                   f"({_verdict(ratio, target)})  ({fmt(samples[name])}){_cpu(name)}")
-    print("    * the alternative: fsync_every_commit=True also fsyncs the attempt start (2 fsyncs "
-          "per inline step instead of 1);\n      synchronous_every_commit=True commits the "
-          "PostgreSQL attempt start synchronously too (2 WAL flushes per inline step instead "
-          "of 1)\n    remote: eager remote steps (the default: the process drains every queue, "
+    print("    * the alternatives: sqlite: fsync_every_commit=True also fsyncs the attempt start "
+          "(2 fsyncs per inline step instead of 1);\n      pg: write_behind=False commits each "
+          "step's result before the workflow's code goes on (2 statements per inline step "
+          "instead of 1,\n      the result and the next step's start in one),"
+          " ** and synchronous_every_commit=True: the attempt start synchronously too (2 WAL "
+          "flushes per step)\n    remote: eager remote steps (the default: the process drains every queue, "
           "so each step runs in its pass);\n    remote q: eager_steps=False, a step job and a "
           "pass per step; sqlite remote: StoreQueue, ip: InProcessQueue; pg remote: "
           "PostgresQueue")
@@ -542,8 +554,8 @@ def section_trips(dsn: str, steps: int) -> None:
           "remote q: eager_steps=False")
     wal = _with_schema(dsn, lambda d: run_child("wal-flushes", str(steps), d))
     print(f"    WAL flushes per inline step (pg_stat_wal.wal_sync, the whole server's): "
-          f"{wal['default']:.2f}; with synchronous_every_commit=True "
-          f"{wal['synchronous_every_commit']:.2f}")
+          f"{wal['default']:.2f}; with write_behind=False {wal['no-write-behind']:.2f}; and "
+          f"synchronous_every_commit=True {wal['strict']:.2f}")
 
 
 def section_throughput(dsn: str, reps: int, runs: int) -> None:
@@ -602,8 +614,8 @@ def main() -> int:
             out = child_floor_postgres(rest[0], directory)
         elif kind == "floor-postgres-sync":
             out = child_floor_postgres_sync(rest[0], directory)
-        elif kind == "pg-sync-all":
-            out = child_pg_sync_all(int(rest[0]), rest[1])
+        elif kind == "pg-alternative":
+            out = child_pg_alternative(rest[0], int(rest[1]), rest[2])
         elif kind == "wal-flushes":
             out = child_wal_flushes(int(rest[0]), rest[1], directory)
         elif kind == "trips":

@@ -969,6 +969,18 @@ class TestWriteBehind:
         finally:
             await store.close()
 
+    async def test_write_behind_false_stores_it_at_once_under_the_lock(self, dsn: str) -> None:
+        store = PostgresWorkflowStateService(dsn, write_behind=False)
+        try:
+            run = await store.create_run("wf", None)
+            async with store.lock_run(run.id):
+                await store.insert_step_at_boundary(run.id, self._running("a", "t1"))
+                assert await store.complete_step_later(run.id, "a", result=1, token="t1")
+                assert (await self._stored(dsn, run.id))["a"] == ("succeeded", "1")
+                assert store._pending == {}
+        finally:
+            await store.close()
+
     async def test_a_claim_taken_over_meanwhile_is_lost_and_nothing_applies(
         self, dsn: str
     ) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres_support import create_schema_dsn, drop_schema_dsn, requires_postgres
 
 from pikku_typing.models import RunStatus, StepStatus
 from pikku_typing.state import open_store
@@ -48,9 +49,11 @@ MODES = pytest.mark.parametrize("mode", ["inline", "remote"])
 
 
 class App:
-    def __init__(self, tmp_path: Path, store_kind: str, mode: str) -> None:
+    def __init__(self, tmp_path: Path, store_kind: str, mode: str, *, dsn: str = "") -> None:
         self.url = (
-            f"file:{tmp_path / 'state'}" if store_kind == "file" else f"sqlite:{tmp_path / 'state.db'}"
+            f"postgres:{dsn}" if dsn
+            else f"file:{tmp_path / 'state'}" if store_kind == "file"
+            else f"sqlite:{tmp_path / 'state.db'}"
         )
         self.counts = tmp_path / "counts.txt"
         self.mode = mode
@@ -145,6 +148,39 @@ def test_kill_in_an_inline_first_attempt_counts_the_attempt(
     assert c.status is StepStatus.FAILED and c.attempt_count == crashes == 6
     assert app.counts_by_run()[run_id]["c"] == crashes  # one execution per attempt
     assert all(a.error is not None and a.error.type == "AbandonedAttempt" for a in c.attempts)
+
+
+@pytest.mark.postgres
+@requires_postgres
+@MODES
+def test_kill_before_a_written_behind_result_is_sent_runs_the_step_again(
+    tmp_path: Path, mode: str
+) -> None:
+    """PostgreSQL writes a pass's step result behind (with the pass's next statement). A
+    process killed after step ``b``'s code returned its result to the store, before the
+    next statement: ``b``'s result was never stored (its attempt is still running, held by
+    the dead process), nothing after it was recorded, and the next process runs ``b``
+    again (its first attempt abandoned, as after a crash inside the step), then the rest."""
+    dsn = create_schema_dsn("pikku_crash_")
+    try:
+        app = App(tmp_path, "postgres", mode, dsn=dsn)
+        [run_id] = app.start(1)
+        app.run("drain", crash="after-code:b", expect=-signal.SIGKILL)
+        [(_run, steps)] = app.runs()
+        assert steps["a"].status is StepStatus.SUCCEEDED
+        assert steps["b"].status is StepStatus.RUNNING and steps["b"].result is None
+        assert "c" not in steps
+        assert app.counts_by_run()[run_id] == {"a": 1, "b": 1}
+        app.run("drain")
+        counts = app.counts_by_run()[run_id]
+        assert (counts["a"], counts["b"], counts["c"], counts["d"]) == (1, 2, 1, 1)
+        app.assert_completed([run_id])
+        [(_, steps)] = app.runs()
+        assert steps["b"].attempt_count == 2
+        assert steps["b"].attempts[0].error is not None
+        assert steps["b"].attempts[0].error.type == "AbandonedAttempt"
+    finally:
+        drop_schema_dsn(dsn)
 
 
 @STORES

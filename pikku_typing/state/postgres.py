@@ -414,7 +414,10 @@ class PostgresWorkflowStateService(WorkflowStateService):
     attempt may take before :class:`StoreUnavailableError`. Bookkeeping commits (an
     attempt's start, claim, heartbeat; a pass marking its run running/suspended) are
     asynchronous (``synchronous_commit = off``, see the module's docstring);
-    ``synchronous_every_commit=True`` commits them like everything else.
+    ``synchronous_every_commit=True`` commits them like everything else. A pass's step
+    result is written behind (:meth:`complete_step_later`: sent with the run's next
+    statement, one round trip per inline step); ``write_behind=False`` commits it before
+    the workflow's code goes on (two round trips per inline step).
     """
 
     def __init__(
@@ -425,6 +428,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         lock_pool_size: int = 64,
         connect_timeout: float = 10.0,
         synchronous_every_commit: bool = False,
+        write_behind: bool = True,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.strip():
             raise ValueError("PostgresWorkflowStateService needs a DSN, e.g. postgresql://host/db")
@@ -434,6 +438,7 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._lock_pool_size = max(1, lock_pool_size)
         self._connect_timeout = connect_timeout
         self.synchronous_every_commit = synchronous_every_commit
+        self.write_behind = write_behind
         self._pool: AsyncConnectionPool[Any] | None = None
         self._book_pool: AsyncConnectionPool[Any] | None = None
         self._lock_pool: AsyncConnectionPool[Any] | None = None
@@ -1024,9 +1029,10 @@ class PostgresWorkflowStateService(WorkflowStateService):
         and sent with the run's next statement. A step's insert carries it in the same
         statement and one synchronous commit (``complete_then_insert_step_at_boundary``: one
         round trip per step instead of two); any other statement of the run sends it first;
-        the lock's release sends it at the latest. Without the lock: :meth:`complete_step`."""
+        the lock's release sends it at the latest. Without the lock, or with
+        ``write_behind=False``: :meth:`complete_step`."""
         validate_run_id(run_id)
-        if self._held_cursor({"run_id": run_id}) is None:
+        if not self.write_behind or self._held_cursor({"run_id": run_id}) is None:
             return await self.complete_step(run_id, key, result=result, token=token)
         self._pending.setdefault(run_id, []).append(_complete_params(run_id, key, result, token))
         return True

@@ -15,6 +15,9 @@ remote step is a step job). ``PIKKU_CRASH`` makes the process die on purpose, on
 * ``kill-in-step:<name>`` SIGKILL inside RPC step <name>, after its side effect
 * ``after-store:<name>``  SIGKILL after step <name>'s result is stored, before the
                           orchestrator is woken (remote mode: the step worker's wake-up)
+* ``after-code:<name>``   SIGKILL once the pass handed step <name>'s result to the store
+                          (``complete_step_later``: PostgreSQL holds it back until the pass's
+                          next statement), before anything else is stored
 """
 
 from __future__ import annotations
@@ -153,6 +156,14 @@ async def main() -> None:
         await after_step(workflow, run_id, step)
 
     runtime.orchestrator._after_step = crashing_after_step  # type: ignore[method-assign]
+    complete_later = state.complete_step_later
+
+    async def crashing_complete_later(run_id: str, key: str, **kwargs: Any) -> bool:
+        stored = await complete_later(run_id, key, **kwargs)
+        maybe_crash("after-code", key)
+        return stored
+
+    state.complete_step_later = crashing_complete_later  # type: ignore[method-assign]
     try:
         if COMMAND == "start":
             client = runtime.client("crashflow")
