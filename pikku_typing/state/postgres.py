@@ -36,6 +36,17 @@ Design:
   recovered as before. That saves one WAL flush per step (an inline step: one flush instead
   of two; ``benchmarks/floor.py``). ``synchronous_every_commit=True`` sends every statement
   through the data pool (the old behaviour, one flush per commit).
+* A pass's step results are written behind (:meth:`PostgresWorkflowStateService.complete_step_later`):
+  while this process holds the run's lock, the result of an attempt the pass ran itself is
+  held back and sent with the run's next statement. The next step's insert carries it in
+  the same statement (``complete_then_insert_step_at_boundary``: one round trip and one
+  synchronous commit per inline step, the attempt's start included); any other statement of
+  the run sends it first, the lock's release at the latest. So the result is durable before
+  the next step's code runs and before the run settles; only the workflow's own code
+  between two steps runs before it (a crash there runs the step again, as a crash just
+  before the result was stored does). A completion whose claim was taken over meanwhile
+  fails the statement that carries it (``StepCompletionLostError``, nothing of it applies)
+  and the pass is replayed. ``write_behind=False`` stores each result at once.
 * Every step transition is ONE conditional ``UPDATE ... WHERE <state guard> RETURNING``:
   claims are atomic across processes (of N concurrent claimers exactly one matches the
   ``status IN ('pending', 'scheduled')`` guard), and a completion or failure only applies when
