@@ -455,11 +455,11 @@ class PostgresWorkflowStateService(WorkflowStateService):
         self._lock_pool: AsyncConnectionPool[Any] | None = None
         self._guards: list[PoolGuard] = []
         self._held: dict[str, AsyncCursor[Any]] = {}
+        """A cursor on each session holding one of this process's run locks, by run: the
+        statements of a locked run go through its lock's session (see :meth:`_execute_once`)."""
         self._pending: dict[str, list[dict[str, Any]]] = {}
         """Write-behind completions of locked runs, by run (``complete_step`` parameters):
         sent with or before the run's next statement (see :meth:`complete_step_later`)."""
-        """A cursor on each session holding one of this process's run locks, by run: the
-        statements of a locked run go through its lock's session (see :meth:`_execute_once`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
         self._seed = 0
