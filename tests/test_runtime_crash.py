@@ -150,20 +150,22 @@ def test_kill_in_an_inline_first_attempt_counts_the_attempt(
     assert all(a.error is not None and a.error.type == "AbandonedAttempt" for a in c.attempts)
 
 
-@pytest.mark.postgres
-@requires_postgres
+@pytest.mark.parametrize(
+    "store_kind", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, requires_postgres])]
+)
 @MODES
 def test_kill_before_a_written_behind_result_is_sent_runs_the_step_again(
-    tmp_path: Path, mode: str
+    tmp_path: Path, store_kind: str, mode: str
 ) -> None:
-    """PostgreSQL writes a pass's step result behind (with the pass's next statement). A
-    process killed after step ``b``'s code returned its result to the store, before the
-    next statement: ``b``'s result was never stored (its attempt is still running, held by
-    the dead process), nothing after it was recorded, and the next process runs ``b``
-    again (its first attempt abandoned, as after a crash inside the step), then the rest."""
-    dsn = create_schema_dsn("pikku_crash_")
+    """SQLite and PostgreSQL write a pass's step result behind (with the pass's next
+    statement). A process killed after step ``b``'s code returned its result to the store,
+    before the next statement: ``b``'s result was never stored (its attempt is still
+    running, held by the dead process), nothing after it was recorded, and the next process
+    runs ``b`` again (its first attempt abandoned, as after a crash inside the step), then
+    the rest."""
+    dsn = create_schema_dsn("pikku_crash_") if store_kind == "postgres" else ""
     try:
-        app = App(tmp_path, "postgres", mode, dsn=dsn)
+        app = App(tmp_path, store_kind, mode, dsn=dsn)
         [run_id] = app.start(1)
         app.run("drain", crash="after-code:b", expect=-signal.SIGKILL)
         [(_run, steps)] = app.runs()
@@ -180,7 +182,8 @@ def test_kill_before_a_written_behind_result_is_sent_runs_the_step_again(
         assert steps["b"].attempts[0].error is not None
         assert steps["b"].attempts[0].error.type == "AbandonedAttempt"
     finally:
-        drop_schema_dsn(dsn)
+        if dsn:
+            drop_schema_dsn(dsn)
 
 
 @STORES

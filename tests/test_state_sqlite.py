@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from registry_support import isolated_registry
@@ -273,7 +274,8 @@ async def test_an_inline_step_costs_one_fsync(store: SqliteWorkflowStateService)
         commits.clear()
         assert await client.result(handle.run_id, timeout=60) == 2
         # the pass marks the run running, starts the attempt (bookkeeping), stores the
-        # result (fsync), settles the run (fsync)
+        # result (written behind: sent before the run's settlement, fsynced), settles the
+        # run (fsync); a step after the first costs one fsync, no more (TestWriteBehind)
         assert commits.count("fsync") == 2, commits
         assert commits.count("no fsync") == 2, commits
         assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
@@ -296,3 +298,288 @@ async def test_bookkeeping_commits_and_fsync_every_commit(db_path: Path) -> None
             assert await s.complete_step(run.id, "a", result=1, token=token)
             expected = ["fsync"] * 3 if s is strict else ["no fsync", "no fsync", "fsync"]
             assert commits == expected
+
+
+# ------------------------------------------------------------ write-behind results
+
+
+def _running(key: str, token: str) -> StepState:
+    from pikku_typing.models import ClaimOwner, StepAttempt
+
+    owner = ClaimOwner(host="h", pid=1, token=token)
+    return StepState(
+        key=key, step_name=key, kind=StepKind.INLINE, status=StepStatus.RUNNING, attempt_count=1,
+        attempts=[StepAttempt(number=1, status=StepStatus.RUNNING, owner=owner)],
+    )  # fmt: skip
+
+
+def _stored(db_path: Path, run_id: str) -> dict[str, tuple[str, str | None]]:
+    """The run's steps as another connection sees them: status and result (JSON text)."""
+    raw = sqlite3.connect(db_path)
+    try:
+        rows = raw.execute(
+            "SELECT key, status, json_extract(doc, '$.result') FROM steps WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+    finally:
+        raw.close()
+    return {key: (status, None if result is None else str(result)) for key, status, result in rows}
+
+
+class TestWriteBehind:
+    """Issue 16: ``complete_step_later`` while this store holds the run's lock holds the
+    result back and sends it with the run's next statement: the next step's insert carries
+    it in ONE write transaction (one fsync for both); any other statement of the run sends
+    it first; the lock's release sends it at the latest; a claim taken over meanwhile is a
+    ``StepCompletionLostError`` and nothing of the statement applies."""
+
+    async def test_the_next_insert_carries_it_in_one_transaction_and_one_fsync(
+        self, store: SqliteWorkflowStateService, db_path: Path
+    ) -> None:
+        run = await store.create_run("wf", None)
+        async with store.lock_run(run.id):
+            await store.insert_step_at_boundary(run.id, _running("a", "t1"))
+            statements: list[str] = []
+            _trace(store, statements.append)
+            assert await store.complete_step_later(run.id, "a", result={"x": "é"}, token="t1")
+            assert statements == []  # held back: nothing sent
+            assert _stored(db_path, run.id)["a"] == ("running", None)  # another connection
+            commits = _commits(store)
+            assert await store.insert_step_at_boundary(run.id, _running("b", "t2")) is not None
+            # the completion and the insert: one transaction, committed with one fsync, no
+            # PRAGMA switch (the attempt's start rides on the durable commit)
+            assert commits == ["fsync"]
+            assert _stored(db_path, run.id) == {
+                "a": ("succeeded", '{"x":"é"}'), "b": ("running", None)
+            }  # fmt: skip
+            assert store._pending == {}
+        done = await store.get_step(run.id, "a")
+        assert done is not None and done.result == {"x": "é"}
+        assert done.current_attempt is not None
+        assert done.current_attempt.status is StepStatus.SUCCEEDED
+        assert done.finished_at == done.updated_at == done.current_attempt.finished_at
+
+    async def test_the_statements_of_the_combined_insert(
+        self, store: SqliteWorkflowStateService
+    ) -> None:
+        run = await store.create_run("wf", None)
+        async with store.lock_run(run.id):
+            await store.insert_step_at_boundary(run.id, _running("a", "t1"))
+            await store.complete_step_later(run.id, "a", result=1, token="t1")
+            statements: list[str] = []
+            _trace(store, statements.append)
+            await store.insert_step_at_boundary(run.id, _running("b", "t2"))
+            _trace(store, None)
+        words = [s.split()[0] for s in statements]
+        assert words == ["BEGIN", "UPDATE", "INSERT", "COMMIT"], statements
+
+    async def test_an_inline_step_is_one_transaction_with_one_fsync(
+        self, store: SqliteWorkflowStateService
+    ) -> None:
+        from pikku_typing import Workflow, WorkflowRuntime, wire_workflow
+
+        async def flow(workflow: Workflow, n: int) -> int:
+            total = 0
+            for i in range(n):
+                total += int(await workflow.do(f"s{i}", lambda i=i: i))
+            return total
+
+        per_run: list[list[str]] = []
+        with isolated_registry():
+            wire_workflow(name="wb_flow", func=flow, execution_mode="inline")
+            runtime = WorkflowRuntime(store)
+            try:
+                client = runtime.client("wb_flow")
+                for n in (1, 4):
+                    handle = await client.start(n)
+                    commits = _commits(store)
+                    assert await client.result(handle.run_id, timeout=60) == n * (n - 1) // 2
+                    per_run.append(list(commits))
+                    _trace(store, None)
+            finally:
+                await runtime.close()
+        short, long = per_run
+        # three more steps: three commits, each fsynced (the result of the step before and
+        # the next step's start); nothing unfsynced
+        assert long.count("fsync") - short.count("fsync") == 3, per_run
+        assert long.count("no fsync") == short.count("no fsync"), per_run
+
+    async def test_any_other_statement_of_the_run_sends_it_first(
+        self, store: SqliteWorkflowStateService, db_path: Path
+    ) -> None:
+        run = await store.create_run("wf", None)
+        other = await store.create_run("wf", None)
+        async with store.lock_run(run.id):
+            await store.insert_step_at_boundary(run.id, _running("a", "t1"))
+            await store.complete_step_later(run.id, "a", result="x", token="t1")
+            await store.get_run(other.id)  # another run's statement: still held back
+            await store.list_runs()
+            assert _stored(db_path, run.id)["a"] == ("running", None)
+            step = await store.get_step(run.id, "a")  # the run's own read sends it first
+            assert step is not None and step.status is StepStatus.SUCCEEDED
+            assert step.result == "x"
+            assert _stored(db_path, run.id)["a"] == ("succeeded", "x")
+            # a bookkeeping write of the run: the result goes first, fsynced, before the
+            # switch to synchronous=NORMAL
+            await store.insert_step_at_boundary(run.id, _running("b", "t2"))
+            await store.complete_step_later(run.id, "b", result=2, token="t2")
+            commits = _commits(store)
+            assert await store.claim_step(
+                run.id, "a", owner=make_owner(), lease_seconds=5
+            ) is None  # succeeded: nothing to claim
+            assert commits == ["fsync", "no fsync"]
+            assert _stored(db_path, run.id)["b"] == ("succeeded", "2")
+            assert store._pending == {}
+
+    async def test_the_lock_release_sends_it(
+        self, store: SqliteWorkflowStateService, db_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        run = await store.create_run("wf", None)
+        with pytest.raises(RuntimeError, match="the pass failed"):
+            async with store.lock_run(run.id):
+                await store.insert_step_at_boundary(run.id, _running("a", "t1"))
+                await store.complete_step_later(run.id, "a", result=[1], token="t1")
+                await store.complete_step_later(run.id, "a", result=[2], token="t1")
+                raise RuntimeError("the pass failed")
+        # released: sent before the unlock; the second one no longer applied: logged
+        assert _stored(db_path, run.id)["a"] == ("succeeded", "[1]")
+        assert store._pending == {} and store._locked == set()
+        assert "was not stored before its lock was released" in caplog.text
+
+    async def test_a_cancelled_pass_still_sends_it_and_releases_the_lock(
+        self, store: SqliteWorkflowStateService, db_path: Path
+    ) -> None:
+        run = await store.create_run("wf", None)
+        held = asyncio.Event()
+
+        async def pass_() -> None:
+            async with store.lock_run(run.id):
+                await store.insert_step_at_boundary(run.id, _running("a", "t1"))
+                await store.complete_step_later(run.id, "a", result=5, token="t1")
+                held.set()
+                await asyncio.Event().wait()  # the workflow's code, cancelled
+
+        task = asyncio.create_task(pass_())
+        await held.wait()
+        assert _stored(db_path, run.id)["a"] == ("running", None)  # held back
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _stored(db_path, run.id)["a"] == ("succeeded", "5")
+        async with store.lock_run(run.id, timeout=1):  # released
+            pass
+
+    async def test_without_the_lock_or_with_write_behind_false_it_is_stored_at_once(
+        self, store: SqliteWorkflowStateService, db_path: Path
+    ) -> None:
+        run = await store.create_run("wf", None)
+        await store.insert_step(run.id, _running("a", "t1"))
+        assert await store.complete_step_later(run.id, "a", result=1, token="t1")
+        assert _stored(db_path, run.id)["a"] == ("succeeded", "1")
+        assert not await store.complete_step_later(run.id, "a", result=2, token="t1")
+        eager = SqliteWorkflowStateService(db_path, write_behind=False)
+        async with eager, eager.lock_run(run.id):
+            await eager.insert_step_at_boundary(run.id, _running("b", "t2"))
+            assert await eager.complete_step_later(run.id, "b", result=3, token="t2")
+            assert _stored(db_path, run.id)["b"] == ("succeeded", "3")
+            assert eager._pending == {}
+
+    async def test_a_result_that_is_not_json_fails_at_the_call(
+        self, store: SqliteWorkflowStateService
+    ) -> None:
+        run = await store.create_run("wf", None)
+        async with store.lock_run(run.id):
+            await store.insert_step_at_boundary(run.id, _running("a", "t1"))
+            with pytest.raises(Exception) as at_once:
+                await store.complete_step(run.id, "a", result=object(), token="t1")
+            with pytest.raises(type(at_once.value)):
+                await store.complete_step_later(run.id, "a", result=object(), token="t1")
+            assert store._pending == {}
+
+    async def test_a_claim_taken_over_meanwhile_is_lost_and_nothing_applies(
+        self, store: SqliteWorkflowStateService, db_path: Path
+    ) -> None:
+        from datetime import UTC, datetime
+
+        from pikku_typing.models import ErrorInfo
+        from pikku_typing.state.base import StepCompletionLostError
+
+        run = await store.create_run("wf", None)
+        async with SqliteWorkflowStateService(db_path) as other:  # another process
+            async with store.lock_run(run.id):
+                await store.insert_step_at_boundary(run.id, _running("a", "t1"))
+                await store.complete_step_later(run.id, "a", result=7, token="t1")
+                await other.fail_step_attempt(
+                    run.id, "a", token=None, error=ErrorInfo(type="AbandonedAttempt", message="m"),
+                    retry_at=datetime.now(UTC),
+                )  # fmt: skip
+                with pytest.raises(StepCompletionLostError, match="'a'"):
+                    await store.insert_step_at_boundary(run.id, _running("b", "t2"))
+                assert store._pending == {}
+                assert _stored(db_path, run.id) == {"a": ("scheduled", None)}  # no b
+                # a lost completion sent by any other statement of the run: the same error,
+                # and the statement does not run
+                await store.complete_step_later(run.id, "a", result=8, token="t1")
+                with pytest.raises(StepCompletionLostError, match="'a'"):
+                    await store.get_step_states(run.id)
+            assert _stored(db_path, run.id) == {"a": ("scheduled", None)}
+
+    async def test_a_pass_whose_held_back_result_is_lost_runs_again(self, db_path: Path) -> None:
+        """End to end: the first attempt of step ``a`` is taken over by another process
+        (abandoned, due again) after its code returned and the pass handed its result to the
+        store, before the pass's next statement; its result, held back, does not apply when
+        the insert of step ``b`` carries it: the pass is abandoned (step ``b`` is not
+        inserted), the job runs again and the replay runs ``a`` again: the run completes
+        with the second attempt's value."""
+        from datetime import UTC, datetime
+
+        from pikku_typing import InProcessQueue, Workflow, WorkflowRuntime, wire_workflow
+        from pikku_typing.models import ErrorInfo, RunStatus
+
+        store = SqliteWorkflowStateService(db_path)
+        other = SqliteWorkflowStateService(db_path)
+        ran: list[int] = []
+        run_ids: list[str] = []
+
+        async def body() -> int:
+            ran.append(len(ran) + 1)
+            return len(ran) * 10
+
+        complete_later = store.complete_step_later
+
+        async def then_taken_over(run_id: str, key: str, **kwargs: Any) -> bool:
+            stored = await complete_later(run_id, key, **kwargs)
+            if key == "a" and ran == [1]:
+                await other.fail_step_attempt(
+                    run_id, "a", token=None, retry_at=datetime.now(UTC),
+                    error=ErrorInfo(type="AbandonedAttempt", message="taken over"),
+                )  # fmt: skip
+            return stored
+
+        store.complete_step_later = then_taken_over  # type: ignore[method-assign]
+
+        async def flow(workflow: Workflow, _: None) -> int:
+            a = int(await workflow.do("a", body))
+            return int(await workflow.do("b", lambda: a + 1))
+
+        with isolated_registry():
+            wire_workflow(name="sqlite_lost_result", func=flow, execution_mode="inline")
+            runtime = WorkflowRuntime(store, InProcessQueue(retry_backoff=0.001))
+            try:
+                client = runtime.client("sqlite_lost_result")
+                handle = await client.start(None)
+                run_ids.append(handle.run_id)
+                await runtime.drain()
+                assert await client.result(handle.run_id, timeout=60) == 21
+                run = await client.get_run(handle.run_id)
+                assert run.status is RunStatus.COMPLETED
+                steps = await store.get_step_states(handle.run_id)
+                assert ran == [1, 2]
+                assert [x.error.type if x.error else None for x in steps["a"].attempts] == [
+                    "AbandonedAttempt", None
+                ]  # fmt: skip
+                assert steps["b"].attempt_count == 1
+            finally:
+                await runtime.close()
+                await store.close()
+                await other.close()

@@ -11,17 +11,25 @@
   crash (a crash mid-attempt is still counted) and reach the disk with the next fsynced
   commit (the WAL is written in order, so a power loss can only drop a tail of bookkeeping
   commits, after which an attempt runs again uncounted and a run is recovered).
-  That saves one fsync per step (an inline step: one fsync instead of two; see
-  ``benchmarks/floor.py``); ``fsync_every_commit=True`` fsyncs them too.
+  ``fsync_every_commit=True`` fsyncs them too.
   ``synchronous="NORMAL"`` trades all fsyncs for speed (a commit then survives a process
   crash, and a power loss may roll back the last transactions, never corrupting the
   database).
+* Write-behind step results: a pass's step result (``complete_step_later``, while this
+  store holds the run's lock) is held back and sent with the run's next statement: the next step's insert carries it in ONE write transaction
+  (``BEGIN IMMEDIATE``, the completion, the insert, ``COMMIT``), fsynced once, so the
+  result is durable before the next step's code runs and the attempt's start rides on that
+  commit; any other statement of the run sends it first, in a transaction of its own; the
+  lock's release at the latest. An inline step: one commit, one fsync (instead of the
+  attempt's start, unfsynced, and the result, fsynced; see ``benchmarks/floor.py``); a crash
+  before the next statement runs the step again, as a crash before its result was stored.
+  ``write_behind=False`` stores each result at once.
 * ``busy_timeout`` (default 30 s): a writer waits for another process's transaction.
 * Every write is ONE transaction, begun with ``BEGIN IMMEDIATE`` (the write lock is taken
   up front, so a read-modify-write never races another process), or ONE statement that is
   its own transaction (a new step with its boundary check, the completion of a held
-  attempt: the hot path of a step). Step transitions are
-  additionally written as ``UPDATE ... WHERE status IN (...) AND token = ...`` and the
+  attempt), or, the hot path of a step, a held-back result and the next step's insert in
+  one transaction. Step transitions are additionally written as ``UPDATE ... WHERE status IN (...) AND token = ...`` and the
   row count is checked, so a claim can only succeed once per attempt.
 * Each run and each step is a JSON document (``doc``) plus the few columns that queries
   filter on (``status``, ``workflow``, ``created_us``, ``next_attempt_us``, ``token``).
@@ -42,8 +50,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -71,6 +79,7 @@ from pikku_typing.state.base import (
     UNSET,
     DamagedRun,
     RunChanges,
+    StepCompletionLostError,
     WorkflowStateService,
     validate_run_id,
 )
@@ -127,6 +136,36 @@ _GOES_ON_SQL: Final = (
 )
 """A run row past which a step boundary goes on: not settled, no cancel request."""
 
+_INSERT_AT_BOUNDARY_SQL: Final = (
+    "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM runs WHERE id = ?1 "
+    f"AND {_GOES_ON_SQL} ON CONFLICT (run_id, key) DO NOTHING"
+)
+"""A new step at its boundary (parameters: run id, key, status, next attempt, token, doc):
+inserted only when its run goes on; one statement, the hot path of a step."""
+
+_AFTER_A_MISS_SQL: Final = (
+    f"SELECT {_GOES_ON_SQL}, (SELECT doc FROM steps WHERE run_id = ?1 AND key = ?2) "
+    "FROM runs WHERE id = ?1"
+)
+"""Why :data:`_INSERT_AT_BOUNDARY_SQL` inserted nothing (parameters: run id, key): no row
+(no run), or whether the run goes on and the step already stored."""
+
+_COMPLETE_HELD_SQL: Final = (
+    "UPDATE steps SET status = 'succeeded', next_attempt_us = NULL, token = NULL, "
+    "doc = json_set(doc, '$.attempts[#-1].status', 'succeeded', "
+    "'$.attempts[#-1].finished_at', ?4, '$.status', 'succeeded', "
+    "'$.result', json(?3), '$.error', NULL, '$.next_attempt_at', NULL, "
+    "'$.finished_at', ?4, '$.updated_at', ?4) "
+    "WHERE run_id = ?1 AND key = ?2 AND status = 'running' AND token = ?5"
+)
+"""``complete_step`` of the running attempt held by a token (parameters: run id, key, the
+result's JSON text, the finish time as a document writes it, the token): the document is
+changed in SQL (``json_set``, the same fields as ``apply_complete``)."""
+
+_Completion = tuple[str, str, str, str, str]
+"""A held-back completion: the parameters of :data:`_COMPLETE_HELD_SQL`."""
+
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
 
@@ -142,7 +181,15 @@ def _bookkeeping(changes: RunChanges) -> bool:
 
 
 class SqliteWorkflowStateService(WorkflowStateService):
-    """Runs and steps in one SQLite database file (WAL), shared by several processes."""
+    """Runs and steps in one SQLite database file (WAL), shared by several processes.
+
+    ``synchronous`` is the level of every commit something depends on (``FULL``: fsynced);
+    bookkeeping commits are not fsynced unless ``fsync_every_commit=True`` (see the
+    module's docstring). A pass's step result is written behind (:meth:`complete_step_later`:
+    sent with the run's next statement, an inline step is one transaction and one fsync);
+    ``write_behind=False`` commits it before the workflow's code goes on (an inline step:
+    two commits, the result's fsynced).
+    """
 
     def __init__(
         self,
@@ -151,6 +198,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 30.0,
         fsync_every_commit: bool = False,
+        write_behind: bool = True,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
@@ -158,6 +206,12 @@ class SqliteWorkflowStateService(WorkflowStateService):
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.fsync_every_commit = fsync_every_commit
+        self.write_behind = write_behind
+        self._locked: set[str] = set()
+        """The runs whose lock (``lock_run``) this store holds in this process."""
+        self._pending: dict[str, list[_Completion]] = {}
+        """Write-behind completions of locked runs, by run: sent with or before the run's
+        next statement (see :meth:`complete_step_later`)."""
         self._lock_dir = self.path.with_name(self.path.name + ".locks")
         self._mutex = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -261,42 +315,58 @@ class SqliteWorkflowStateService(WorkflowStateService):
             conn.execute("ROLLBACK")
             raise
 
+    def _open(self, run_id: str | None) -> sqlite3.Connection:
+        """The connection (caller holds ``_mutex``) for a statement of run ``run_id`` (``None``:
+        of no run in particular): the run's held-back completions are sent first (see
+        :meth:`complete_step_later`)."""
+        conn = self._connection()
+        if self._pending and run_id in self._pending:
+            self._send(conn, run_id, self._pending.pop(run_id))
+        return conn
+
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self, run_id: str | None = None) -> Iterator[sqlite3.Connection]:
+        """The connection for reads of run ``run_id`` (``None``: of no run in particular)."""
         with self._mutex:
             try:
-                yield self._connection()
+                yield self._open(run_id)
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
     @contextmanager
-    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``). A bookkeeping one
-        (``durable=False``) commits without an fsync (see the module's docstring)."""
-        with self._mutex, self._synchronous(durable) as conn:
-            yield from self._tx_on(conn)
+    def _tx(
+        self, run_id: str | None = None, *, durable: bool = True
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) of run ``run_id``
+        (``None``: of no run in particular). A bookkeeping one (``durable=False``) commits
+        without an fsync (see the module's docstring)."""
+        with self._mutex, self._synchronous(durable, run_id) as conn, self._tx_on(conn):
+            yield conn
 
     @contextmanager
-    def _statement(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """The connection for a write of ONE statement: no BEGIN/COMMIT, the statement is
-        its own (autocommit) transaction, taken with the same busy timeout. A bookkeeping
-        one (``durable=False``) commits without an fsync."""
-        with self._mutex, self._synchronous(durable) as conn:
+    def _statement(
+        self, run_id: str, *, durable: bool = True
+    ) -> Iterator[sqlite3.Connection]:
+        """The connection for a write of ONE statement of run ``run_id``: no BEGIN/COMMIT,
+        the statement is its own (autocommit) transaction, taken with the same busy timeout.
+        A bookkeeping one (``durable=False``) commits without an fsync."""
+        with self._mutex, self._synchronous(durable, run_id) as conn:
             try:
                 yield conn
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
     @contextmanager
-    def _synchronous(self, durable: bool) -> Iterator[sqlite3.Connection]:
+    def _synchronous(self, durable: bool, run_id: str | None) -> Iterator[sqlite3.Connection]:
         """The connection (caller holds ``_mutex``), at ``synchronous=NORMAL`` for a
         bookkeeping commit (``durable=False``) unless every commit is fsynced or none is.
 
         The level is per connection: a second connection kept at NORMAL would save the two
         PRAGMA statements, but each connection's page cache is thrown away whenever the
         other one wrote (WAL), and re-reading it costs more (measured: ~12 more ``pread`` per
-        inline step, more CPU time than the PRAGMAs)."""
-        conn = self._connection()
+        inline step, more CPU time than the PRAGMAs). The run's held-back completions are
+        sent before the switch, fsynced."""
+        conn = self._open(run_id)
         if durable or self.fsync_every_commit or self.synchronous == "NORMAL":
             yield conn
             return
@@ -306,13 +376,16 @@ class SqliteWorkflowStateService(WorkflowStateService):
         finally:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
-    def _tx_on(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    @contextmanager
+    def _tx_on(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """A write transaction on ``conn`` (caller holds ``_mutex``): ``BEGIN IMMEDIATE``,
+        ``COMMIT`` unless the block rolled back, ``ROLLBACK`` when it raises."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
         try:
-            yield conn
+            yield
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -397,7 +470,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
 
     async def get_run(self, run_id: str) -> WorkflowRun[Any, Any]:
         validate_run_id(run_id)
-        with self._read() as conn:
+        with self._read(run_id) as conn:
             row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
@@ -481,7 +554,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
     ) -> WorkflowRun[Any, Any] | None:
         validate_run_id(run_id)
         expect = c.expect_filter(expect_status)
-        with self._tx(durable=not _bookkeeping(changes)) as conn:
+        with self._tx(run_id, durable=not _bookkeeping(changes)) as conn:
             row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
@@ -499,7 +572,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
     # ----------------------------------------------------------------- steps
     async def get_step_states(self, run_id: str) -> dict[str, StepState]:
         validate_run_id(run_id)
-        with self._read() as conn:
+        with self._read(run_id) as conn:
             rows = conn.execute(
                 "SELECT doc FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
@@ -510,7 +583,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
 
     async def get_step(self, run_id: str, key: str) -> StepState | None:
         validate_run_id(run_id)
-        with self._read() as conn:
+        with self._read(run_id) as conn:
             row = conn.execute(
                 "SELECT doc FROM steps WHERE run_id = ? AND key = ?", (run_id, key)
             ).fetchone()
@@ -524,7 +597,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         doc = step.model_dump_json()
         next_us = None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at)
         # an attempt's start is bookkeeping; a recorded result or schedule is not
-        with self._tx(durable=step.status is not StepStatus.RUNNING) as conn:
+        with self._tx(run_id, durable=step.status is not StepStatus.RUNNING) as conn:
             inserted = conn.execute(
                 "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
                 "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?) "
@@ -551,7 +624,8 @@ class SqliteWorkflowStateService(WorkflowStateService):
     async def insert_step_at_boundary(self, run_id: str, step: StepState) -> StepState | None:
         # ONE statement (its own transaction): the run's check (status column, cancel request
         # in its document) and the step's insert; only a miss (a stop, an existing step)
-        # reads more
+        # reads more. With held-back completions of the run (complete_step_later): they and
+        # the insert in ONE write transaction, fsynced (_complete_then_insert)
         validate_run_id(run_id)
         doc = step.model_dump_json()
         next_us = None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at)
@@ -562,21 +636,16 @@ class SqliteWorkflowStateService(WorkflowStateService):
         )
         corrupt = f"the row of run {run_id!r}"
         while True:
-            with self._statement(durable=durable) as conn, self._json_errors(corrupt):
-                inserted = conn.execute(
-                    "INSERT INTO steps (run_id, key, status, next_attempt_us, token, doc) "
-                    "SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM runs WHERE id = ?1 "
-                    f"AND {_GOES_ON_SQL} ON CONFLICT (run_id, key) DO NOTHING",
-                    values,
-                ).rowcount
-            if inserted == 1:
-                return step
-            with self._read() as conn, self._json_errors(corrupt):
-                row = conn.execute(
-                    f"SELECT {_GOES_ON_SQL}, (SELECT doc FROM steps WHERE run_id = ?1 AND "
-                    "key = ?2) FROM runs WHERE id = ?1",
-                    (run_id, step.key),
-                ).fetchone()
+            if self._pending and run_id in self._pending:
+                inserted, row = self._complete_then_insert(run_id, values, corrupt)
+                if inserted:
+                    return step
+            else:
+                with self._statement(run_id, durable=durable) as conn, self._json_errors(corrupt):
+                    if conn.execute(_INSERT_AT_BOUNDARY_SQL, values).rowcount == 1:
+                        return step
+                with self._read(run_id) as conn, self._json_errors(corrupt):
+                    row = conn.execute(_AFTER_A_MISS_SQL, values[:2]).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
             goes_on, existing = row
@@ -585,6 +654,34 @@ class SqliteWorkflowStateService(WorkflowStateService):
             if existing is not None:
                 return self._load_step(existing, run_id)
             # the run was stopped at the insert and goes on now (resumed): insert again
+
+    def _complete_then_insert(
+        self, run_id: str, values: tuple[Any, ...], corrupt: str
+    ) -> tuple[bool, tuple[Any, ...] | None]:
+        """The run's held-back completions (:meth:`complete_step_later`: the result of the
+        step before) and the next step's insert at its boundary in ONE write transaction,
+        committed at the store's own level (one fsync): the result is durable before the
+        next step's code runs, and the attempt's start costs no commit of its own. Whether
+        the step was inserted, and on a miss the row that tells why (as a separate read
+        would, from the same transaction). A completion that no longer applies is
+        :class:`StepCompletionLostError` and the step is not inserted."""
+        with self._mutex:
+            conn = self._connection()
+            pending = self._pending.pop(run_id, [])
+            inserted, row = False, None
+            try:
+                with self._tx_on(conn):
+                    lost = self._apply(conn, run_id, pending)
+                    if lost is None:
+                        with self._json_errors(corrupt):
+                            inserted = conn.execute(_INSERT_AT_BOUNDARY_SQL, values).rowcount == 1
+                            if not inserted:
+                                row = conn.execute(_AFTER_A_MISS_SQL, values[:2]).fetchone()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+        if lost is not None:
+            raise lost
+        return inserted, row
 
     def _transition(
         self,
@@ -600,7 +697,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         back with the same condition (checking the row count). ``None`` if nothing changed;
         RunNotFoundError for an unknown run."""
         validate_run_id(run_id)
-        with self._tx(durable=durable) as conn:
+        with self._tx(run_id, durable=durable) as conn:
             row = conn.execute(
                 f"SELECT doc FROM steps WHERE run_id = ? AND key = ? AND {condition}",
                 (run_id, key, *params),
@@ -674,11 +771,8 @@ class SqliteWorkflowStateService(WorkflowStateService):
     ) -> bool:
         now = c.now_utc()
         if token is not None:
-            try:
-                text = json.dumps(result, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            except (TypeError, ValueError):
-                pass  # not plain JSON: the general path below says what is wrong
-            else:
+            text = _plain_json(result)
+            if text is not None:
                 return self._complete_held(run_id, key, text, token, now)
         params: tuple[Any, ...] = ()
         if token is None:
@@ -695,20 +789,63 @@ class SqliteWorkflowStateService(WorkflowStateService):
         transaction, fsynced): the document is changed in SQL (``json_set``, the same fields
         as ``apply_complete``), never read and parsed here; the row count is the answer."""
         validate_run_id(run_id)
-        at = _iso(now)
-        with self._statement() as conn, self._json_errors(f"a step row of run {run_id!r}"):
-            updated = conn.execute(
-                "UPDATE steps SET status = 'succeeded', next_attempt_us = NULL, token = NULL, "
-                "doc = json_set(doc, '$.attempts[#-1].status', 'succeeded', "
-                "'$.attempts[#-1].finished_at', ?4, '$.status', 'succeeded', "
-                "'$.result', json(?3), '$.error', NULL, '$.next_attempt_at', NULL, "
-                "'$.finished_at', ?4, '$.updated_at', ?4) "
-                "WHERE run_id = ?1 AND key = ?2 AND status = 'running' AND token = ?5",
-                (run_id, key, result, at, token),
-            ).rowcount
+        completion = (run_id, key, result, _iso(now), token)
+        with self._statement(run_id) as conn, self._json_errors(f"a step row of run {run_id!r}"):
+            updated = conn.execute(_COMPLETE_HELD_SQL, completion).rowcount
             if updated != 1:
                 self._require_run(conn, run_id)
         return updated == 1
+
+    async def complete_step_later(
+        self, run_id: str, key: str, *, result: Any, token: str
+    ) -> bool:
+        """Write-behind, while this store holds the run's lock (``lock_run``): the completion
+        is held back and sent with the run's next statement. The next step's insert
+        (:meth:`insert_step_at_boundary`) carries it in the same write transaction, one
+        fsync for both (instead of two commits, the completion's fsynced); any other
+        statement of the run sends it first, in a transaction of its own; the lock's
+        release sends it at the latest. Without the lock, with ``write_behind=False`` or a
+        result that is not plain JSON: :meth:`complete_step`, at once."""
+        validate_run_id(run_id)
+        if self.write_behind and token is not None and run_id in self._locked:
+            text = _plain_json(result)
+            if text is not None:
+                completion = (run_id, key, text, _iso(c.now_utc()), token)
+                with self._mutex:
+                    self._pending.setdefault(run_id, []).append(completion)
+                return True
+        return await self.complete_step(run_id, key, result=result, token=token)
+
+    def _send(self, conn: sqlite3.Connection, run_id: str, pending: list[_Completion]) -> None:
+        """Send held-back completions of a run (caller holds ``_mutex``) in ONE write
+        transaction at the store's own level (fsynced); a completion that no longer applies
+        is :class:`StepCompletionLostError`, after the others were committed."""
+        try:
+            with self._tx_on(conn):
+                lost = self._apply(conn, run_id, pending)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
+        if lost is not None:
+            raise lost
+
+    def _apply(
+        self, conn: sqlite3.Connection, run_id: str, pending: list[_Completion]
+    ) -> StepCompletionLostError | None:
+        """The held-back completions of a run, in the caller's transaction: the error of the
+        first that did not apply (its claim no longer held), if any; RunNotFoundError when the
+        run is gone."""
+        lost = None
+        with self._json_errors(f"a step row of run {run_id!r}"):
+            for completion in pending:
+                if conn.execute(_COMPLETE_HELD_SQL, completion).rowcount != 1 and lost is None:
+                    self._require_run(conn, run_id)
+                    lost = StepCompletionLostError(
+                        f"SQLite store {str(self.path)!r}: the result of step "
+                        f"{completion[1]!r} of run {run_id!r} was not stored: its attempt's "
+                        "claim no longer held (taken over meanwhile); the pass is abandoned "
+                        "and runs again"
+                    )
+        return lost
 
     async def fail_step_attempt(
         self,
@@ -763,7 +900,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         validate_run_id(run_id)
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         now = c.now_utc()
-        with self._tx() as conn:
+        with self._tx(run_id) as conn:
             row = conn.execute("SELECT doc FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 return None
@@ -788,7 +925,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
     ) -> WorkflowEvent | None:
         validate_run_id(run_id)
         now_us = c.to_micros(c.now_utc())
-        with self._tx() as conn:
+        with self._tx(run_id) as conn:
             row = conn.execute(
                 f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? AND consumed_by = ? "
                 "ORDER BY seq LIMIT 1",
@@ -812,7 +949,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
 
     async def list_events(self, run_id: str) -> list[WorkflowEvent]:
         validate_run_id(run_id)
-        with self._read() as conn:
+        with self._read(run_id) as conn:
             rows = conn.execute(
                 f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
@@ -829,9 +966,44 @@ class SqliteWorkflowStateService(WorkflowStateService):
             self._lock_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise c.os_error(exc, f"SQLite store {str(self.path)!r}", "create its lock directory") from exc
-        return c.flock_context(
+        return self._holding(run_id, c.flock_context(
             self._lock_dir / f"{run_id}.lock", timeout, f"the lock of run {run_id!r}"
-        )
+        ))
+
+    @asynccontextmanager
+    async def _holding(
+        self, run_id: str, flock: AbstractAsyncContextManager[None]
+    ) -> AsyncIterator[None]:
+        """The run's ``flock`` held: meanwhile its step results may be held back
+        (:meth:`complete_step_later`); the ones still held back are sent before the flock is
+        released (a pass that ended without another statement of its run: an error, a
+        cancellation). Best effort: one that cannot be stored is logged and dropped, its
+        attempt stays running and is taken over like a crashed one. Sending them is
+        synchronous: a cancellation cannot cut it short or skip the release."""
+        async with flock:
+            self._locked.add(run_id)
+            try:
+                yield
+            finally:
+                self._locked.discard(run_id)
+                if run_id in self._pending:
+                    try:
+                        with self._read(run_id):  # sends them
+                            pass
+                    except (StoreUnavailableError, RunNotFoundError, StateCorruptedError) as exc:
+                        with self._mutex:
+                            self._pending.pop(run_id, None)
+                        log.warning("a step result of run %s was not stored before its lock "
+                                    "was released: %s", run_id, exc)
+
+
+def _plain_json(value: Any) -> str | None:
+    """``value`` as the JSON text a step document holds; ``None`` when it is not plain JSON
+    (``complete_step``'s general path says what is wrong)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
 
 
 def _iso(value: datetime) -> str:

@@ -16,8 +16,8 @@ remote step is a step job). ``PIKKU_CRASH`` makes the process die on purpose, on
 * ``after-store:<name>``  SIGKILL after step <name>'s result is stored, before the
                           orchestrator is woken (remote mode: the step worker's wake-up)
 * ``after-code:<name>``   SIGKILL once the pass handed step <name>'s result to the store
-                          (``complete_step_later``: PostgreSQL holds it back until the pass's
-                          next statement), before anything else is stored
+                          (``complete_step_later``: SQLite and PostgreSQL hold it back until
+                          the pass's next statement), before anything else is stored
 """
 
 from __future__ import annotations
