@@ -2,6 +2,7 @@
 
     eval "$(bash scripts/postgres.sh)"           # a throwaway server: PIKKU_TEST_POSTGRES_DSN
     python benchmarks/floor.py [--dsn DSN] [--reps 5] [--quick] [--only floor,trips,throughput,latency]
+    python benchmarks/floor.py --only floor          # no DSN: the SQLite rows only
 
 Every figure is printed next to its baseline, both measured in the same run (interleaved, on
 the same machine load); the medians of ``--reps`` repetitions, each in a fresh child process
@@ -18,8 +19,9 @@ on a fresh database or schema.
     floor's statistic before, is printed beside it.
     Against it, pikku's cost per step
     (a workflow of N sequential no-op steps, each durable before the next): SQLite inline
-    (target <= 2x the SQLite floor; and the alternative that fsyncs the attempt start too,
-    ``fsync_every_commit=True``), SQLite remote (<= 4x; on the default queue of the store,
+    (target <= 2x the SQLite floor; and the alternatives that commit each step's result
+    before the workflow's code goes on, ``write_behind=False``, and also fsync the attempt
+    start, ``fsync_every_commit=True``), SQLite remote (<= 4x; on the default queue of the store,
     ``StoreQueue``, whose job commits are not fsynced),
     PostgreSQL inline (<= 2.5x the PostgreSQL floor; and the alternatives that commit each
     step's result before the workflow's code goes on, ``write_behind=False``, and also the
@@ -127,6 +129,27 @@ def child_pg_alternative(name: str, steps: int, dsn: str) -> dict[str, Any]:
 
     Store.__init__ = partialmethod(Store.__init__, **ALTERNATIVES[name])  # type: ignore[method-assign]
     return child_pikku("inline", steps, dsn)
+
+
+SQLITE_ALTERNATIVES: dict[str, dict[str, bool]] = {
+    "no-write-behind": {"write_behind": False},
+    "strict": {"write_behind": False, "fsync_every_commit": True},
+}
+"""The alternatives to the SQLite store's defaults that ``sqlite inline*`` and
+``sqlite inline**`` measure: each step's result committed before the workflow's code goes
+on (instead of with the next step's insert, one fsync for both), and also every attempt
+start fsynced."""
+
+
+def child_sqlite_alternative(name: str, steps: int, directory: Path) -> dict[str, Any]:
+    """sqlite inline with the store options ``SQLITE_ALTERNATIVES[name]``: the same flow and
+    set-up as ``runtime.py``, with every store of this process built that way."""
+    from runtime import child_pikku
+
+    from pikku_typing.state.sqlite import SqliteWorkflowStateService as Store
+
+    Store.__init__ = partialmethod(Store.__init__, **SQLITE_ALTERNATIVES[name])  # type: ignore[method-assign]
+    return child_pikku("inline", steps, "sqlite", directory)
 
 
 def child_floor_sqlite(directory: Path) -> dict[str, Any]:
@@ -457,10 +480,12 @@ def _verdict(ratio: float, target: float, higher_is_better: bool = False) -> str
     return f"target {sign} {target:g}x: {'meets' if ok else 'MISSES'}"
 
 
-def section_floor(dsn: str, reps: int, steps: int) -> None:
+def section_floor(dsn: str | None, reps: int, steps: int) -> None:
+    """No ``dsn``: the SQLite rows only."""
     names = ["sqlite floor", "sqlite inline", "sqlite remote", "sqlite remote q",
              "sqlite remote ip", "sqlite remote ip q", "pg floor", "pg inline", "pg remote",
-             "pg remote q", "sqlite inline*", "pg inline*", "pg inline**", "pg floor sync"]
+             "pg remote q", "sqlite inline*", "sqlite inline**", "pg inline*", "pg inline**",
+             "pg floor sync"]
     samples: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}  # client CPU (process_time)
 
@@ -483,12 +508,15 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
         samples["sqlite floor"].append(float(run_child("floor-sqlite")["per_commit_us"]))
         samples["sqlite inline"].append(float(run_script(
             "runtime.py", "pikku", "inline", str(steps), "sqlite")["per_step_us"]))
-        samples["sqlite inline*"].append(float(run_script(
-            "runtime.py", "pikku", "inline", str(steps), "sqlite-fsync-all")["per_step_us"]))
+        for name, option in (("sqlite inline*", "no-write-behind"), ("sqlite inline**", "strict")):
+            samples[name].append(float(run_child(
+                "sqlite-alternative", option, str(steps))["per_step_us"]))
         samples["sqlite remote"].append(sqlite_remote(**EAGER))
         samples["sqlite remote q"].append(sqlite_remote(**QUEUED))
         samples["sqlite remote ip"].append(sqlite_remote(**EAGER, **inprocess))
         samples["sqlite remote ip q"].append(sqlite_remote(**QUEUED, **inprocess))
+        if dsn is None:
+            continue
         pg("pg floor", _with_schema(dsn, lambda d: run_child("floor-postgres", d)),
            "per_commit_us")
         pg("pg floor sync", _with_schema(dsn, lambda d: run_child("floor-postgres-sync", d)),
@@ -503,7 +531,7 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
             pg(name, _with_schema(dsn, lambda d, env=env: run_script(
                 "runtime_postgres.py", "pikku", "remote", str(remote_steps), d, **env
             )), "per_step_us")
-    med = {name: statistics.median(values) for name, values in samples.items()}
+    med = {name: statistics.median(values) for name, values in samples.items() if values}
 
     def _cpu(name: str) -> str:
         text = f"  client CPU {statistics.median(cpu[name]):.0f} us" if cpu[name] else ""
@@ -513,11 +541,13 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
 
     print(f"[1] per step against one durable commit ({steps} inline / {remote_steps} remote steps)")
     for floor, rows in (("sqlite floor", (("sqlite inline", 2.0), ("sqlite inline*", 2.0),
-                                          ("sqlite remote", 4.0), ("sqlite remote q", 4.0),
+                                          ("sqlite inline**", 2.0), ("sqlite remote", 4.0), ("sqlite remote q", 4.0),
                                           ("sqlite remote ip", 4.0),
                                           ("sqlite remote ip q", 4.0))),
                         ("pg floor", (("pg inline", 2.5), ("pg inline*", 2.5), ("pg inline**", 2.5),
                                       ("pg remote", 6.0), ("pg remote q", 6.0)))):
+        if floor not in med:
+            continue  # no DSN: no PostgreSQL rows
         print(f"    {floor:18s} {med[floor]:8.0f} us/commit  ({fmt(samples[floor])}){_cpu(floor)}")
         if floor == "pg floor":
             sync = "pg floor sync"
@@ -528,12 +558,13 @@ def section_floor(dsn: str, reps: int, steps: int) -> None:
             ratio = med[name] / med[floor]
             print(f"    {name:18s} {med[name]:8.0f} us/step    = {ratio:5.1f}x floor  "
                   f"({_verdict(ratio, target)})  ({fmt(samples[name])}){_cpu(name)}")
-    print("    * the alternatives: sqlite: fsync_every_commit=True also fsyncs the attempt start "
-          "(2 fsyncs per inline step instead of 1);\n      pg: write_behind=False commits each "
-          "step's result before the workflow's code goes on (2 statements per inline step "
-          "instead of 1,\n      the result and the next step's start in one),"
-          " ** and synchronous_every_commit=True: the attempt start synchronously too (2 WAL "
-          "flushes per step)\n    remote: eager remote steps (the default: the process drains every queue, "
+    print("    * the alternatives: write_behind=False commits each step's result before the "
+          "workflow's code goes on\n      (sqlite: 2 commits per inline step instead of 1 "
+          "transaction, the result and the next step's start in one, one fsync either way;\n"
+          "      pg: 2 statements per inline step instead of 1);"
+          " ** and sqlite: fsync_every_commit=True also fsyncs the attempt start (2 fsyncs "
+          "per step),\n      pg: synchronous_every_commit=True commits the attempt start "
+          "synchronously too (2 WAL flushes per step)\n    remote: eager remote steps (the default: the process drains every queue, "
           "so each step runs in its pass);\n    remote q: eager_steps=False, a step job and a "
           "pass per step; sqlite remote: StoreQueue, ip: InProcessQueue; pg remote: "
           "PostgresQueue")
@@ -614,6 +645,8 @@ def main() -> int:
             out = child_floor_postgres(rest[0], directory)
         elif kind == "floor-postgres-sync":
             out = child_floor_postgres_sync(rest[0], directory)
+        elif kind == "sqlite-alternative":
+            out = child_sqlite_alternative(rest[0], int(rest[1]), directory)
         elif kind == "pg-alternative":
             out = child_pg_alternative(rest[0], int(rest[1]), rest[2])
         elif kind == "wal-flushes":
@@ -627,18 +660,19 @@ def main() -> int:
         print(json.dumps(out))
         return 0
 
-    if not ns.dsn:
-        print("no DSN: pass --dsn or eval \"$(bash scripts/postgres.sh)\"", file=sys.stderr)
+    only = {x.strip() for x in ns.only.split(",")}
+    if not ns.dsn and only != {"floor"}:  # the floor's SQLite rows need none
+        print("no DSN: pass --dsn or eval \"$(bash scripts/postgres.sh)\" (or --only floor: "
+              "the SQLite rows only)", file=sys.stderr)
         return 2
     reps = 3 if ns.quick else ns.reps
     steps = 200 if ns.quick else ns.steps
     runs = 30 if ns.quick else ns.runs
     latency_runs = 50 if ns.quick else ns.latency_runs
-    only = {x.strip() for x in ns.only.split(",")}
     print(f"pikku floor benchmark: {reps} repetitions, medians (python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})\n")
     if "floor" in only:
-        section_floor(ns.dsn, reps, steps)
+        section_floor(ns.dsn or None, reps, steps)
     if "trips" in only:
         section_trips(ns.dsn, steps // 2)
     if "throughput" in only:

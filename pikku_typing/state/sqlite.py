@@ -227,6 +227,9 @@ class SqliteWorkflowStateService(WorkflowStateService):
         if conn is not None and self._pid == os.getpid():
             return conn
         self._conn = None  # never reuse a connection inherited through fork()
+        if self._pid and self._pid != os.getpid():
+            # nor the held-back results and run locks of the parent: it sends them itself
+            self._pending, self._locked = {}, set()
         name = f"SQLite store {str(self.path)!r}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -456,7 +459,8 @@ class SqliteWorkflowStateService(WorkflowStateService):
         run = c.new_run(workflow, input, run_id, parent_run_id, version)
         run_id = run.id
         doc = run.model_dump_json()
-        with self._tx() as conn:
+        # a child run: the parent's held-back results go first
+        with self._tx(parent_run_id) as conn:
             try:
                 conn.execute(
                     "INSERT INTO runs (id, workflow, status, created_us, doc) VALUES (?, ?, ?, ?, ?)",
