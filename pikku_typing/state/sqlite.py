@@ -19,7 +19,8 @@
   store holds the run's lock) is held back and sent with the run's next statement: the next step's insert carries it in ONE write transaction
   (``BEGIN IMMEDIATE``, the completion, the insert, ``COMMIT``), fsynced once, so the
   result is durable before the next step's code runs and the attempt's start rides on that
-  commit; any other statement of the run sends it first, in a transaction of its own; the
+  commit; any other durable write of the run (its settlement...) carries it in its
+  transaction too; any other statement sends it first, in a transaction of its own; the
   lock's release at the latest. An inline step: one commit, one fsync (instead of the
   attempt's start, unfsynced, and the result, fsynced; see ``benchmarks/floor.py``); a crash
   before the next statement runs the step again, as a crash before its result was stored.
@@ -342,9 +343,37 @@ class SqliteWorkflowStateService(WorkflowStateService):
     ) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) of run ``run_id``
         (``None``: of no run in particular). A bookkeeping one (``durable=False``) commits
-        without an fsync (see the module's docstring)."""
-        with self._mutex, self._synchronous(durable, run_id) as conn, self._tx_on(conn):
-            yield conn
+        without an fsync (see the module's docstring). A durable one carries the run's
+        held-back completions (one fsync for both; one that no longer applies is
+        :class:`StepCompletionLostError` and nothing of the transaction applies)."""
+        with self._mutex:
+            if durable and self._pending and run_id in self._pending:
+                conn = self._connection()
+                pending = self._pending.pop(run_id)
+                with self._tx_on(conn):
+                    try:
+                        lost = self._apply(conn, run_id, pending)
+                    except sqlite3.OperationalError as exc:
+                        raise StoreUnavailableError(
+                            f"SQLite store {str(self.path)!r}: {exc}"
+                        ) from exc
+                    if lost is not None:
+                        raise lost
+                    try:
+                        yield conn
+                    except BaseException:
+                        self._hold_again(run_id, pending)  # rolled back with the block
+                        raise
+                    if not conn.in_transaction:  # the block rolled back
+                        self._hold_again(run_id, pending)
+                return
+            with self._synchronous(durable, run_id) as conn, self._tx_on(conn):
+                yield conn
+
+    def _hold_again(self, run_id: str, pending: list[_Completion]) -> None:
+        """Completions whose transaction rolled back (caller holds ``_mutex``): held back
+        again, before any held back since."""
+        self._pending[run_id] = pending + self._pending.get(run_id, [])
 
     @contextmanager
     def _statement(
@@ -806,9 +835,10 @@ class SqliteWorkflowStateService(WorkflowStateService):
         """Write-behind, while this store holds the run's lock (``lock_run``): the completion
         is held back and sent with the run's next statement. The next step's insert
         (:meth:`insert_step_at_boundary`) carries it in the same write transaction, one
-        fsync for both (instead of two commits, the completion's fsynced); any other
-        statement of the run sends it first, in a transaction of its own; the lock's
-        release sends it at the latest. Without the lock, with ``write_behind=False`` or a
+        fsync for both (instead of two commits, the completion's fsynced); any other durable
+        write of the run (its settlement...) carries it in its transaction too; any other
+        statement of the run sends it first, in a transaction of its own; the lock's release
+        sends it at the latest. Without the lock, with ``write_behind=False`` or a
         result that is not plain JSON: :meth:`complete_step`, at once."""
         validate_run_id(run_id)
         if self.write_behind and token is not None and run_id in self._locked:
