@@ -557,6 +557,25 @@ class TestWriteBehind:
                     await store.get_step_states(run.id)
             assert _stored(db_path, run.id) == {"a": ("scheduled", None)}
 
+    async def test_a_durable_write_carrying_a_lost_result_does_not_apply(
+        self, store: SqliteWorkflowStateService, db_path: Path
+    ) -> None:
+        from pikku_typing.models import RunStatus
+        from pikku_typing.state.base import RunChanges, StepCompletionLostError
+
+        run = await store.create_run("wf", None)
+        async with store.lock_run(run.id):
+            await store.insert_step_at_boundary(run.id, _running("a", "t1"))
+            await store.insert_step_at_boundary(run.id, _running("b", "t2"))
+            await store.complete_step_later(run.id, "a", result=1, token="t1")
+            await store.complete_step_later(run.id, "b", result=2, token="stolen")
+            with pytest.raises(StepCompletionLostError, match="'b'"):
+                await store.update_run(run.id, RunChanges(status=RunStatus.COMPLETED, output=3))
+            assert store._pending == {}
+        # the result that applied is stored; the settlement is not
+        assert _stored(db_path, run.id) == {"a": ("succeeded", "1"), "b": ("running", None)}
+        assert (await store.get_run(run.id)).status is RunStatus.RUNNING
+
     async def test_a_pass_whose_held_back_result_is_lost_runs_again(self, db_path: Path) -> None:
         """End to end: the first attempt of step ``a`` is taken over by another process
         (abandoned, due again) after its code returned and the pass handed its result to the

@@ -16,22 +16,24 @@
   crash, and a power loss may roll back the last transactions, never corrupting the
   database).
 * Write-behind step results: a pass's step result (``complete_step_later``, while this
-  store holds the run's lock) is held back and sent with the run's next statement: the next step's insert carries it in ONE write transaction
-  (``BEGIN IMMEDIATE``, the completion, the insert, ``COMMIT``), fsynced once, so the
-  result is durable before the next step's code runs and the attempt's start rides on that
-  commit; any other durable write of the run (its settlement...) carries it in its
-  transaction too; any other statement sends it first, in a transaction of its own; the
-  lock's release at the latest. An inline step: one commit, one fsync (instead of the
-  attempt's start, unfsynced, and the result, fsynced; see ``benchmarks/floor.py``); a crash
-  before the next statement runs the step again, as a crash before its result was stored.
-  ``write_behind=False`` stores each result at once.
+  store holds the run's lock) is held back and sent with the run's next statement: the
+  next step's insert carries it in ONE write transaction (``BEGIN IMMEDIATE``, the
+  completion, the insert, ``COMMIT``), fsynced once, so the result is durable before the
+  next step's code runs and the attempt's start rides on that commit; any other durable
+  write of the run (its settlement...) carries it in its transaction too; any other
+  statement sends it first, in a transaction of its own; the lock's release at the latest.
+  An inline step: one commit, one fsync (instead of the attempt's start, unfsynced, and the
+  result, fsynced; see ``benchmarks/floor.py``); a crash before the next statement runs the
+  step again, as a crash before its result was stored. ``write_behind=False`` stores each
+  result at once.
 * ``busy_timeout`` (default 30 s): a writer waits for another process's transaction.
 * Every write is ONE transaction, begun with ``BEGIN IMMEDIATE`` (the write lock is taken
   up front, so a read-modify-write never races another process), or ONE statement that is
   its own transaction (a new step with its boundary check, the completion of a held
   attempt), or, the hot path of a step, a held-back result and the next step's insert in
-  one transaction. Step transitions are additionally written as ``UPDATE ... WHERE status IN (...) AND token = ...`` and the
-  row count is checked, so a claim can only succeed once per attempt.
+  one transaction. Step transitions are additionally written as ``UPDATE ... WHERE status
+  IN (...) AND token = ...`` and the row count is checked, so a claim can only succeed once
+  per attempt.
 * Each run and each step is a JSON document (``doc``) plus the few columns that queries
   filter on (``status``, ``workflow``, ``created_us``, ``next_attempt_us``, ``token``).
 * The schema is versioned with ``PRAGMA user_version``.
@@ -345,7 +347,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         (``None``: of no run in particular). A bookkeeping one (``durable=False``) commits
         without an fsync (see the module's docstring). A durable one carries the run's
         held-back completions (one fsync for both; one that no longer applies is
-        :class:`StepCompletionLostError` and nothing of the transaction applies)."""
+        :class:`StepCompletionLostError`: the others are committed, the block does not run)."""
         with self._mutex:
             if durable and self._pending and run_id in self._pending:
                 conn = self._connection()
@@ -358,6 +360,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
                             f"SQLite store {str(self.path)!r}: {exc}"
                         ) from exc
                     if lost is not None:
+                        conn.execute("COMMIT")  # the ones that applied, as _send does
                         raise lost
                     try:
                         yield conn
