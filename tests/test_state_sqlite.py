@@ -328,9 +328,10 @@ def _stored(db_path: Path, run_id: str) -> dict[str, tuple[str, str | None]]:
 class TestWriteBehind:
     """Issue 16: ``complete_step_later`` while this store holds the run's lock holds the
     result back and sends it with the run's next statement: the next step's insert carries
-    it in ONE write transaction (one fsync for both); any other statement of the run sends
-    it first; the lock's release sends it at the latest; a claim taken over meanwhile is a
-    ``StepCompletionLostError`` and nothing of the statement applies."""
+    it in ONE write transaction (one fsync for both), and so does any other durable write of
+    the run; any other statement of the run sends it first; the lock's release sends it at
+    the latest; a claim taken over meanwhile is a ``StepCompletionLostError`` and nothing of
+    the statement applies."""
 
     async def test_the_next_insert_carries_it_in_one_transaction_and_one_fsync(
         self, store: SqliteWorkflowStateService, db_path: Path
