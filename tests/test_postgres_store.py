@@ -958,6 +958,61 @@ class TestWriteBehind:
         finally:
             await store.close()
 
+    async def test_the_runs_durable_write_carries_it_in_one_statement(self, dsn: str) -> None:
+        """The run's settlement (a durable update_run) carries the last step's held-back
+        result: one statement, one synchronous commit. An update that does not apply
+        (another status expected) still stores the result; a lost claim applies neither."""
+        from datetime import UTC, datetime
+
+        from pikku_typing.models import ErrorInfo, RunStatus
+        from pikku_typing.state.base import RunChanges, StepCompletionLostError
+
+        store = PostgresWorkflowStateService(_with_options(dsn, "-c synchronous_commit=on"))
+        other = PostgresWorkflowStateService(dsn)
+        try:
+            run = await store.create_run("wf", None)
+            async with store.lock_run(run.id):
+                await store.insert_step_at_boundary(run.id, self._running("a", "t1"))
+                await store.complete_step_later(run.id, "a", result=1, token="t1")
+
+                async def settle(s: PostgresWorkflowStateService) -> None:
+                    settled = await s.transition_run(
+                        run.id, (RunStatus.RUNNING,), RunChanges(status=RunStatus.COMPLETED, output=1)
+                    )
+                    assert settled is not None and settled.status is RunStatus.COMPLETED
+
+                assert await _statements_by_setting(store, settle) == {
+                    "complete_then_update_run": {"on"}
+                }
+                assert (await self._stored(dsn, run.id))["a"] == ("succeeded", "1")
+
+            second = await store.create_run("wf", None)
+            async with store.lock_run(second.id):
+                await store.insert_step_at_boundary(second.id, self._running("a", "t1"))
+                await store.complete_step_later(second.id, "a", result=2, token="t1")
+                missed = await store.transition_run(
+                    second.id, (RunStatus.SUSPENDED,), RunChanges(status=RunStatus.FAILED)
+                )
+                assert missed is None  # the run is running: not updated, the result stored
+                assert (await self._stored(dsn, second.id))["a"] == ("succeeded", "2")
+                assert (await store.get_run(second.id)).status is RunStatus.RUNNING
+
+                await store.insert_step_at_boundary(second.id, self._running("b", "t2"))
+                await store.complete_step_later(second.id, "b", result=3, token="t2")
+                await other.fail_step_attempt(
+                    second.id, "b", token=None, retry_at=datetime.now(UTC),
+                    error=ErrorInfo(type="AbandonedAttempt", message="taken over"),
+                )
+                with pytest.raises(StepCompletionLostError, match="'b'"):
+                    await store.transition_run(
+                        second.id, (RunStatus.RUNNING,), RunChanges(status=RunStatus.COMPLETED)
+                    )
+                assert (await store.get_run(second.id)).status is RunStatus.RUNNING
+                assert (await self._stored(dsn, second.id))["b"] == ("scheduled", None)
+        finally:
+            await store.close()
+            await other.close()
+
     async def test_without_the_lock_it_is_stored_at_once(self, dsn: str) -> None:
         store = PostgresWorkflowStateService(dsn)
         try:

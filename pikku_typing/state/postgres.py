@@ -40,7 +40,8 @@ Design:
   while this process holds the run's lock, the result of an attempt the pass ran itself is
   held back and sent with the run's next statement. The next step's insert carries it in
   the same statement (``complete_then_insert_step_at_boundary``: one round trip and one
-  synchronous commit per inline step, the attempt's start included); any other statement of
+  synchronous commit per inline step, the attempt's start included), and so does a durable
+  update of the run (``complete_then_update_run``: its settlement); any other statement of
   the run sends it first, the lock's release at the latest. So the result is durable before
   the next step's code runs and before the run settles; only the workflow's own code
   between two steps runs before it (a crash there runs the step again, as a crash just
@@ -137,14 +138,31 @@ prefixed ``done_`` (``run_id`` is the same run's)."""
 _DONE_PARAMS: Final = re.compile(r"%\((" + "|".join(_DONE_NAMES) + r")\)s")
 
 
+def _once(text: str, old: str, new: str) -> str:
+    if text.count(old) != 1:  # pragma: no cover - queries.sql and this code disagree
+        raise RuntimeError(f"pikku_typing's PostgreSQL statements: {old!r} is not found once")
+    return text.replace(old, new)
+
+
 def _compose(queries: dict[str, str]) -> dict[str, str]:
-    """The named statements, with ``complete_step`` (its parameters prefixed ``done_``) put
-    into ``complete_then_insert_step_at_boundary`` where its ``COMPLETE_STEP`` line stands:
-    one text of the completion for both statements."""
+    """The named statements, and two that carry a held-back completion (``complete_step``,
+    its parameters prefixed ``done_``, as the CTE ``done``), so each statement has one text:
+
+    * ``complete_then_insert_step_at_boundary``: the completion where its ``COMPLETE_STEP``
+      line stands;
+    * ``complete_then_update_run``: ``update_run`` that applies only with the completion and
+      always returns one row: ``completed``, then the run's columns (NULL when the run's
+      update did not apply)."""
     composed = dict(queries)
     done = _DONE_PARAMS.sub(r"%(done_\1)s", queries["complete_step"])
     name = "complete_then_insert_step_at_boundary"
-    composed[name] = queries[name].replace("COMPLETE_STEP", done, 1)
+    composed[name] = _once(queries[name], "COMPLETE_STEP", done)
+    update = _once(queries["update_run"], "WITH updated AS (", f"WITH done AS (\n{done}\n), updated AS (")
+    update = _once(update, "RETURNING *\n)", "    AND EXISTS (SELECT 1 FROM done)\nRETURNING *\n)")
+    update = _once(update, "SELECT updated.*,", "SELECT EXISTS (SELECT 1 FROM done) AS completed, updated.*,")
+    composed["complete_then_update_run"] = _once(
+        update, "FROM updated", "FROM (SELECT 1) AS one LEFT JOIN updated ON true"
+    )
     return composed
 
 
@@ -862,7 +880,22 @@ class PostgresWorkflowStateService(WorkflowStateService):
             "set_cancel_requested": cancel is not UNSET,
             "cancel_requested": bool(cancel) if cancel is not UNSET else None,
         }
-        row = await self._fetchone("update_run", params, bookkeeping=_bookkeeping(changes))
+        bookkeeping = _bookkeeping(changes)
+        held = None if bookkeeping or not self._pending.get(run_id) else self._held_cursor(params)
+        if held is not None:
+            # a held-back step result rides on the run's durable write (its settlement...):
+            # one statement and one commit for both
+            done = await self._take_last_pending(run_id)
+            params.update({f"done_{name}": done[name] for name in _DONE_NAMES})
+            row = await self._on_lock_session(
+                held, _Q["complete_then_update_run"], params, many=False
+            )
+            if row is not None and not row["completed"]:
+                raise self._lost(done)
+            if row is not None and row["id"] is None:
+                row = None  # the run's update did not apply (another status)
+        else:
+            row = await self._fetchone("update_run", params, bookkeeping=bookkeeping)
         if row is None:
             await self._require_run(run_id)
             return None

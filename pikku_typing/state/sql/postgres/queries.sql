@@ -32,6 +32,8 @@ SELECT * FROM pikku_runs WHERE id = %(run_id)s
 -- Every field has a set_<field> flag: false keeps the stored value (RunChanges' UNSET).
 -- A run that settles is announced on the channel pikku_settled (payload: the run id; sent at
 -- commit) for the result() waiters of every process (LISTEN/NOTIFY instead of polling).
+-- postgres.py derives complete_then_update_run from this text: the same update carrying a
+-- pass's held-back step result (complete_step as the CTE done, parameters prefixed done_).
 WITH updated AS (
 UPDATE pikku_runs SET
     updated_at = %(now)s,
