@@ -145,18 +145,26 @@ def _once(text: str, old: str, new: str) -> str:
 
 
 def _compose(queries: dict[str, str]) -> dict[str, str]:
-    """The named statements, and two that carry a held-back completion (``complete_step``,
-    its parameters prefixed ``done_``, as the CTE ``done``), so each statement has one text:
+    """The named statements, and two derived ones that carry a held-back completion
+    (``complete_step``, its parameters prefixed ``done_``, as the CTE ``done``; see
+    :meth:`PostgresWorkflowStateService._carrying`), so each statement has one text:
 
-    * ``complete_then_insert_step_at_boundary``: the completion where its ``COMPLETE_STEP``
-      line stands;
+    * ``complete_then_insert_step_at_boundary``: ``insert_step_at_boundary`` committed
+      synchronously, inserting only with the completion, and saying ``completed``;
     * ``complete_then_update_run``: ``update_run`` that applies only with the completion and
       always returns one row: ``completed``, then the run's columns (NULL when the run's
       update did not apply)."""
     composed = dict(queries)
     done = _DONE_PARAMS.sub(r"%(done_\1)s", queries["complete_step"])
-    name = "complete_then_insert_step_at_boundary"
-    composed[name] = _once(queries[name], "COMPLETE_STEP", done)
+    insert = _once(
+        queries["insert_step_at_boundary"], "WITH commit_mode AS (",
+        f"WITH done AS (\n{done}\n), commit_mode AS (",
+    )
+    insert = _once(insert, "CASE WHEN %(asynchronous)s THEN", "CASE WHEN false THEN")
+    insert = _once(insert, "FROM run WHERE goes_on", "FROM run, done WHERE goes_on")
+    composed["complete_then_insert_step_at_boundary"] = _once(
+        insert, "AS inserted FROM run", "AS inserted,\n    EXISTS (SELECT 1 FROM done) AS completed FROM run"
+    )
     update = _once(queries["update_run"], "WITH updated AS (", f"WITH done AS (\n{done}\n), updated AS (")
     update = _once(update, "RETURNING *\n)", "    AND EXISTS (SELECT 1 FROM done)\nRETURNING *\n)")
     update = _once(update, "SELECT updated.*,", "SELECT EXISTS (SELECT 1 FROM done) AS completed, updated.*,")
@@ -881,21 +889,12 @@ class PostgresWorkflowStateService(WorkflowStateService):
             "cancel_requested": bool(cancel) if cancel is not UNSET else None,
         }
         bookkeeping = _bookkeeping(changes)
-        held = None if bookkeeping or not self._pending.get(run_id) else self._held_cursor(params)
-        if held is not None:
-            # a held-back step result rides on the run's durable write (its settlement...):
-            # one statement and one commit for both
-            done = await self._take_last_pending(run_id)
-            params.update({f"done_{name}": done[name] for name in _DONE_NAMES})
-            row = await self._on_lock_session(
-                held, _Q["complete_then_update_run"], params, many=False
-            )
-            if row is not None and not row["completed"]:
-                raise self._lost(done)
-            if row is not None and row["id"] is None:
-                row = None  # the run's update did not apply (another status)
-        else:
+        # a held-back step result rides on the run's durable write (its settlement...)
+        carried, row = (False, None) if bookkeeping else await self._carrying("update_run", params)
+        if not carried:
             row = await self._fetchone("update_run", params, bookkeeping=bookkeeping)
+        elif row is not None and row["id"] is None:
+            row = None  # the run's update did not apply (another status)
         if row is None:
             await self._require_run(run_id)
             return None
@@ -952,16 +951,8 @@ class PostgresWorkflowStateService(WorkflowStateService):
         in the same statement, committed synchronously."""
         validate_run_id(run_id)
         params = _insert_step_params(run_id, step)
-        held = self._held_cursor(params) if self._pending.get(run_id) else None
-        if held is not None:
-            done = await self._take_last_pending(run_id)
-            params.update({f"done_{name}": done[name] for name in _DONE_NAMES})
-            row = await self._on_lock_session(
-                held, _Q["complete_then_insert_step_at_boundary"], params, many=False
-            )
-            if row is not None and not row["completed"]:
-                raise self._lost(done)
-        else:
+        carried, row = await self._carrying("insert_step_at_boundary", params)
+        if not carried:
             # the statement sets its own transaction's synchronous_commit: any session will do
             params["asynchronous"] = (
                 step.status is StepStatus.RUNNING and not self.synchronous_every_commit
@@ -1080,6 +1071,25 @@ class PostgresWorkflowStateService(WorkflowStateService):
             return await self.complete_step(run_id, key, result=result, token=token)
         self._pending.setdefault(run_id, []).append(_complete_params(run_id, key, result, token))
         return True
+
+    async def _carrying(
+        self, name: str, params: dict[str, Any]
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Statement ``name`` of a locked run with its last held-back completion, as ONE
+        statement and one synchronous commit (``complete_then_<name>``, see :func:`_compose`)
+        on the lock's session: ``(True, row)``; :meth:`_lost` when the completion no longer
+        applies (then nothing of it did). ``(False, None)`` when the run has none held back
+        (or its lock's session is gone: the caller's statement sends them first)."""
+        run_id = params["run_id"]
+        held = self._held_cursor(params) if self._pending.get(run_id) else None
+        if held is None:
+            return False, None
+        done = await self._take_last_pending(run_id)
+        params.update({f"done_{name}": done[name] for name in _DONE_NAMES})
+        row = await self._on_lock_session(held, _Q[f"complete_then_{name}"], params, many=False)
+        if row is not None and not row["completed"]:
+            raise self._lost(done)
+        return True, row
 
     async def _take_last_pending(self, run_id: str) -> dict[str, Any]:
         """The run's last held-back completion, after the others (if any) were sent."""

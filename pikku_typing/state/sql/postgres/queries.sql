@@ -88,6 +88,9 @@ RETURNING true AS inserted
 -- its own commit: asynchronous (an attempt's start, bookkeeping) when the asynchronous
 -- parameter is true, else the session's synchronous_commit (set_config local to the
 -- statement's transaction, read when it commits), so it can run on any session.
+-- postgres.py derives complete_then_insert_step_at_boundary from this text: the same insert
+-- carrying a pass's held-back step result (complete_step as the CTE done, parameters prefixed
+-- done_), committed synchronously, inserting only when the completion applied.
 WITH commit_mode AS (
     SELECT set_config('synchronous_commit',
         CASE WHEN %(asynchronous)s THEN 'off' ELSE current_setting('synchronous_commit') END,
@@ -111,38 +114,6 @@ WITH commit_mode AS (
     RETURNING true
 )
 SELECT goes_on, EXISTS (SELECT 1 FROM inserted) AS inserted FROM run
-
--- name: complete_then_insert_step_at_boundary
--- A pass's write-behind completion (the result of the step before, held back by
--- complete_step_later) and the next step's boundary and insert, in ONE statement and ONE
--- synchronous commit: the result is durable before the next step's code runs, and the next
--- attempt's start costs no commit of its own. The completion is complete_step, its parameters
--- prefixed done_ (postgres.py puts it where the line COMPLETE_STEP stands). The step is
--- inserted only when the completion applied (its claim still held the attempt) and the run
--- goes on. One row (goes_on, inserted, completed) when the run exists, none when it does not.
-WITH done AS (
-COMPLETE_STEP
-), run AS (
-    SELECT NOT cancel_requested AND status NOT IN ('completed', 'failed', 'cancelled') AS goes_on
-    FROM pikku_runs WHERE id = %(run_id)s
-), inserted AS (
-    INSERT INTO pikku_steps (
-        run_id, key, step_name, kind, status, rpc_name, data, data_digest, result, error,
-        attempt_count, max_attempts, attempts, next_attempt_at, lease_token, lease_expires_at,
-        created_at, updated_at, started_at, finished_at, extra
-    )
-    SELECT
-        %(run_id)s, %(key)s, %(step_name)s, %(kind)s, %(status)s, %(rpc_name)s, %(data)s,
-        %(data_digest)s, %(result)s, %(error)s::jsonb, %(attempt_count)s, %(max_attempts)s,
-        %(attempts)s::jsonb, %(next_attempt_at)s, %(lease_token)s, %(lease_expires_at)s,
-        %(created_at)s, %(updated_at)s, %(started_at)s, %(finished_at)s, %(extra)s::jsonb
-    FROM run, done WHERE goes_on
-    ON CONFLICT (run_id, key) DO NOTHING
-    RETURNING true
-)
-SELECT goes_on, EXISTS (SELECT 1 FROM inserted) AS inserted,
-    EXISTS (SELECT 1 FROM done) AS completed
-FROM run
 
 -- name: schedule_step
 UPDATE pikku_steps SET status = 'scheduled', next_attempt_at = %(at)s, updated_at = %(now)s
