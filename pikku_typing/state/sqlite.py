@@ -661,7 +661,7 @@ class SqliteWorkflowStateService(WorkflowStateService):
         # ONE statement (its own transaction): the run's check (status column, cancel request
         # in its document) and the step's insert; only a miss (a stop, an existing step)
         # reads more. With held-back completions of the run (complete_step_later): they and
-        # the insert in ONE write transaction, fsynced (_complete_then_insert)
+        # the insert in ONE write transaction, fsynced (a durable _tx carries them)
         validate_run_id(run_id)
         doc = step.model_dump_json()
         next_us = None if step.next_attempt_at is None else c.to_micros(step.next_attempt_at)
@@ -673,9 +673,10 @@ class SqliteWorkflowStateService(WorkflowStateService):
         corrupt = f"the row of run {run_id!r}"
         while True:
             if self._pending and run_id in self._pending:
-                inserted, row = self._complete_then_insert(run_id, values, corrupt)
-                if inserted:
-                    return step
+                with self._tx(run_id) as conn, self._json_errors(corrupt):
+                    if conn.execute(_INSERT_AT_BOUNDARY_SQL, values).rowcount == 1:
+                        return step
+                    row = conn.execute(_AFTER_A_MISS_SQL, values[:2]).fetchone()
             else:
                 with self._statement(run_id, durable=durable) as conn, self._json_errors(corrupt):
                     if conn.execute(_INSERT_AT_BOUNDARY_SQL, values).rowcount == 1:
@@ -690,34 +691,6 @@ class SqliteWorkflowStateService(WorkflowStateService):
             if existing is not None:
                 return self._load_step(existing, run_id)
             # the run was stopped at the insert and goes on now (resumed): insert again
-
-    def _complete_then_insert(
-        self, run_id: str, values: tuple[Any, ...], corrupt: str
-    ) -> tuple[bool, tuple[Any, ...] | None]:
-        """The run's held-back completions (:meth:`complete_step_later`: the result of the
-        step before) and the next step's insert at its boundary in ONE write transaction,
-        committed at the store's own level (one fsync): the result is durable before the
-        next step's code runs, and the attempt's start costs no commit of its own. Whether
-        the step was inserted, and on a miss the row that tells why (as a separate read
-        would, from the same transaction). A completion that no longer applies is
-        :class:`StepCompletionLostError` and the step is not inserted."""
-        with self._mutex:
-            conn = self._connection()
-            pending = self._pending.pop(run_id, [])
-            inserted, row = False, None
-            try:
-                with self._tx_on(conn):
-                    lost = self._apply(conn, run_id, pending)
-                    if lost is None:
-                        with self._json_errors(corrupt):
-                            inserted = conn.execute(_INSERT_AT_BOUNDARY_SQL, values).rowcount == 1
-                            if not inserted:
-                                row = conn.execute(_AFTER_A_MISS_SQL, values[:2]).fetchone()
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailableError(f"SQLite store {str(self.path)!r}: {exc}") from exc
-        if lost is not None:
-            raise lost
-        return inserted, row
 
     def _transition(
         self,
