@@ -1066,54 +1066,26 @@ class TestWriteBehind:
 
     async def test_a_pass_whose_held_back_result_is_lost_runs_again(self, dsn: str) -> None:
         """End to end: the first attempt of step ``a`` is taken over by another process
-        while its code runs (abandoned, due again); its result, held back, does not apply
-        when the insert of step ``b`` carries it: the pass is abandoned (step ``b`` is not
+        (abandoned, due again) after its code returned and the pass handed its result to the
+        store, before the pass's next statement; its result, held back, does not apply when
+        the insert of step ``b`` carries it: the pass is abandoned (step ``b`` is not
         inserted), the job runs again and the replay runs ``a`` again: the run completes
         with the second attempt's value."""
-        from datetime import UTC, datetime
+        from write_behind_support import run_losing_a_held_back_result
 
-        from registry_support import isolated_registry
-
-        from pikku_typing import InProcessQueue, Workflow, WorkflowRuntime, wire_workflow
-        from pikku_typing.models import ErrorInfo, RunStatus
+        from pikku_typing.models import RunStatus
 
         store = PostgresWorkflowStateService(dsn)
         other = PostgresWorkflowStateService(dsn)
-        ran: list[int] = []
-        run_ids: list[str] = []
-
-        async def body() -> int:
-            ran.append(len(ran) + 1)
-            if len(ran) == 1:
-                await other.fail_step_attempt(
-                    run_ids[0], "a", token=None, retry_at=datetime.now(UTC),
-                    error=ErrorInfo(type="AbandonedAttempt", message="taken over"),
-                )
-            return len(ran) * 10
-
-        async def flow(workflow: Workflow, _: None) -> int:
-            a = int(await workflow.do("a", body))
-            b = int(await workflow.do("b", lambda: a + 1))
-            return b
-
-        with isolated_registry():
-            wire_workflow(name="pg_lost_result", func=flow, execution_mode="inline")
-            runtime = WorkflowRuntime(store, InProcessQueue(retry_backoff=0.001))
-            try:
-                client = runtime.client("pg_lost_result")
-                handle = await client.start(None)
-                run_ids.append(handle.run_id)
-                await runtime.drain()
-                assert await client.result(handle.run_id, timeout=60) == 21
-                run = await client.get_run(handle.run_id)
-                assert run.status is RunStatus.COMPLETED
-                steps = await store.get_step_states(handle.run_id)
-                assert ran == [1, 2]
-                assert [x.error.type if x.error else None for x in steps["a"].attempts] == [
-                    "AbandonedAttempt", None
-                ]
-                assert steps["b"].attempt_count == 1
-            finally:
-                await runtime.close()
-                await store.close()
-                await other.close()
+        try:
+            output, run, steps, ran = await run_losing_a_held_back_result(store, other, "pg_lost_result")
+            assert output == 21
+            assert run.status is RunStatus.COMPLETED
+            assert ran == [1, 2]
+            assert [x.error.type if x.error else None for x in steps["a"].attempts] == [
+                "AbandonedAttempt", None
+            ]  # fmt: skip
+            assert steps["b"].attempt_count == 1
+        finally:
+            await store.close()
+            await other.close()

@@ -7,7 +7,6 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from registry_support import isolated_registry
@@ -584,55 +583,21 @@ class TestWriteBehind:
         the insert of step ``b`` carries it: the pass is abandoned (step ``b`` is not
         inserted), the job runs again and the replay runs ``a`` again: the run completes
         with the second attempt's value."""
-        from datetime import UTC, datetime
+        from write_behind_support import run_losing_a_held_back_result
 
-        from pikku_typing import InProcessQueue, Workflow, WorkflowRuntime, wire_workflow
-        from pikku_typing.models import ErrorInfo, RunStatus
+        from pikku_typing.models import RunStatus
 
         store = SqliteWorkflowStateService(db_path)
         other = SqliteWorkflowStateService(db_path)
-        ran: list[int] = []
-        run_ids: list[str] = []
-
-        async def body() -> int:
-            ran.append(len(ran) + 1)
-            return len(ran) * 10
-
-        complete_later = store.complete_step_later
-
-        async def then_taken_over(run_id: str, key: str, **kwargs: Any) -> bool:
-            stored = await complete_later(run_id, key, **kwargs)
-            if key == "a" and ran == [1]:
-                await other.fail_step_attempt(
-                    run_id, "a", token=None, retry_at=datetime.now(UTC),
-                    error=ErrorInfo(type="AbandonedAttempt", message="taken over"),
-                )  # fmt: skip
-            return stored
-
-        store.complete_step_later = then_taken_over  # type: ignore[method-assign]
-
-        async def flow(workflow: Workflow, _: None) -> int:
-            a = int(await workflow.do("a", body))
-            return int(await workflow.do("b", lambda: a + 1))
-
-        with isolated_registry():
-            wire_workflow(name="sqlite_lost_result", func=flow, execution_mode="inline")
-            runtime = WorkflowRuntime(store, InProcessQueue(retry_backoff=0.001))
-            try:
-                client = runtime.client("sqlite_lost_result")
-                handle = await client.start(None)
-                run_ids.append(handle.run_id)
-                await runtime.drain()
-                assert await client.result(handle.run_id, timeout=60) == 21
-                run = await client.get_run(handle.run_id)
-                assert run.status is RunStatus.COMPLETED
-                steps = await store.get_step_states(handle.run_id)
-                assert ran == [1, 2]
-                assert [x.error.type if x.error else None for x in steps["a"].attempts] == [
-                    "AbandonedAttempt", None
-                ]  # fmt: skip
-                assert steps["b"].attempt_count == 1
-            finally:
-                await runtime.close()
-                await store.close()
-                await other.close()
+        try:
+            output, run, steps, ran = await run_losing_a_held_back_result(store, other, "sqlite_lost_result")
+            assert output == 21
+            assert run.status is RunStatus.COMPLETED
+            assert ran == [1, 2]
+            assert [x.error.type if x.error else None for x in steps["a"].attempts] == [
+                "AbandonedAttempt", None
+            ]  # fmt: skip
+            assert steps["b"].attempt_count == 1
+        finally:
+            await store.close()
+            await other.close()
