@@ -109,47 +109,43 @@ the queue (``WorkflowRuntime(eager_steps=False)``: a step job and a pass per ste
 # ------------------------------------------------------------------ children: the floor
 
 
-ALTERNATIVES: dict[str, dict[str, bool]] = {
-    "no-write-behind": {"write_behind": False},
-    "strict": {"write_behind": False, "synchronous_every_commit": True},
+ALTERNATIVES: dict[str, dict[str, dict[str, bool]]] = {
+    "pg": {
+        "no-write-behind": {"write_behind": False},
+        "strict": {"write_behind": False, "synchronous_every_commit": True},
+    },
+    "sqlite": {
+        "no-write-behind": {"write_behind": False},
+        "strict": {"write_behind": False, "fsync_every_commit": True},
+    },
 }
-"""The alternatives to the PostgreSQL store's defaults that ``pg inline*`` and ``pg inline**``
-measure: each step's result committed before the workflow's code goes on (instead of with
-the next step's insert), and also every attempt start committed synchronously."""
+"""The alternatives to each store's defaults that ``pg inline*``/``**`` and ``sqlite
+inline*``/``**`` measure: each step's result committed before the workflow's code goes on
+(instead of with the next step's insert), and also every attempt start committed
+synchronously (PostgreSQL) or fsynced (SQLite)."""
 
 
-def child_pg_alternative(name: str, steps: int, dsn: str) -> dict[str, Any]:
-    """pg inline with the store options ``ALTERNATIVES[name]``: the same flow and set-up as
-    ``runtime_postgres.py``, with every store of this process built that way."""
-    from functools import partialmethod
+def child_alternative(store: str, name: str, steps: int, where: str) -> dict[str, Any]:
+    """An inline run with the store options ``ALTERNATIVES[store][name]``: the same flow and
+    set-up as ``runtime_postgres.py`` (``where``: the DSN) or ``runtime.py`` (``where``: the
+    directory), with every store of this process built that way."""
+    if store == "pg":
+        import runtime_postgres
 
-    from runtime_postgres import child_pikku
+        from pikku_typing.state.postgres import PostgresWorkflowStateService as Store
 
-    from pikku_typing.state.postgres import PostgresWorkflowStateService as Store
+        def run() -> dict[str, Any]:
+            return runtime_postgres.child_pikku("inline", steps, where)
+    else:
+        import runtime
 
-    Store.__init__ = partialmethod(Store.__init__, **ALTERNATIVES[name])  # type: ignore[method-assign]
-    return child_pikku("inline", steps, dsn)
+        from pikku_typing.state.sqlite import SqliteWorkflowStateService as Store  # type: ignore[assignment]
 
+        def run() -> dict[str, Any]:
+            return runtime.child_pikku("inline", steps, "sqlite", Path(where))
 
-SQLITE_ALTERNATIVES: dict[str, dict[str, bool]] = {
-    "no-write-behind": {"write_behind": False},
-    "strict": {"write_behind": False, "fsync_every_commit": True},
-}
-"""The alternatives to the SQLite store's defaults that ``sqlite inline*`` and
-``sqlite inline**`` measure: each step's result committed before the workflow's code goes
-on (instead of with the next step's insert, one fsync for both), and also every attempt
-start fsynced."""
-
-
-def child_sqlite_alternative(name: str, steps: int, directory: Path) -> dict[str, Any]:
-    """sqlite inline with the store options ``SQLITE_ALTERNATIVES[name]``: the same flow and
-    set-up as ``runtime.py``, with every store of this process built that way."""
-    from runtime import child_pikku
-
-    from pikku_typing.state.sqlite import SqliteWorkflowStateService as Store
-
-    Store.__init__ = partialmethod(Store.__init__, **SQLITE_ALTERNATIVES[name])  # type: ignore[method-assign]
-    return child_pikku("inline", steps, "sqlite", directory)
+    Store.__init__ = partialmethod(Store.__init__, **ALTERNATIVES[store][name])  # type: ignore[method-assign]
+    return run()
 
 
 def child_floor_sqlite(directory: Path) -> dict[str, Any]:
@@ -301,7 +297,7 @@ def child_wal_flushes(steps: int, dsn: str, _directory: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {"default": asyncio.run(main())}
     init = Store.__init__
-    for name, options in ALTERNATIVES.items():
+    for name, options in ALTERNATIVES["pg"].items():
         Store.__init__ = partialmethod(init, **options)  # type: ignore[method-assign]
         try:
             out[name] = asyncio.run(main())
@@ -510,7 +506,7 @@ def section_floor(dsn: str | None, reps: int, steps: int) -> None:
             "runtime.py", "pikku", "inline", str(steps), "sqlite")["per_step_us"]))
         for name, option in (("sqlite inline*", "no-write-behind"), ("sqlite inline**", "strict")):
             samples[name].append(float(run_child(
-                "sqlite-alternative", option, str(steps))["per_step_us"]))
+                "alternative", "sqlite", option, str(steps))["per_step_us"]))
         samples["sqlite remote"].append(sqlite_remote(**EAGER))
         samples["sqlite remote q"].append(sqlite_remote(**QUEUED))
         samples["sqlite remote ip"].append(sqlite_remote(**EAGER, **inprocess))
@@ -526,7 +522,7 @@ def section_floor(dsn: str | None, reps: int, steps: int) -> None:
         ), "per_step_us")
         for name, option in (("pg inline*", "no-write-behind"), ("pg inline**", "strict")):
             pg(name, _with_schema(dsn, lambda d, option=option: run_child(
-                "pg-alternative", option, str(steps), d)), "per_step_us")
+                "alternative", "pg", option, str(steps), d)), "per_step_us")
         for name, env in (("pg remote", EAGER), ("pg remote q", QUEUED)):
             pg(name, _with_schema(dsn, lambda d, env=env: run_script(
                 "runtime_postgres.py", "pikku", "remote", str(remote_steps), d, **env
@@ -645,10 +641,8 @@ def main() -> int:
             out = child_floor_postgres(rest[0], directory)
         elif kind == "floor-postgres-sync":
             out = child_floor_postgres_sync(rest[0], directory)
-        elif kind == "sqlite-alternative":
-            out = child_sqlite_alternative(rest[0], int(rest[1]), directory)
-        elif kind == "pg-alternative":
-            out = child_pg_alternative(rest[0], int(rest[1]), rest[2])
+        elif kind == "alternative":  # store, option, steps, DSN or (sqlite) the directory
+            out = child_alternative(rest[0], rest[1], int(rest[2]), rest[3])
         elif kind == "wal-flushes":
             out = child_wal_flushes(int(rest[0]), rest[1], directory)
         elif kind == "trips":
